@@ -1,0 +1,177 @@
+"""The ``earthsim`` command: one entry point over the library, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from earthsim import __version__
+
+
+def _parser(subparsers, name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help_text, description=help_text,
+        epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_simulate(subparsers) -> None:
+    from earthsim import config
+    from earthsim.sim import SOLVERS
+
+    parser = _parser(subparsers, "simulate", "Run a physics solver and write its frames to a Zarr v3 store.", """
+        earthsim simulate navier-stokes --out data/kolmogorov.zarr --trajectories 4 --frames 20
+        earthsim simulate navier-stokes --flow decaying --resolution 128 --save-resolutions 64 32 --out data/decay.zarr
+        earthsim simulate shallow-water --initial-condition galewsky --out data/galewsky.zarr
+        earthsim simulate --entry kolmogorov-64        # the store a catalog entry records
+    """)
+    parser.add_argument("--entry", help="make the store of this solver-backed catalog entry")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    solvers = parser.add_subparsers(dest="solver", metavar="SOLVER")
+    for name, (config_cls, _) in SOLVERS.items():
+        sub = _parser(solvers, name, (config_cls.__doc__ or name).strip().splitlines()[0], f"""
+            earthsim simulate {name} --out data/{name}.zarr
+        """)
+        sub.add_argument("--out", required=True, help="path of the Zarr store to write")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing store")
+        config.add_arguments(sub, config_cls)
+    parser.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args) -> int:
+    from earthsim import catalog, config
+    from earthsim.sim import SOLVERS, generate
+
+    if args.entry:
+        path = generate(catalog.get_entry(args.entry), overwrite=args.overwrite)
+    elif args.solver:
+        config_cls, simulate = SOLVERS[args.solver]
+        path = simulate(config.from_arguments(config_cls, args), args.out, overwrite=args.overwrite)
+    else:
+        print("earthsim simulate: name a SOLVER or --entry NAME (see --help)", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_ingest(subparsers) -> None:
+    parser = _parser(subparsers, "ingest", "Convert netCDF or GRIB files into a Zarr v3 store in earthsim's conventions.", """
+        earthsim ingest era5-uk-t2m                                   # a catalog entry's raw files into its store
+        earthsim ingest ../shared/data/era5-2mt-2019-03-uk.grib --out t2m.zarr --expect era5-uk-t2m
+        earthsim ingest a.nc b.nc --out ab.zarr                        # no catalog check, conventions only
+    """)
+    parser.add_argument("inputs", nargs="+", help="a catalog entry name, or input files (.grib, .grb, .nc)")
+    parser.add_argument("--out", help="output store (with input files; default: the entry's store)")
+    parser.add_argument("--expect", help="catalog entry whose variables, levels, members, times and grid the data must match")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.set_defaults(run=_run_ingest)
+
+
+def _run_ingest(args) -> int:
+    from earthsim import catalog
+    from earthsim.data.ingest import ingest, ingest_entry
+
+    if len(args.inputs) == 1 and args.inputs[0] in catalog.names() and args.out is None:
+        path = ingest_entry(catalog.get_entry(args.inputs[0]), overwrite=args.overwrite)
+    else:
+        if args.out is None:
+            print("earthsim ingest: input files need --out STORE", file=sys.stderr)
+            return 2
+        expect = catalog.get_entry(args.expect) if args.expect else None
+        path = ingest(args.inputs, args.out, expect=expect, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_catalog(subparsers) -> None:
+    parser = _parser(subparsers, "catalog", "List the datasets in catalogs/ or show one entry.", """
+        earthsim catalog list
+        earthsim catalog show era5-uk-t2m
+    """)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _parser(actions, "list", "List dataset names with kind and whether their store exists.", "earthsim catalog list")
+    show = _parser(actions, "show", "Print one entry, its paths resolved.", "earthsim catalog show kolmogorov-64")
+    show.add_argument("name")
+    parser.set_defaults(run=_run_catalog)
+
+
+def _run_catalog(args) -> int:
+    from earthsim import catalog
+
+    if args.action == "list":
+        for name in catalog.names():
+            entry = catalog.get_entry(name)
+            state = "ready" if entry.exists() else f"missing: {entry.source.command(name) if entry.source else '-'}"
+            print(f"{name:24s} {entry.kind:8s} {state:44s} {entry.description}")
+    else:
+        print(catalog.describe(catalog.get_entry(args.name)), end="")
+    return 0
+
+
+def _add_stats(subparsers) -> None:
+    parser = _parser(subparsers, "stats", "Compute normalisation statistics (and a climatology for weather) with dask.", """
+        earthsim stats era5-uk-t2m          # mean, std, std of one-step differences, day-of-year x hour climatology
+        earthsim stats kolmogorov-64 --overwrite
+    """)
+    parser.add_argument("name", help="catalog dataset")
+    parser.add_argument("--overwrite", action="store_true", help="recompute even if stored results exist")
+    parser.set_defaults(run=_run_stats)
+
+
+def _run_stats(args) -> int:
+    from earthsim import catalog
+    from earthsim.data.stats import compute_climatology, compute_statistics
+
+    entry = catalog.get_entry(args.name)
+    print(f"statistics: {compute_statistics(entry, overwrite=args.overwrite)}")
+    if entry.kind == "weather":
+        print(f"climatology: {compute_climatology(entry, overwrite=args.overwrite)}")
+    return 0
+
+
+def _add_demo(subparsers) -> None:
+    parser = _parser(subparsers, "demo", "Run the end-to-end demo on built-in data.", "earthsim demo")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from earthsim.demo import run_demo
+
+    run_demo()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="earthsim", description="Learning emulators of spatiotemporal physics and weather.",
+        epilog="Run `earthsim SUBCOMMAND --help` for each subcommand's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"earthsim {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_demo):
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from earthsim.errors import EarthsimError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except EarthsimError as error:
+        print(f"earthsim {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"earthsim {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
