@@ -1,0 +1,110 @@
+"""Training losses on predictions shaped like the sample contract's ``y``: [B, T, C, H, W].
+
+Every loss takes per-channel weights (``channel_weights`` [C], e.g. per variable) and reduces to a
+scalar. Conventions:
+
+- ``mse``: mean squared error over all points.
+- ``lat_mse``: latitude-area-weighted MSE with WeatherBench 2's cell-area weights, normalised to mean 1.
+- ``relative_lp``: ||pred - y||_p / ||y||_p per sample and channel (neuraloperator's LpLoss), averaged.
+- ``h1`` / ``h_minus1``: relative Sobolev norms on the periodic box through the Fourier transform,
+  ||u||²_{H^s} = Σ_k (1 + |k|²)^s |û_k|² with s = 1 or s = -1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from earthsim.errors import EarthsimError
+
+
+def latitude_weights(latitude_degrees) -> np.ndarray:
+    """Cell-area weights for a regular latitude grid, normalised to mean 1 (WeatherBench 2's convention).
+
+    Each point stands for the band between the midpoints to its neighbours, clipped at the poles,
+    so a grid that includes ±90° gives its pole rows half-width caps.
+    """
+    lat = np.deg2rad(np.asarray(latitude_degrees, dtype=np.float64))
+    if lat.size < 2:
+        raise EarthsimError("latitude weights need at least two latitudes")
+    spacing = np.diff(lat)
+    if not np.allclose(spacing, spacing[0], rtol=1e-6, atol=1e-9):
+        raise EarthsimError("latitude weights need equally spaced latitudes")
+    delta = abs(spacing[0])
+    ordered = np.sort(lat)
+    bounds = np.clip(np.concatenate([ordered - delta / 2, [ordered[-1] + delta / 2]]), -np.pi / 2, np.pi / 2)
+    weights = np.sin(bounds[1:]) - np.sin(bounds[:-1])
+    weights = weights / weights.mean()
+    return weights if lat[0] <= lat[-1] else weights[::-1].copy()
+
+
+def _channel_weighted(per_channel: torch.Tensor, channel_weights: torch.Tensor | None) -> torch.Tensor:
+    """Average a [..., C] tensor over channels with weights normalised to mean 1."""
+    if channel_weights is None:
+        return per_channel.mean()
+    w = channel_weights.to(per_channel) / channel_weights.to(per_channel).mean()
+    return (per_channel * w).mean()
+
+
+def mse(pred, target, channel_weights=None, **_) -> torch.Tensor:
+    per_channel = (pred - target).pow(2).mean(dim=(0, 1, 3, 4))
+    return _channel_weighted(per_channel, channel_weights)
+
+
+def lat_mse(pred, target, channel_weights=None, lat_weights=None, **_) -> torch.Tensor:
+    if lat_weights is None:
+        raise EarthsimError("loss 'lat_mse' needs latitude weights (a dataset on a latitude grid)")
+    w = torch.as_tensor(lat_weights).to(pred).view(1, 1, 1, -1, 1)
+    per_channel = ((pred - target).pow(2) * w).mean(dim=(0, 1, 3, 4))
+    return _channel_weighted(per_channel, channel_weights)
+
+
+def relative_lp(pred, target, channel_weights=None, p: float = 2.0, **_) -> torch.Tensor:
+    diff = torch.linalg.vector_norm((pred - target).flatten(3).transpose(1, 2).flatten(2), ord=p, dim=-1)
+    norm = torch.linalg.vector_norm(target.flatten(3).transpose(1, 2).flatten(2), ord=p, dim=-1)
+    per_channel = (diff / norm.clamp_min(torch.finfo(norm.dtype).tiny)).mean(dim=0)
+    return _channel_weighted(per_channel, channel_weights)
+
+
+def sobolev_norm_squared(u: torch.Tensor, s: float) -> torch.Tensor:
+    """Σ_k (1 + |k|²)^s |û_k|² / (H W)² over the last two (periodic) dims, for integer wavenumbers k."""
+    height, width = u.shape[-2:]
+    u_hat = torch.fft.fft2(u if u.dtype == torch.float64 else u.float())
+    real = u_hat.real.dtype
+    ky = torch.fft.fftfreq(height, d=1.0 / height, device=u.device, dtype=real)
+    kx = torch.fft.fftfreq(width, d=1.0 / width, device=u.device, dtype=real)
+    k2 = ky.view(-1, 1) ** 2 + kx.view(1, -1) ** 2
+    weight = (1.0 + k2) ** s
+    return (weight * u_hat.abs() ** 2).sum(dim=(-2, -1)) / (height * width) ** 2
+
+
+def _relative_sobolev(pred, target, channel_weights, s: float) -> torch.Tensor:
+    diff = sobolev_norm_squared(pred - target, s).sqrt()  # [B, T, C]
+    norm = sobolev_norm_squared(target, s).sqrt()
+    per_channel = (diff / norm.clamp_min(torch.finfo(norm.dtype).tiny)).mean(dim=(0, 1))
+    return _channel_weighted(per_channel, channel_weights).to(pred.dtype)
+
+
+def h1(pred, target, channel_weights=None, **_) -> torch.Tensor:
+    return _relative_sobolev(pred, target, channel_weights, s=1.0)
+
+
+def h_minus1(pred, target, channel_weights=None, **_) -> torch.Tensor:
+    return _relative_sobolev(pred, target, channel_weights, s=-1.0)
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "mse": mse,
+    "lat_mse": lat_mse,
+    "relative_lp": relative_lp,
+    "h1": h1,
+    "h_minus1": h_minus1,
+}
+
+
+def get_loss(name: str) -> Callable[..., torch.Tensor]:
+    if name not in LOSSES:
+        raise EarthsimError(f"unknown loss {name!r}; valid losses: {sorted(LOSSES)}")
+    return LOSSES[name]
