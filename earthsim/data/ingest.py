@@ -1,0 +1,393 @@
+"""Ingest netCDF and GRIB files into a Zarr v3 store in earthsim's conventions, checked against a catalog entry.
+
+    >>> from earthsim import catalog
+    >>> from earthsim.data.ingest import ingest, ingest_entry
+    >>> ingest_entry(catalog.get_entry("era5-uk-t2m"))                 # the entry's raw files into its store
+    >>> ingest(["a.nc", "b.nc"], "ab.zarr", expect=catalog.get_entry("era5-uk-t2m"))
+
+Inputs are opened lazily as dask arrays in blocks of time steps, so files larger than memory stream
+through: the only full pass before writing computes one all-NaN flag per field for validation. The
+store is written chunked by time (a block of steps per chunk, each chunk holding the full spatial
+field and every member and level) through :func:`earthsim.data.store.write_zarr`, so a failed
+ingest leaves no store, and no temporary, under the output name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Sequence
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from earthsim.catalog import DatasetEntry
+from earthsim.data.conventions import CONVENTIONS, MEMBER_DIM, record_dim, to_conventions
+from earthsim.data.store import PROVENANCE_ATTR, provenance, write_zarr
+from earthsim.errors import CatalogError, EarthsimError, ValidationError
+
+TIME_CHUNK_BYTES = 2**20  # target size of one stored chunk (float32), a block of whole time steps
+GRID_TOLERANCE = 1e-6  # degrees
+LISTED = 10  # times (or fields) listed by name per difference before summarising the rest
+_GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
+
+
+def ingest_entry(entry: DatasetEntry, progress: bool = True, overwrite: bool = False) -> Path:
+    """Ingest a catalog entry's raw files (``source.ingest``) into its store, validated against the entry."""
+    if entry.source is None or not entry.source.ingest:
+        raise CatalogError(f"dataset {entry.name!r} ({entry.path}) has no 'source: ingest:' files to ingest")
+    return ingest(list(entry.source.ingest), entry.store, expect=entry, progress=progress, overwrite=overwrite)
+
+
+def ingest(
+    files: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    expect: DatasetEntry | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    *,
+    longitude_convention: str | None = None,
+    time_chunk: int | None = None,
+) -> Path:
+    """Convert ``files`` (netCDF or GRIB, concatenated along time in the order given) into a Zarr v3 store.
+
+    ``expect``: a catalog entry the data must match (:func:`validate_against_entry`); its grid's
+    longitude convention is used unless ``longitude_convention`` is given (default ``[-180, 180)``),
+    and its ``group`` names the Zarr group written. ``time_chunk``: time steps per stored chunk
+    (default: as many as fit in about 1 MiB). Raises EarthsimError for missing or unreadable
+    inputs and ValidationError for data that does not match ``expect``; no store is left behind.
+    """
+    files = [str(f) for f in files]
+    if not files:
+        raise EarthsimError("ingest needs at least one input file")
+    if time_chunk is not None and time_chunk < 1:
+        raise EarthsimError(f"time_chunk must be a positive number of time steps, got {time_chunk}")
+    if Path(out).exists() and not overwrite:
+        raise EarthsimError(f"{out} already exists; remove it or pass overwrite")
+    if longitude_convention is None:
+        longitude_convention = expect.grid.longitude_convention if expect is not None else "[-180, 180)"
+    where = ", ".join(files)
+    ds = open_inputs(files, longitude_convention, time_chunk)
+    with _read_errors(where):
+        if expect is not None:
+            validate_against_entry(ds, expect, where, progress=progress)
+        else:
+            problems = _time_order_problems(ds)
+            if problems:
+                raise ValidationError(f"{where}: " + "; ".join(problems))
+        record = record_dim(ds)
+        steps = time_chunk or default_time_chunk(ds)
+        chunks = {dim: -1 for dim in ds.dims}
+        if record is not None:
+            chunks[record] = min(steps, ds.sizes[record])
+        ds = ds.chunk(chunks)
+        encoding = {
+            name: {"chunks": tuple(chunks[d] if chunks[d] > 0 else ds.sizes[d] for d in var.dims)}
+            for name, var in ds.data_vars.items()
+        }
+        ds.attrs[PROVENANCE_ATTR] = provenance(
+            "earthsim.data.ingest", [str(Path(f).resolve()) for f in files],
+            {
+                "entry": expect.name if expect is not None else None,
+                "entry_path": expect.path if expect is not None else None,
+                "conventions": CONVENTIONS,
+                "longitude_convention": longitude_convention,
+                "time_chunk": chunks.get(record) if record is not None else None,
+            },
+        )
+        group = expect.group if expect is not None and expect.group else ""
+        return write_zarr({group: ds}, out, encoding=encoding, overwrite=overwrite, progress=progress)
+
+
+def open_inputs(
+    files: Sequence[str | os.PathLike], longitude_convention: str = "[-180, 180)", time_chunk: int | None = None
+) -> xr.Dataset:
+    """Open each file lazily (dask, blocks of ``time_chunk`` steps), convert it and concatenate along time."""
+    files = [str(f) for f in files]
+    parts = [_to_conventions_named(open_input(f, time_chunk), f, longitude_convention) for f in files]
+    if len(parts) == 1:
+        return parts[0]
+    dims = {record_dim(p) for p in parts}
+    if len(dims) != 1 or None in dims:
+        raise EarthsimError(
+            f"cannot concatenate {files}: each file needs the same time (or month) dim; "
+            f"found {[record_dim(p) for p in parts]}"
+        )
+    dim = dims.pop()
+    first = parts[0]
+    for path, part in zip(files[1:], parts[1:]):
+        if set(part.data_vars) != set(first.data_vars):
+            raise EarthsimError(
+                f"cannot concatenate: {files[0]} has variables {sorted(first.data_vars)}, "
+                f"{path} has {sorted(part.data_vars)}"
+            )
+        for name in set(first.dims) - {dim}:
+            if name in first.indexes and not first.indexes[name].equals(part.indexes.get(name, pd.Index([]))):
+                raise EarthsimError(
+                    f"cannot concatenate: {name} differs between {files[0]} ({_span(first[name].values)}) "
+                    f"and {path} ({_span(part[name].values) if name in part.dims else 'absent'})"
+                )
+    return xr.concat(
+        parts, dim=dim, data_vars="minimal", coords="minimal", compat="override", join="exact",
+        combine_attrs="drop_conflicts",
+    )
+
+
+def _to_conventions_named(ds: xr.Dataset, path: str, longitude_convention: str) -> xr.Dataset:
+    """:func:`to_conventions`, with the file named in any error."""
+    try:
+        return to_conventions(ds, longitude_convention)
+    except EarthsimError as error:
+        raise type(error)(f"{path}: {error}") from error
+
+
+def open_input(path: str | os.PathLike, time_chunk: int | None = None) -> xr.Dataset:
+    """Open one netCDF or GRIB file lazily as dask arrays, a block of time steps per chunk.
+
+    GRIB goes through cfgrib with ``indexpath=""`` so no ``.idx`` file is written beside the input.
+    """
+    path = str(path)
+    if not Path(path).is_file():
+        raise EarthsimError(f"input file {path} does not exist" if not Path(path).exists() else f"{path} is not a file")
+    engine = _engine(path)
+    kwargs = {"backend_kwargs": {"indexpath": ""}} if engine == "cfgrib" else {}
+    try:
+        # cache=False and no chunks: variables stay lazily indexed, so chunking below reads block by block.
+        ds = xr.open_dataset(path, engine=engine, chunks=None, cache=False, **kwargs)
+    except Exception as error:  # the engines raise many types (OSError, ValueError, KeyError, EcCodesError)
+        kind = "GRIB" if engine == "cfgrib" else "netCDF"
+        raise EarthsimError(f"{path}: cannot read as {kind}: {type(error).__name__}: {error}") from error
+    record = next((d for d in ("time", "valid_time", "month") if d in ds.dims), None)
+    chunks = {dim: -1 for dim in ds.dims}
+    if record is not None:
+        chunks[record] = min(time_chunk or default_time_chunk(ds, record, itemsize=None), ds.sizes[record])
+    return ds.chunk(chunks)
+
+
+def _engine(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as error:
+        raise EarthsimError(f"{path}: cannot read: {error}") from error
+    if head.startswith(b"GRIB") or Path(path).suffix.lower() in _GRIB_SUFFIXES:
+        return "cfgrib"
+    if head.startswith((b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF")):
+        for module, engine in (("netCDF4", "netcdf4"), ("h5netcdf", "h5netcdf")):
+            if importlib.util.find_spec(module) is not None:
+                return engine
+        raise EarthsimError(f"{path}: reading netCDF needs the netCDF4 or h5netcdf package")
+    raise EarthsimError(f"{path}: neither GRIB nor netCDF (the file starts with {head!r})")
+
+
+def default_time_chunk(ds: xr.Dataset, record: str | None = None, itemsize: int | None = 4) -> int:
+    """Time steps per chunk so one chunk of the largest variable holds about TIME_CHUNK_BYTES.
+
+    ``itemsize`` None uses each variable's own dtype (for raw inputs); 4 is float32 (stored data).
+    """
+    record = record or record_dim(ds)
+    if record is None:
+        return 1
+    step_bytes = max(
+        (int(np.prod([var.sizes[d] for d in var.dims if d != record])) * (itemsize or var.dtype.itemsize)
+         for var in ds.data_vars.values() if record in var.dims),
+        default=1,
+    )
+    return max(1, min(ds.sizes[record], TIME_CHUNK_BYTES // step_bytes))
+
+
+@contextlib.contextmanager
+def _read_errors(where: str):
+    """Errors raised while dask reads the inputs (after opening) become EarthsimErrors naming them."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        raise EarthsimError(f"{where}: reading failed: {type(error).__name__}: {error}") from error
+
+
+def validate_against_entry(ds: xr.Dataset, entry: DatasetEntry, where: str, progress: bool = False) -> None:
+    """Check ``ds`` (in the conventions) against what ``entry`` declares; raise one ValidationError listing
+    every difference: variables, units, levels, members, times (range, step, duplicates, order), grid
+    (values within GRID_TOLERANCE degrees, or sizes) and fields that are entirely NaN.
+
+    The NaN check is the only pass over the data: dask reduces each field to one flag.
+    """
+    problems = (
+        _variable_problems(ds, entry) + _level_problems(ds, entry) + _member_problems(ds, entry)
+        + _time_problems(ds, entry) + _grid_problems(ds, entry) + _nan_problems(ds, progress)
+    )
+    if problems:
+        raise ValidationError(
+            f"{where}: {len(problems)} difference(s) from catalog entry {entry.name!r} ({entry.path}):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def _variable_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
+    expected = set(entry.variables) | set(entry.static)
+    found = set(ds.data_vars)
+    problems = [f"missing variable {name!r} (entry expects {sorted(expected)})" for name in sorted(expected - found)]
+    problems += [f"extra variable {name!r} (entry expects {sorted(expected)})" for name in sorted(found - expected)]
+    for name in sorted(found & set(entry.variables)):
+        units = ds[name].attrs.get("units")
+        want = entry.variables[name].units
+        if units is None:
+            problems.append(f"variable {name!r} has no units attribute; entry expects {want!r}")
+        elif " ".join(str(units).split()) != " ".join(want.split()):
+            problems.append(f"variable {name!r} has units {units!r}; entry expects {want!r}")
+        if name not in entry.static and "time" not in ds[name].dims:
+            problems.append(f"variable {name!r} has no time dim (dims {ds[name].dims}) and is not listed as static")
+    return problems
+
+
+def _level_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
+    if not entry.levels:
+        if "level" in ds.dims:
+            return [f"extra level dim with levels {_numbers(ds['level'].values)} hPa; the entry lists no levels"]
+        return []
+    if "level" not in ds.dims:
+        return [f"no level dim; entry expects levels {list(entry.levels)} hPa"]
+    found = ds["level"].values
+    want = np.asarray(entry.levels, dtype=np.float64)
+    problems = [f"missing level {_number(v)} hPa (found {_numbers(found)})"
+                for v in want if not np.isclose(found, v).any()]
+    problems += [f"extra level {_number(v)} hPa (entry expects {list(entry.levels)})"
+                 for v in found if not np.isclose(want, v).any()]
+    return problems
+
+
+def _member_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
+    if not entry.members:
+        if MEMBER_DIM in ds.dims:
+            return [f"{ds.sizes[MEMBER_DIM]} ensemble members ({MEMBER_DIM} dim); the entry declares no members"]
+        return []
+    if MEMBER_DIM not in ds.dims:
+        return [f"no ensemble member dim ({MEMBER_DIM}); entry expects {entry.members} members"]
+    found = ds[MEMBER_DIM].values
+    problems = []
+    if found.size != entry.members:
+        problems.append(f"member count {found.size} ({MEMBER_DIM} {_numbers(found)}); entry expects {entry.members}")
+    if np.unique(found).size != found.size:
+        problems.append(f"duplicated ensemble members in {MEMBER_DIM} {_numbers(found)}")
+    return problems
+
+
+def _time_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
+    if entry.time.start is None or entry.time.stop is None:
+        return _time_order_problems(ds)
+    expected = entry.time.values().as_unit("ns")
+    span = f"{_stamp(expected[0])} to {_stamp(expected[-1])} every {entry.time.step}"
+    if "time" not in ds.dims:
+        return [f"no time dim (dims {dict(ds.sizes)}); entry expects times {span}"]
+    times = pd.DatetimeIndex(ds["time"].values).as_unit("ns")
+    problems = _time_order_problems(ds)
+    missing = expected.difference(times)
+    extra = times.unique().difference(expected)
+    if len(missing):
+        problems.append(f"missing {len(missing)} time(s) of the entry's {span}: {_stamps(missing)}")
+    if len(extra):
+        problems.append(f"extra {len(extra)} time(s) outside the entry's {span}: {_stamps(extra)}")
+    return problems
+
+
+def _time_order_problems(ds: xr.Dataset) -> list[str]:
+    """Duplicated and decreasing times (inputs are concatenated in the order given)."""
+    if "time" not in ds.dims:
+        return []
+    times = pd.Index(ds["time"].values)
+    problems = []
+    duplicated = times[times.duplicated()].unique()
+    if len(duplicated):
+        problems.append(f"duplicated time(s): {_stamps(duplicated)}")
+    values = times.values
+    back = np.flatnonzero(values[1:] < values[:-1])
+    if len(back):
+        pairs = [f"{_label(times[i + 1])} after {_label(times[i])}" for i in back[:LISTED]]
+        more = f" and {len(back) - LISTED} more" if len(back) > LISTED else ""
+        problems.append(f"time is not increasing (non-monotonic) at {len(back)} place(s): {', '.join(pairs)}{more}")
+    return problems
+
+
+def _grid_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
+    grid = entry.grid
+    if grid.latitude is None:
+        return [f"{name} has size {ds.sizes.get(name)}; entry expects {want}"
+                for name, want in (("y", grid.y), ("x", grid.x)) if ds.sizes.get(name) != want]
+    problems = []
+    for name, axis in (("latitude", grid.latitude), ("longitude", grid.longitude)):
+        want = f"{axis.size} points from {axis.start:g} to {axis.stop:g}"
+        if name not in ds.dims:
+            problems.append(f"no {name} dim; entry expects {want}")
+            continue
+        found = ds[name].values
+        if found.size != axis.size:
+            problems.append(f"{name} grid mismatch: {found.size} points {_span(found)}; entry expects {want}")
+            continue
+        error = np.abs(found - axis.values())
+        if error.max() > GRID_TOLERANCE:
+            i = int(np.argmax(error))
+            problems.append(
+                f"{name} grid mismatch: values {_span(found)} differ from the entry's {want} by up to "
+                f"{error.max():g} degrees (index {i}: {found[i]:g}, expected {axis.values()[i]:g})"
+            )
+    return problems
+
+
+def _nan_problems(ds: xr.Dataset, progress: bool) -> list[str]:
+    spatial = [d for d in ("latitude", "longitude", "y", "x") if d in ds.dims]
+    names = [name for name, var in ds.data_vars.items() if spatial and set(spatial) <= set(var.dims)]
+    flags = [ds[name].isnull().all(dim=spatial) for name in names]
+    if progress and flags:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(dt=0.5):
+            flags = dask.compute(*flags)
+    else:
+        flags = dask.compute(*flags)
+    problems = []
+    for name, flag in zip(names, flags):
+        hits = np.argwhere(np.asarray(flag.values))
+        labels = []
+        for index in hits[:LISTED]:
+            parts = [f"{dim} {_label(flag[dim].values[i]) if dim in flag.coords else i}"
+                     for dim, i in zip(flag.dims, index)]
+            labels.append(", ".join(parts) or "everywhere")
+        if len(hits):
+            more = f" and {len(hits) - LISTED} more" if len(hits) > LISTED else ""
+            problems.append(f"variable {name!r} is all NaN at {len(hits)} field(s): {'; '.join(labels)}{more}")
+    return problems
+
+
+def _label(value) -> str:
+    """A time as YYYY-MM-DDTHH:MM, anything else as a number (solver time units, members, levels)."""
+    if isinstance(value, (np.datetime64, pd.Timestamp)):
+        return _stamp(value)
+    return _number(value)
+
+
+def _stamp(t) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M")
+
+
+def _stamps(times: pd.Index) -> str:
+    shown = ", ".join(_label(t) for t in times[:LISTED])
+    return shown + (f" and {len(times) - LISTED} more" if len(times) > LISTED else "")
+
+
+def _number(v) -> str:
+    return f"{float(v):g}" if np.issubdtype(np.asarray(v).dtype, np.number) else str(v)
+
+
+def _numbers(values) -> str:
+    return "[" + ", ".join(_number(v) for v in np.asarray(values)) + "]"
+
+
+def _span(values: np.ndarray) -> str:
+    values = np.asarray(values)
+    if values.size == 0:
+        return "(empty)"
+    return f"from {_number(values[0])} to {_number(values[-1])}"

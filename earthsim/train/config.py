@@ -1,0 +1,155 @@
+"""Experiment configs: dataset × model × training recipe, as typed dataclasses read from YAML.
+
+An experiment is a YAML file in ``catalogs/experiments/`` (or any path) with the sections below;
+``--set optimizer.lr=3e-4`` overrides one key. Unknown keys and wrong types fail before training.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from earthsim import config
+from earthsim.catalog import catalog_dirs
+from earthsim.errors import EarthsimError
+
+
+@dataclass
+class DataConfig:
+    dataset: str
+    t_in: int = 1
+    t_out: int = 1
+    stride: int = 1
+    batch_size: int = 8
+    num_workers: int = 0
+    variables: list[str] | None = None
+
+
+@dataclass
+class ModelSection:
+    name: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    grad_accumulation: int = 1
+
+
+@dataclass
+class LossConfig:
+    name: str = "mse"
+    p: float = 2.0
+    variable_weights: dict = field(default_factory=dict)
+
+
+@dataclass
+class RolloutConfig:
+    """Multi-step training: unroll ``start_steps`` autoregressive steps, one more every ``increase_every`` epochs."""
+
+    start_steps: int = 1
+    max_steps: int = 1
+    increase_every: int = 1
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 100
+    keep: int = 2
+
+
+@dataclass
+class ValidationConfig:
+    rollout_steps: int = 4
+    max_batches: int = 16
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig
+    model: ModelSection
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    epochs: int = 5
+    max_steps: int | None = None
+    seed: int = 0
+    residual: bool = False
+    precision: str = "auto"
+    device: str = "auto"
+    log_every: int = 1
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise EarthsimError(f"precision: {self.precision!r} is not one of ['auto', 'fp32', 'bf16']")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise EarthsimError(f"device: {self.device!r} is not one of ['auto', 'cpu', 'cuda']")
+        if self.rollout.max_steps < self.rollout.start_steps:
+            raise EarthsimError("rollout.max_steps must be >= rollout.start_steps")
+
+
+def experiment_names() -> list[str]:
+    names = set()
+    for directory in catalog_dirs():
+        names.update(p.stem for p in (directory / "experiments").glob("*.yaml"))
+    return sorted(names)
+
+
+def experiment_path(name: str | os.PathLike) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise EarthsimError(f"no experiment file {path}")
+        return path
+    for directory in catalog_dirs():
+        candidate = directory / "experiments" / f"{name}.yaml"
+        if candidate.exists():
+            return candidate
+    raise EarthsimError(f"unknown experiment {str(name)!r}; known experiments: {experiment_names()}")
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested mapping."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy
+    for item in overrides:
+        if "=" not in item:
+            raise EarthsimError(f"--set {item!r}: expected key=value, e.g. optimizer.lr=3e-4")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise EarthsimError(f"--set {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_experiment(name: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
+    path = experiment_path(name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise EarthsimError(f"{path}: not valid YAML: {error}") from error
+    return config.build(TrainConfig, apply_overrides(raw, list(overrides)), str(path))
+
+
+def to_yaml(train_config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(train_config), sort_keys=False)
+
+
+def from_mapping(raw: dict[str, Any], where: str = "config") -> TrainConfig:
+    return config.build(TrainConfig, raw, where)
