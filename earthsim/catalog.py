@@ -199,6 +199,31 @@ def _build(cls, raw: Any, where: str):
         raise CatalogError(str(error)) from error
 
 
+def _mapping(value: Any, where: str) -> dict:
+    """``value`` as a dict (``None`` as empty), or an error naming ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CatalogError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def _list(value: Any, where: str) -> tuple:
+    """``value`` as a tuple, or an error naming ``where`` (a bare string or number is not a list)."""
+    if not isinstance(value, (list, tuple)):
+        raise CatalogError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+    return tuple(value)
+
+
+def _path(value: Any, base: Path, where: str) -> str:
+    if not isinstance(value, str):
+        raise CatalogError(f"{where}: expected a path or URL string, got {type(value).__name__} {value!r}")
+    try:
+        return resolve_path(value, base)
+    except CatalogError as error:
+        raise CatalogError(f"{where}: {error}") from error
+
+
 def parse_entry(raw: Any, path: Path) -> DatasetEntry:
     """Turn one YAML document into a DatasetEntry, resolving paths against its file."""
     where = str(path)
@@ -208,34 +233,36 @@ def parse_entry(raw: Any, path: Path) -> DatasetEntry:
     base = path.parent
     try:
         raw["variables"] = {
-            k: _build(Variable, v, f"{where}: variables.{k}") for k, v in (raw.get("variables") or {}).items()
+            k: _build(Variable, v, f"{where}: variables.{k}")
+            for k, v in _mapping(raw.get("variables"), f"{where}: variables").items()
         }
-        grid = dict(raw.get("grid") or {})
+        grid = _mapping(raw.get("grid"), f"{where}: grid")
         for axis in ("latitude", "longitude"):
             if axis in grid:
                 grid[axis] = _build(Axis, grid[axis], f"{where}: grid.{axis}")
         raw["grid"] = _build(Grid, grid, f"{where}: grid")
         raw["time"] = _build(TimeAxis, raw.get("time"), f"{where}: time")
         splits = {}
-        for split_name, split in (raw.get("splits") or {}).items():
+        for split_name, split in _mapping(raw.get("splits"), f"{where}: splits").items():
             if split_name not in SPLITS:
                 raise CatalogError(f"{where}: unknown split {split_name!r}; valid: {list(SPLITS)}")
-            split = dict(split)
+            split = _mapping(split, f"{where}: splits.{split_name}")
             if "trajectory" in split:
-                split["trajectory"] = tuple(split["trajectory"])
+                split["trajectory"] = _list(split["trajectory"], f"{where}: splits.{split_name}.trajectory")
             splits[split_name] = _build(Split, split, f"{where}: splits.{split_name}")
         raw["splits"] = splits
         if raw.get("source") is not None:
-            source = dict(raw["source"])
+            source = _mapping(raw["source"], f"{where}: source")
             if "ingest" in source:
-                source["ingest"] = tuple(resolve_path(f, base) for f in source["ingest"])
+                source["ingest"] = tuple(_path(f, base, f"{where}: source.ingest[{i}]")
+                                         for i, f in enumerate(_list(source["ingest"], f"{where}: source.ingest")))
             raw["source"] = _build(Source, source, f"{where}: source")
         for key in ("levels", "static"):
             if raw.get(key) is not None:
-                raw[key] = tuple(raw[key])
+                raw[key] = _list(raw[key], f"{where}: {key}")
         for key in ("store", "statistics", "climatology"):
             if raw.get(key) is not None:
-                raw[key] = resolve_path(str(raw[key]), base)
+                raw[key] = _path(raw[key], base, f"{where}: {key}")
         if raw.get("group") is not None:
             raw["group"] = str(raw["group"])
         entry = _build(DatasetEntry, {**raw, "path": where}, where)
@@ -247,6 +274,14 @@ def parse_entry(raw: Any, path: Path) -> DatasetEntry:
         raise CatalogError(f"{where}: kind {entry.kind!r} is not one of {list(KINDS)}")
     if not entry.variables:
         raise CatalogError(f"{where}: 'variables' must list at least one variable with its units")
+    for split_name, split in entry.splits.items():
+        if entry.kind == "weather" and (split.start is None or split.stop is None or split.trajectory is not None):
+            raise CatalogError(f"{where}: splits.{split_name}: a weather split is a time range: give 'start' and "
+                               f"'stop' (inclusive) and no 'trajectory'")
+        if entry.kind == "fluid" and (split.trajectory is None or len(split.trajectory) != 2
+                                      or split.start is not None or split.stop is not None):
+            raise CatalogError(f"{where}: splits.{split_name}: a fluid split is a trajectory range: give "
+                               f"'trajectory: [first, stop)' and no 'start'/'stop'")
     return entry
 
 
@@ -318,4 +353,4 @@ def describe(entry: DatasetEntry) -> str:
     """A human-readable YAML summary of an entry (``earthsim catalog show``)."""
     data = dataclasses.asdict(entry)
     data["exists"] = entry.exists()
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)

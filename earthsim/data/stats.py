@@ -1,0 +1,288 @@
+"""Normalisation statistics and day-of-year × hour climatologies of catalog datasets, computed with dask.
+
+Statistics (``compute_statistics``, ``earthsim stats NAME``): for each variable, and each level when
+it has one, the mean and standard deviation over the training split and the standard deviation of
+one-step differences along time (the scale of residual targets ``x[t+1] - x[t]``, as GraphCast's
+``diffs_stddev_by_level``). Everything is pooled over time, trajectories or ensemble members and
+the grid; differences are taken within each trajectory and member, inside the split, and only
+between frames exactly one catalog time step apart, so they never straddle a gap or a boundary.
+Accumulation is float64. Static fields (the entry's ``static``) get a mean and std; their
+``diff_std`` is NaN. The result is one Dataset with dims ``("statistic", [level])``,
+``statistic = ["mean", "std", "diff_std"]``, stored at ``entry.statistics``.
+
+Climatology (``compute_climatology``, weather entries): the mean by hour of day × day of year over
+the training split, smoothed over a window of days as WeatherBench 2 does (``compute_hourly_stat``):
+triangular weights ``1 - |Δ|/half`` over ``window_days`` days (WB2's ``create_window_weights``;
+the end points weigh 0), wrapping around the year, a NaN-aware weighted mean of all samples in the
+window (pooled over years and ensemble members), and day 366 of non-leap years taking the values
+of day 365. Unlike WB2, whose wrap assumes whole years, the day-of-year axis is always 1..366 and
+days with no sample within the window stay NaN: a month of training data gives values on the days
+within ``window_days // 2 - 1`` days of it and NaN elsewhere. Stored at ``entry.climatology`` with
+dims ``(hour, dayofyear, [level], latitude, longitude)``, float32.
+
+Stored results are reused. Their provenance records the dataset, the train split's definition,
+the variables (and, for the climatology, the window); if the entry has changed since, reusing
+them would silently normalise with the wrong numbers, so a mismatch raises ``ValidationError``
+telling the user to recompute with ``--overwrite`` rather than replacing files that a trained
+model may depend on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from earthsim import catalog
+from earthsim.catalog import DatasetEntry
+from earthsim.data import store
+from earthsim.errors import CatalogError, ValidationError
+
+STATISTICS = ("mean", "std", "diff_std")
+SPLIT = "train"
+DEFAULT_WINDOW_DAYS = 61
+DAYS_IN_YEAR = 366
+POINT_DIMS = ("time", "level", "latitude", "longitude")
+
+
+def _entry(entry: DatasetEntry | str) -> DatasetEntry:
+    return entry if isinstance(entry, DatasetEntry) else catalog.get_entry(entry)
+
+
+def _compute(obj, progress: bool):
+    """Compute a dask-backed object, with dask's progress bar when asked."""
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(dt=0.5):
+            return obj.compute()
+    return obj.compute()
+
+
+def _training_data(entry: DatasetEntry, names: list[str]) -> tuple[xr.Dataset, xr.Dataset]:
+    """The whole dataset (lazy) and its training split, checked to hold ``names`` and some data."""
+    split = entry.split(SPLIT)
+    ds = catalog.open_dataset(entry)
+    missing = [n for n in names if n not in ds.data_vars]
+    if missing:
+        raise ValidationError(
+            f"dataset {entry.name!r} ({entry.store}): variable(s) {missing} of the catalog entry are not in the "
+            f"store; it has {sorted(ds.data_vars)}")
+    train = split.select(ds)
+    if any(train.sizes.get(dim, 1) == 0 for dim in ("time", "trajectory")):
+        raise ValidationError(f"dataset {entry.name!r}: split {SPLIT!r} {split} selects no data from {entry.store}")
+    return ds, train
+
+
+def _expectation(entry: DatasetEntry, variables: list[str], **extra) -> dict:
+    """What a stored result must have been computed from: dataset, train split definition, variables."""
+    split = entry.split(SPLIT)
+    return json.loads(json.dumps({
+        "dataset": entry.name,
+        "split": SPLIT,
+        "split_definition": {"start": split.start, "stop": split.stop,
+                             "trajectory": list(split.trajectory) if split.trajectory else None},
+        "variables": variables,
+        **extra,
+    }))
+
+
+def _record(entry: DatasetEntry, train: xr.Dataset, variables: list[str], **extra) -> dict:
+    """The provenance configuration: the expectation plus the time range and trajectories used."""
+    record = _expectation(entry, variables, **extra)
+    if "time" in train.coords and train.sizes.get("time", 0):
+        ends = train.time.values[[0, -1]]
+        record["time_range"] = ([pd.Timestamp(t).isoformat() for t in ends]
+                                if np.issubdtype(ends.dtype, np.datetime64) else ends.tolist())
+    if "trajectory" in train.dims:
+        record["trajectories"] = train.sizes["trajectory"]
+    return record
+
+
+_MATCH_KEYS = ("dataset", "split", "split_definition", "variables", "window_days")
+
+
+def _check_stored(path: Path, expected: dict, what: str) -> None:
+    """Raise if the store at ``path`` was computed for another split, variable set or window."""
+    stored = store.open_zarr(path).attrs.get(store.PROVENANCE_ATTR, {}).get("config", {})
+    differ = {k: (stored.get(k), expected[k]) for k in _MATCH_KEYS if k in expected and stored.get(k) != expected[k]}
+    if differ:
+        details = "; ".join(f"{k}: stored {a!r}, entry {b!r}" for k, (a, b) in differ.items())
+        raise ValidationError(
+            f"{what} at {path} do not match dataset {expected['dataset']!r} as the catalog now defines it ({details}); "
+            f"recompute them with `earthsim stats {expected['dataset']} --overwrite`")
+
+
+def _one_step_apart(time: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
+    """True at each later frame of a pair of consecutive frames exactly one catalog time step apart."""
+    spacing = time.diff("time")
+    if np.issubdtype(time.dtype, np.datetime64):
+        step = entry.time.step
+        step = pd.Timedelta(step) if isinstance(step, str) else pd.Timedelta(hours=float(step))
+        return spacing == np.timedelta64(step)
+    return xr.apply_ufunc(np.isclose, spacing, float(entry.time.step), kwargs={"rtol": 1e-6, "atol": 0.0})
+
+
+def _statistics(da: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
+    """Lazy mean, std and std of one-step differences of one variable, per level, in float64."""
+    x = da.astype(np.float64)
+    dims = [d for d in x.dims if d != "level"]
+    mean = x.mean(dims)
+    std = x.std(dims)
+    if "time" in x.dims:
+        diff = x.diff("time")
+        if "time" in x.coords:
+            diff = diff.where(_one_step_apart(x.time, entry))
+        diff_std = diff.std(dims)
+    else:
+        diff_std = xr.full_like(mean, np.nan)
+    out = xr.concat([mean, std, diff_std], dim=xr.DataArray(np.array(STATISTICS, dtype=object), dims="statistic"))
+    out.attrs = {k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs}
+    return out.drop_vars([c for c in out.coords if c not in ("statistic", "level")])
+
+
+def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwrite: bool = False) -> Path:
+    """Mean, std and one-step-difference std of every variable (per level) over the training split.
+
+    Returns the path of the statistics store (``entry.statistics``). An existing store is reused
+    unless ``overwrite``; one computed for another split or variable set raises ValidationError.
+    """
+    entry = _entry(entry)
+    path = Path(entry.statistics)
+    dynamic, static = list(entry.variables), list(entry.static)
+    if path.exists() and not overwrite:
+        _check_stored(path, _expectation(entry, dynamic + static), "statistics")
+        return path
+    ds, train = _training_data(entry, dynamic + static)
+    lazy = xr.Dataset({name: _statistics(train[name], entry) for name in dynamic})
+    for name in static:
+        lazy[name] = _statistics(ds[name], entry)
+    result = _compute(lazy, progress)
+    for name in dynamic + static:
+        for stat in ("mean", "std") + (("diff_std",) if name in dynamic else ()):
+            if bool(result[name].sel(statistic=stat).isnull().any()):
+                raise ValidationError(
+                    f"dataset {entry.name!r}: {stat} of variable {name!r} over split {SPLIT!r} is NaN; "
+                    + ("no two frames in the split are one time step "
+                       f"({entry.time.step}) apart" if stat == "diff_std" else "the variable has no valid values"))
+    result.attrs[store.PROVENANCE_ATTR] = store.provenance(
+        "earthsim.data.stats.compute_statistics", [entry.store],
+        _record(entry, train, dynamic + static, statistics=list(STATISTICS), accumulation="float64", ddof=0))
+    return store.write_zarr(result, path, overwrite=overwrite, progress=False)
+
+
+def load_statistics(entry: DatasetEntry | str, progress: bool = True) -> xr.Dataset:
+    """The entry's statistics in memory (dims ``statistic``, [``level``]), computed first if missing."""
+    entry = _entry(entry)
+    path = compute_statistics(entry, progress=progress)
+    return store.open_zarr(path).load()
+
+
+def window_weights(window_days: int) -> np.ndarray:
+    """Circular smoothing matrix ``W[source_day, day]`` over days of year 1..366.
+
+    Triangular weights ``1 - |Δ|/half`` for circular distances ``|Δ| <= half = window_days // 2``,
+    as WeatherBench 2's ``create_window_weights`` (whose end points weigh 0); one day means no
+    smoothing.
+    """
+    if not isinstance(window_days, (int, np.integer)) or window_days < 1 or window_days % 2 == 0 \
+            or window_days >= DAYS_IN_YEAR:
+        raise ValidationError(f"window_days must be an odd integer between 1 and 365, got {window_days!r}")
+    half = window_days // 2
+    days = np.arange(DAYS_IN_YEAR)
+    distance = (days[:, None] - days[None, :] + DAYS_IN_YEAR // 2) % DAYS_IN_YEAR - DAYS_IN_YEAR // 2
+    if half == 0:
+        return (distance == 0).astype(np.float64)
+    return np.clip(1.0 - np.abs(distance) / half, 0.0, None)
+
+
+def _day_of_year_rows(doy: np.ndarray, leap: np.ndarray) -> np.ndarray:
+    """One row per sample: 1 in the column of its day of year (columns are days 1..366).
+
+    In non-leap years day 365 also counts for day 366, as WeatherBench 2 fills day 366 from day 365.
+    """
+    rows = np.zeros((doy.size, DAYS_IN_YEAR))
+    rows[np.arange(doy.size), doy - 1] = 1.0
+    rows[~leap & (doy == 365), DAYS_IN_YEAR - 1] = 1.0
+    return rows
+
+
+def _climatology(da: xr.DataArray, hours: np.ndarray, weights: np.ndarray) -> xr.DataArray:
+    """Lazy window-smoothed mean of ``da`` by hour × day of year (NaN where the window holds no sample).
+
+    For each hour, each sample's weight towards each target day is its day-of-year row times the
+    circular window; the climatology is the weighted sum of the valid samples (pooled over ensemble
+    members) over the weighted count, two contractions over time that dask does chunk by chunk.
+    """
+    pooled = [d for d in da.dims if d not in POINT_DIMS]
+    values = da.astype(np.float64).fillna(0.0).sum(pooled)
+    counts = da.notnull().sum(pooled).astype(np.float64)
+    doy, leap = da.time.dt.dayofyear.values, da.time.dt.is_leap_year.values
+    hour_of_sample = da.time.dt.hour.values
+    means = []
+    for hour in hours:
+        chosen = np.flatnonzero(hour_of_sample == hour)
+        to_days = xr.DataArray(_day_of_year_rows(doy[chosen], leap[chosen]) @ weights, dims=("time", "dayofyear"),
+                               coords={"dayofyear": np.arange(1, DAYS_IN_YEAR + 1)})
+        total = xr.dot(values.isel(time=chosen), to_days, dim="time")
+        weight = xr.dot(counts.isel(time=chosen), to_days, dim="time")
+        means.append(total / weight.where(weight > 0))
+    mean = xr.concat(means, dim=xr.DataArray(hours, dims="hour")).astype(np.float32)
+    order = ["hour", "dayofyear"] + [d for d in ("level", "latitude", "longitude") if d in mean.dims]
+    mean = mean.transpose(*order)
+    mean.attrs = {k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs}
+    return mean
+
+
+def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwrite: bool = False,
+                        window_days: int = DEFAULT_WINDOW_DAYS) -> Path:
+    """Day-of-year × hour climatology of a weather entry over its training split, WeatherBench 2 style.
+
+    ``window_days`` (odd, default 61 as WB2's hourly climatology) sets the triangular smoothing
+    window. Returns the path of ``entry.climatology``; an existing store is reused unless
+    ``overwrite``, and one computed for another split, variable set or window raises ValidationError.
+    """
+    entry = _entry(entry)
+    if entry.kind != "weather":
+        raise CatalogError(f"{entry.path}: a climatology needs a weather entry; {entry.name!r} is {entry.kind!r}")
+    if entry.climatology is None:
+        raise CatalogError(f"{entry.path}: entry {entry.name!r} has no 'climatology' path")
+    weights = window_weights(window_days)
+    path = Path(entry.climatology)
+    variables = list(entry.variables)
+    if path.exists() and not overwrite:
+        _check_stored(path, _expectation(entry, variables, window_days=window_days), "climatology")
+        return path
+    ds, train = _training_data(entry, variables)
+    for name in variables:
+        absent = [d for d in ("time", "latitude", "longitude") if d not in train[name].dims]
+        if absent:
+            raise ValidationError(f"dataset {entry.name!r}: variable {name!r} lacks dim(s) {absent} needed for a "
+                                  f"climatology; it has {train[name].dims}")
+    hours = np.unique(ds.time.dt.hour.values)
+    clim = xr.Dataset({name: _climatology(train[name], hours, weights) for name in variables})
+    clim = clim.chunk({"hour": 1, "dayofyear": -1})
+    clim.attrs[store.PROVENANCE_ATTR] = store.provenance(
+        "earthsim.data.stats.compute_climatology", [entry.store],
+        _record(entry, train, variables, window_days=window_days, hours=hours.tolist(),
+                weights="triangular 1 - |days|/(window_days // 2), circular over days 1..366 (WeatherBench 2)",
+                statistic="mean"))
+    return store.write_zarr(clim, path, overwrite=overwrite, progress=progress)
+
+
+def load_climatology(entry: DatasetEntry | str, progress: bool = True) -> xr.Dataset:
+    """The entry's climatology, opened lazily (dims hour, dayofyear, [level], latitude, longitude).
+
+    Computed first with the default window if missing; a stored one is accepted with whatever
+    window it was made with, as long as the dataset, split and variables match.
+    """
+    entry = _entry(entry)
+    path = Path(entry.climatology) if entry.climatology else None
+    if path is None or not path.exists():
+        compute_climatology(entry, progress=progress)
+    else:
+        _check_stored(path, _expectation(entry, list(entry.variables)), "climatology")
+    return store.open_zarr(entry.climatology)
