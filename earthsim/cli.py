@@ -131,6 +131,35 @@ def _run_stats(args) -> int:
     return 0
 
 
+def _add_train(subparsers) -> None:
+    parser = _parser(subparsers, "train", "Train a model on a dataset: an experiment from catalogs/experiments or a YAML file.", """
+        earthsim train kolmogorov-fno                                   # 64x64 Kolmogorov flow, FNO
+        earthsim train kolmogorov-fno --set optimizer.lr=3e-4 --set epochs=2 --run-dir runs/try
+        earthsim train kolmogorov-fno --run-dir runs/try --resume       # continue from the last checkpoint
+        torchrun --nproc_per_node 2 -m earthsim train swe-sfno          # FSDP2 over 2 ranks
+    """)
+    parser.add_argument("experiment", help="experiment name or YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. optimizer.lr=3e-4 (repeatable)")
+    parser.add_argument("--run-dir", help="where checkpoints, metrics and the exported model go "
+                                          "(default: runs/EXPERIMENT)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from pathlib import Path
+
+    from earthsim.train.config import experiment_path, load_experiment
+    from earthsim.train.trainer import train
+
+    train_config = load_experiment(args.experiment, args.overrides)
+    run_dir = args.run_dir or str(Path("runs") / experiment_path(args.experiment).stem)
+    summary = train(train_config, run_dir, resume=args.resume)
+    print(f"trained {summary['steps']} steps; model exported to {summary['export']}")
+    return 0
+
+
 def _add_demo(subparsers) -> None:
     parser = _parser(subparsers, "demo", "Run the end-to-end demo on built-in data.", "earthsim demo")
     parser.set_defaults(run=_run_demo)
@@ -150,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"earthsim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_demo):
+    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_demo):
         add(subparsers)
     return parser
 

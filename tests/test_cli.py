@@ -7,7 +7,7 @@ import pytest
 
 from earthsim.cli import main
 
-SUBCOMMANDS = ["simulate", "ingest", "catalog", "stats", "demo"]
+SUBCOMMANDS = ["simulate", "ingest", "catalog", "stats", "train", "demo"]
 
 
 def test_help_lists_every_subcommand(capsys):

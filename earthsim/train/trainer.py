@@ -1,0 +1,309 @@
+"""The training loop: a small loop over components (data, model, optimiser, checkpointer, metrics).
+
+One code path for one process and for N ranks under ``torchrun``: the model is always sharded with
+FSDP2 over a DeviceMesh (a world of one when run alone). Each optimiser step sees one global batch
+of ``batch_size × world_size × grad_accumulation`` windows; multi-step training unrolls ``k``
+autoregressive steps (loss summed over them), ``k`` raised by a curriculum from epoch to epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from earthsim import catalog
+from earthsim import config as config_lib
+from earthsim.data.loader import make_loader
+from earthsim.data.windows import WindowDataset
+from earthsim.errors import EarthsimError
+from earthsim.models import build_model, model_spec, parallelize
+from earthsim.train.checkpoint import Checkpointer, export_model
+from earthsim.train.config import TrainConfig, to_yaml
+from earthsim.train.distributed import World, init_world
+from earthsim.train.losses import get_loss, latitude_weights
+from earthsim.train.metrics import MetricsLogger, read_metrics
+from earthsim.train.schedule import warmup_cosine
+
+EXPORT_NAME = "model.pt"
+
+
+@dataclass
+class Data:
+    """The datasets of a run and what the loss needs to know about them."""
+
+    train: WindowDataset
+    validation: WindowDataset
+    channel_weights: torch.Tensor
+    lat_weights: np.ndarray | None
+
+
+def build_data(cfg: TrainConfig) -> Data:
+    """Training windows hold enough targets for the longest unroll; validation for the rollout check."""
+    entry = catalog.get_entry(cfg.data.dataset)
+    common = dict(t_in=cfg.data.t_in, stride=cfg.data.stride, variables=cfg.data.variables)
+    train = WindowDataset(entry, "train", t_out=cfg.data.t_out * cfg.rollout.max_steps, **common)
+    validation = WindowDataset(entry, "validation", t_out=cfg.data.t_out * cfg.validation.rollout_steps, **common)
+    weights = []
+    known = set(train.channels) | set(train.variables)
+    unknown = sorted(set(cfg.loss.variable_weights) - known)
+    if unknown:
+        raise EarthsimError(f"loss.variable_weights: unknown name(s) {unknown}; valid: {sorted(known)}")
+    for channel in train.channels:
+        variable = next((v for v in train.variables if channel.startswith(v)), channel)
+        weights.append(float(cfg.loss.variable_weights.get(channel, cfg.loss.variable_weights.get(variable, 1.0))))
+    lat = entry.grid.latitude
+    return Data(train, validation, torch.tensor(weights),
+                latitude_weights(lat.values()) if lat is not None else None)
+
+
+def build_training_model(cfg: TrainConfig, data: Data):
+    """Build the model for the data, failing on any mismatch of time steps, channels or grid."""
+    params = dict(cfg.model.params)
+    for key, value in (("t_in", cfg.data.t_in), ("t_out", cfg.data.t_out)):
+        if key in params and params[key] != value:
+            raise EarthsimError(f"model.params.{key}={params[key]} does not match data.{key}={value}")
+        params[key] = value
+    entry = data.train.entry
+    if cfg.model.name == "sfno":
+        lat = entry.grid.latitude
+        if lat is None or not (math.isclose(abs(lat.start), 90) and math.isclose(abs(lat.stop), 90)):
+            raise EarthsimError(
+                f"model 'sfno' needs a global equiangular latitude grid including both poles; dataset "
+                f"{entry.name!r} has grid {entry.grid}")
+    height, width = entry.grid.shape
+    return build_model(cfg.model.name, params, channels=len(data.train.channels), height=height, width=width,
+                       static_channels=len(data.train.static_channels))
+
+
+def _autocast(cfg: TrainConfig, world: World):
+    use_bf16 = cfg.precision == "bf16" or (
+        cfg.precision == "auto" and world.device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(world.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def _peak_memory_mb(world: World) -> float:
+    if world.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(world.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+class Stepper:
+    """One autoregressive step in normalised space: direct, or residual on the last input frame.
+
+    Residual: the model output is the change in units of the one-step-difference std, so the next
+    normalised state is ``x_last + out * diff_std / std``.
+    """
+
+    def __init__(self, model, residual: bool, dataset: WindowDataset, device: torch.device):
+        self.model = model
+        self.scale = None
+        if residual:
+            self.scale = (dataset.diff_std / dataset.std).to(device).view(1, 1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
+        out = self.model(x, static=static)
+        if self.scale is None:
+            return out
+        return x[:, -1:] + out * self.scale
+
+    def rollout(self, x: torch.Tensor, static: torch.Tensor | None, steps: int) -> torch.Tensor:
+        """``steps`` chained predictions ``[B, steps * T_out, C, H, W]``, each fed back as input."""
+        outputs = []
+        for _ in range(steps):
+            pred = self(x, static)
+            outputs.append(pred)
+            x = torch.cat([x, pred], dim=1)[:, -x.shape[1]:]
+        return torch.cat(outputs, dim=1)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.world = init_world(cfg.device)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.use_deterministic_algorithms(self.world.device.type == "cpu", warn_only=True)
+        self.data = build_data(cfg)
+        model = build_training_model(cfg, self.data).to(self.world.device)
+        self.spec = model_spec(model)
+        self.model = parallelize(model, self.world.mesh)
+        opt = cfg.optimizer
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2),
+                                           weight_decay=opt.weight_decay)
+        self.loader = make_loader(self.data.train, cfg.data.batch_size, cfg.data.num_workers, shuffle=True,
+                                  seed=cfg.seed, rank=self.world.rank, world_size=self.world.size, drop_last=True)
+        self.steps_per_epoch = len(self.loader) // opt.grad_accumulation
+        if self.steps_per_epoch < 1:
+            raise EarthsimError(
+                f"data: {len(self.data.train)} training windows give no full step of batch_size="
+                f"{cfg.data.batch_size} × {self.world.size} ranks × grad_accumulation={opt.grad_accumulation}")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.scheduler = warmup_cosine(self.optimizer, opt.warmup_steps, self.total_steps, opt.min_lr_ratio)
+        self.loss_fn = get_loss(cfg.loss.name)
+        self.stepper = Stepper(self.model, cfg.residual, self.data.train, self.world.device)
+        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.checkpoint.keep)
+        self.step = 0
+        self._prepare_run_dir(resume)
+        self.metrics = MetricsLogger(self.run_dir, enabled=self.world.is_main)
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        latest = self.checkpointer.latest()
+        if latest is not None and not resume:
+            raise EarthsimError(f"run directory {self.run_dir} already has checkpoints; pass --resume to continue it "
+                                "or choose another --run-dir")
+        if resume and latest is not None:
+            self.step = self.checkpointer.restore(latest, self.model, self.optimizer, self.scheduler)["step"]
+            if self.world.is_main:  # forget what the interrupted run logged after its last checkpoint
+                kept = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
+                (self.run_dir / "metrics.jsonl").write_text("".join(_json_line(r) for r in kept))
+        if self.world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+
+    def unroll_steps(self, epoch: int) -> int:
+        r = self.cfg.rollout
+        return min(r.max_steps, r.start_steps + epoch // r.increase_every)
+
+    def _to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        device = self.world.device
+        static = batch.get("static")
+        return batch["x"].to(device), batch["y"].to(device), None if static is None else static.to(device)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(pred.float(), target, channel_weights=self.data.channel_weights.to(pred.device),
+                            lat_weights=self.data.lat_weights, p=self.cfg.loss.p)
+
+    def train_step(self, micro_batches: list[dict], k: int) -> float:
+        """One optimiser step over ``micro_batches`` with ``k`` unrolled steps; returns the global mean loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.world.device)
+        t_out = self.cfg.data.t_out
+        for i, batch in enumerate(micro_batches):
+            x, y, static = self._to_device(batch)
+            self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            with _autocast(self.cfg, self.world):
+                pred = self.stepper.rollout(x, static, k)
+            loss = sum(self._loss(pred[:, j * t_out:(j + 1) * t_out], y[:, j * t_out:(j + 1) * t_out])
+                       for j in range(k))
+            (loss / len(micro_batches)).backward()
+            total += loss.detach() / len(micro_batches)
+        if self.cfg.optimizer.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        dist.all_reduce(total, op=dist.ReduceOp.AVG if self.world.device.type == "cuda" else dist.ReduceOp.SUM)
+        if self.world.device.type != "cuda":
+            total /= self.world.size
+        return total.item()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """One-step loss and rollout RMSE per channel (physical units, area-weighted on latitude grids)."""
+        cfg, ds = self.cfg, self.data.validation
+        loader = make_loader(ds, cfg.data.batch_size, 0, shuffle=False, rank=self.world.rank,
+                             world_size=self.world.size)
+        steps, t_out = cfg.validation.rollout_steps, cfg.data.t_out
+        weights = torch.ones(ds.grid.shape[0]) if self.data.lat_weights is None else torch.as_tensor(
+            self.data.lat_weights, dtype=torch.float32)
+        weights = weights.to(self.world.device).view(1, 1, 1, -1, 1)
+        std = ds.std.to(self.world.device).view(1, 1, -1, 1, 1)
+        sums = torch.zeros(2 + len(ds.channels), dtype=torch.float64, device=self.world.device)
+        for b, batch in enumerate(loader):
+            if b == cfg.validation.max_batches:
+                break
+            x, y, static = self._to_device(batch)
+            with _autocast(cfg, self.world):
+                pred = self.stepper.rollout(x, static, steps).float()
+            sums[0] += self._loss(pred[:, :t_out], y[:, :t_out]) * x.shape[0]
+            sums[1] += x.shape[0]
+            last = slice((steps - 1) * t_out, steps * t_out)
+            sq = (((pred[:, last] - y[:, last]) * std) ** 2 * weights).mean(dim=(1, 3, 4))  # [B, C]
+            sums[2:] += sq.sum(dim=0).double()
+        dist.all_reduce(sums)
+        count = max(sums[1].item(), 1.0)
+        result = {"loss": sums[0].item() / count}
+        lead = steps * t_out * ds.lead_time
+        for c, name in enumerate(ds.channels):
+            result[f"rmse_{name}_lead{lead:g}"] = math.sqrt(sums[2 + c].item() / count)
+        return result
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        accumulation = cfg.optimizer.grad_accumulation
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not (self.progress and
+                                                                                           self.world.is_main))
+        validation = {}
+        while self.step < self.total_steps:
+            epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
+            k = self.unroll_steps(epoch)
+            self.loader.sampler.set_epoch(epoch, start=done_in_epoch * accumulation * cfg.data.batch_size)
+            iterator = iter(self.loader)
+            for _ in range(done_in_epoch, self.steps_per_epoch):
+                if self.step >= self.total_steps:
+                    break
+                started = time.perf_counter()
+                micro = [next(iterator) for _ in range(accumulation)]
+                loss = self.train_step(micro, k)
+                self.step += 1
+                elapsed = time.perf_counter() - started
+                if not math.isfinite(loss):
+                    raise EarthsimError(f"loss became {loss} at step {self.step}; lower optimizer.lr")
+                if self.step % cfg.log_every == 0:
+                    samples = accumulation * cfg.data.batch_size * self.world.size
+                    self.metrics.log(self.step, "train", loss=loss, lr=self.scheduler.get_last_lr()[0],
+                                     samples_per_s=samples / elapsed, peak_memory_mb=_peak_memory_mb(self.world),
+                                     unroll_steps=k, epoch=epoch)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}", epoch=epoch)
+                if self.step % cfg.checkpoint.every_steps == 0:
+                    self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler,
+                                           {"epoch": epoch, "batches": (self.step % self.steps_per_epoch)})
+            if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
+                validation = self.validate()
+                self.metrics.log(self.step, "validation", **validation, epoch=epoch)
+                if self.world.is_main:
+                    bar.write(f"epoch {epoch}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
+        bar.close()
+        if self.checkpointer.latest() is None or self.checkpointer.latest().name != f"step-{self.step:08d}":
+            self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler,
+                                   {"epoch": self.step // self.steps_per_epoch, "batches": 0})
+        self.export()
+        self.metrics.close()
+        return {"steps": self.step, "validation": validation, "export": str(self.run_dir / EXPORT_NAME)}
+
+    def export(self) -> Path | None:
+        ds = self.data.train
+        metadata = {
+            **self.spec,
+            "dataset": ds.entry.name,
+            "channels": list(ds.channels),
+            "variables": list(ds.variables),
+            "mean": ds.mean, "std": ds.std, "diff_std": ds.diff_std,
+            "stride": ds.stride, "time_step": float(ds.time_step), "lead_time": float(ds.lead_time),
+            "residual": self.cfg.residual,
+            "train_config": config_lib.to_dict(self.cfg),
+            "step": self.step,
+        }
+        return export_model(self.model, self.run_dir / EXPORT_NAME, metadata)
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record) + "\n"
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train ``cfg`` in ``run_dir`` (continuing its latest checkpoint with ``resume``)."""
+    return Trainer(cfg, run_dir, resume=resume, progress=progress).fit()
