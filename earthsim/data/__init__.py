@@ -1,0 +1,1 @@
+"""The data plane: stores, ingest, conventions, statistics, windows and loaders."""

@@ -1,0 +1,488 @@
+"""2-D incompressible Navier–Stokes on the periodic box [0, 2π)²: a pseudo-spectral vorticity solver.
+
+The equation, in vorticity form with stream function ψ (u = ∂ψ/∂y, v = -∂ψ/∂x, ω = ∂v/∂x - ∂u/∂y = -∇²ψ):
+
+    ∂ω/∂t + u·∇ω = ν∇²ω - αω + F,
+
+with viscosity ν (Reynolds number Re = 1/ν for unit length and velocity scales, as in Kochkov et al.
+2021), linear drag α and F the curl of a body force. Kolmogorov flow uses the body force
+(A sin(k y), 0), so F = -A k cos(k y); with A = 1, k = 4, α = 0.1 and ν = 1e-3 it is the Re = 1000
+flow of the learned-interpolation paper (Kochkov et al. 2021, PNAS 118 e2101784118) and of the
+temporal-stencil paper (Sun et al. 2023, TSM-PDE). Decaying turbulence has F = 0 and α = 0.
+
+Numerics follow jax-cfd's spectral ``NavierStokes2D``: Fourier (rfft2) representation, the advection
+term evaluated in physical space and dealiased with the 2/3 rule (Orszag: after the product only
+modes with |k_x|, |k_y| < N/3 are kept, which removes every aliased product of retained modes, so
+the nonlinear term conserves energy and enstrophy exactly), viscosity and drag treated implicitly.
+Time stepping is the low-storage IMEX scheme "Crank–Nicolson / RK4" of Canuto et al. (2007,
+Spectral Methods, Appendix D.3) with the five-stage fourth-order coefficients of Carpenter &
+Kennedy (1994, NASA TM-109112): explicit RK4 for advection and forcing, a Crank–Nicolson solve for
+the linear terms at each stage. The time step comes from a CFL rule, dt ≤ C·dx/u_max (C =
+``cfl_safety``, u_max = ``max_velocity``, the initial peak speed, as jax-cfd's ``stable_time_step``),
+shortened so that the saved interval is a whole number of steps.
+
+Initial vorticity follows jax-cfd's ``filtered_velocity_field``: each velocity component is white
+noise filtered in amplitude by a log-normal spectrum peaked at ``peak_wavenumber`` (log-variance
+0.25) divided by k, made divergence-free, scaled to a peak speed of ``max_velocity``, and its curl
+taken. Each trajectory draws its noise from its own seed, ``numpy.random.default_rng([seed, i])``,
+so a trajectory does not depend on how trajectories are batched.
+
+Frames are saved on coarser grids by spectral truncation (keeping |k_x|, |k_y| < n/2 of an n² grid)
+and inverse transform, so a coarse grid point holds exactly the value of the truncated field there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from earthsim import config as config_lib
+from earthsim.errors import EarthsimError
+
+LENGTH = 2 * math.pi
+FLOWS = ("kolmogorov", "decaying")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+KOLMOGOROV_DRAG = 0.1
+
+
+class _ConfigError(EarthsimError, ValueError):
+    """A config field out of range; also a ValueError, so ``config.build`` prefixes where the config came from."""
+
+# Carpenter & Kennedy (1994) five-stage, fourth-order, 2N-storage RK coefficients, in the form of
+# Canuto et al. (2007) Appendix D.3 (as jax-cfd's ``crank_nicolson_rk4``): stage k takes the
+# explicit update h ← F(u) + β_k h, u ← u + γ_k dt h, and Crank–Nicolson for the linear terms over
+# the stage's share (α_{k+1} - α_k) dt of the step.
+_ALPHAS = (0.0, 0.1496590219993, 0.3704009573644, 0.6222557631345, 0.9582821306748, 1.0)
+_BETAS = (0.0, -0.4178904745, -1.192151694643, -1.697784692471, -1.514183444257)
+_GAMMAS = (0.1496590219993, 0.3792103129999, 0.8229550293869, 0.6994504559488, 0.1530572479681)
+
+
+@dataclass
+class NavierStokesConfig:
+    """2-D incompressible Navier–Stokes on the periodic box: Kolmogorov flow or decaying turbulence."""
+
+    flow: str = field(default="kolmogorov", metadata={
+        "help": "kolmogorov: forced by (sin(k y), 0) with drag; decaying: unforced, no drag",
+        "choices": list(FLOWS)})
+    viscosity: float = field(default=1e-3, metadata={
+        "help": "kinematic viscosity ν; Reynolds number Re = 1/ν (unit length and velocity scales)"})
+    drag: float | None = field(default=None, metadata={
+        "help": f"linear drag α in -αω; unset: {KOLMOGOROV_DRAG} for kolmogorov, 0 for decaying"})
+    forcing_wavenumber: int = field(default=4, metadata={
+        "help": "k of the Kolmogorov body force (A sin(k y), 0)"})
+    forcing_amplitude: float = field(default=1.0, metadata={
+        "help": "A of the Kolmogorov body force (A sin(k y), 0)"})
+    resolution: int = field(default=128, metadata={"help": "grid points per side the solver runs at"})
+    save_resolutions: tuple[int, ...] = field(default=(64, 32), metadata={
+        "help": "grids saved, by spectral truncation of the solver's field (each ≤ resolution, even)"})
+    trajectories: int = field(default=4, metadata={"help": "number of independent trajectories"})
+    frames: int = field(default=20, metadata={"help": "frames saved per trajectory"})
+    save_interval: float = field(default=0.2, metadata={
+        "help": "time between saved frames, in solver time units (a whole number of solver steps)"})
+    spinup_time: float = field(default=2.0, metadata={
+        "help": "time run from the random initial state before the first saved frame (not saved)"})
+    peak_wavenumber: float = field(default=4.0, metadata={
+        "help": "wavenumber where the initial velocity spectrum peaks"})
+    max_velocity: float = field(default=7.0, metadata={
+        "help": "peak speed of the initial velocity; also the speed the CFL rule uses"})
+    cfl_safety: float = field(default=0.5, metadata={
+        "help": "Courant number C in dt ≤ C·dx/max_velocity"})
+    seed: int = field(default=0, metadata={"help": "random seed; trajectory i uses numpy's default_rng([seed, i])"})
+    batch_size: int = field(default=2, metadata={
+        "help": "trajectories solved at once (on CPU small batches run fastest, as they stay in cache)"})
+    chunk_frames: int = field(default=10, metadata={"help": "frames per Zarr chunk (chunks hold one trajectory)"})
+    device: str = field(default="cpu", metadata={"help": "torch device the solver runs on (cpu, cuda, cuda:1, ...)"})
+    threads: int = field(default=1, metadata={
+        "help": "CPU threads torch uses while solving (its small FFTs gain little from more, and lose much on a busy machine)"})
+    dtype: str = field(default="float64", metadata={
+        "help": "floating-point precision of the solver (frames are stored as float32)", "choices": list(DTYPES)})
+
+    def __post_init__(self) -> None:
+        def require(ok: bool, key: str, expected: str) -> None:
+            if not ok:
+                raise _ConfigError(f"{key}: expected {expected}, got {getattr(self, key)!r}")
+
+        require(self.flow in FLOWS, "flow", f"one of {list(FLOWS)}")
+        require(self.viscosity > 0, "viscosity", "a number > 0")
+        require(self.drag is None or self.drag >= 0, "drag", "a number ≥ 0 or unset")
+        require(self.resolution >= 8 and self.resolution % 2 == 0, "resolution", "an even integer ≥ 8")
+        require(1 <= self.forcing_wavenumber <= dealias_cutoff(self.resolution), "forcing_wavenumber",
+                f"an integer in [1, {dealias_cutoff(self.resolution)}] (the 2/3 cutoff at resolution {self.resolution})")
+        self.save_resolutions = tuple(self.save_resolutions)
+        require(len(self.save_resolutions) > 0 and len(set(self.save_resolutions)) == len(self.save_resolutions)
+                and all(isinstance(r, int) and 2 <= r <= self.resolution and r % 2 == 0 for r in self.save_resolutions),
+                "save_resolutions", f"distinct even integers in [2, resolution={self.resolution}]")
+        for key in ("trajectories", "frames", "batch_size", "chunk_frames", "threads"):
+            require(getattr(self, key) >= 1, key, "an integer ≥ 1")
+        for key in ("save_interval", "peak_wavenumber", "max_velocity", "cfl_safety"):
+            require(getattr(self, key) > 0, key, "a number > 0")
+        require(self.spinup_time >= 0, "spinup_time", "a number ≥ 0")
+        require(self.dtype in DTYPES, "dtype", f"one of {list(DTYPES)}")
+        try:
+            torch.device(self.device)
+        except RuntimeError as error:
+            raise _ConfigError(f"device: {error}") from error
+
+    @property
+    def linear_drag(self) -> float:
+        """α: the configured drag, or the flow's default (0.1 for Kolmogorov flow, 0 for decaying)."""
+        if self.drag is not None:
+            return self.drag
+        return KOLMOGOROV_DRAG if self.flow == "kolmogorov" else 0.0
+
+
+def dealias_cutoff(resolution: int) -> int:
+    """Largest |k| the 2/3 rule keeps on an n² grid: K = ⌊(n - 1)/3⌋, so 3K < n and no product aliases."""
+    return (resolution - 1) // 3
+
+
+def grid_coordinates(resolution: int) -> np.ndarray:
+    """Positions x_j = j·2π/n, j = 0…n-1, of the grid points along one side (the FFT sampling)."""
+    return np.arange(resolution) * (LENGTH / resolution)
+
+
+def _wavenumbers(resolution: int, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer angular wavenumbers (k_y as a column [n, 1], k_x as a row [1, n/2 + 1]) of an rfft2 grid."""
+    ky = torch.fft.fftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)
+    kx = torch.fft.rfftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)
+    return ky[:, None], kx[None, :]
+
+
+def _rfft2(field: torch.Tensor) -> torch.Tensor:
+    """Fourier coefficients normalised by n² (``norm="forward"``), so a mode's amplitude does not depend on n."""
+    return torch.fft.rfft2(field, norm="forward")
+
+
+def _irfft2(coefficients: torch.Tensor, resolution: int) -> torch.Tensor:
+    return torch.fft.irfft2(coefficients, s=(resolution, resolution), norm="forward")
+
+
+def _resample_hat(coefficients: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Coefficients of an n² rfft2 grid moved to an m² grid, keeping the modes |k_x|, |k_y| < min(n, m)/2."""
+    n = coefficients.shape[-2]
+    keep = min(n, resolution) // 2
+    out = coefficients.new_zeros(coefficients.shape[:-2] + (resolution, resolution // 2 + 1))
+    out[..., :keep, :keep] = coefficients[..., :keep, :keep]
+    if keep > 1:
+        out[..., -(keep - 1):, :keep] = coefficients[..., -(keep - 1):, :keep]
+    return out
+
+
+def resample(field: torch.Tensor, resolution: int) -> torch.Tensor:
+    """A periodic field [..., n, n] on an m² grid by spectral truncation (m < n) or zero-padding (m > n).
+
+    Modes with |k_x| or |k_y| ≥ min(n, m)/2 (the Nyquist modes included) are dropped.
+    """
+    return _irfft2(_resample_hat(_rfft2(field), resolution), resolution)
+
+
+def velocity_from_vorticity(vorticity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Velocity (u, v) of a periodic vorticity field [..., n, n] on [0, 2π)², from ψ̂ = ω̂/|k|²."""
+    n = vorticity.shape[-1]
+    ky, kx = _wavenumbers(n, vorticity.device, vorticity.dtype)
+    k2 = kx**2 + ky**2
+    k2[0, 0] = 1.0
+    psi_hat = _rfft2(vorticity) / k2
+    return _irfft2(1j * ky * psi_hat, n), _irfft2(-1j * kx * psi_hat, n)
+
+
+def kolmogorov_forcing(resolution: int, wavenumber: int = 4, amplitude: float = 1.0) -> torch.Tensor:
+    """Vorticity forcing -A k cos(k y) [n, n]: the curl of the Kolmogorov body force (A sin(k y), 0)."""
+    y = torch.as_tensor(grid_coordinates(resolution), dtype=torch.float64)
+    return (-amplitude * wavenumber * torch.cos(wavenumber * y))[:, None].expand(resolution, resolution).clone()
+
+
+def stable_time_step(resolution: int, max_velocity: float, cfl_safety: float) -> float:
+    """The CFL time step C·dx/u_max on an n² grid of [0, 2π)²."""
+    return cfl_safety * (LENGTH / resolution) / max_velocity
+
+
+def steps_per_interval(interval: float, max_dt: float) -> tuple[int, float]:
+    """The fewest steps n with interval/n ≤ max_dt, and that step dt = interval/n."""
+    steps = max(1, math.ceil(interval / max_dt - 1e-9))
+    return steps, interval / steps
+
+
+def _dealias_mask(resolution: int, device=None, dtype=torch.float64) -> torch.Tensor:
+    """1 on the modes the 2/3 rule keeps (|k_x|, |k_y| ≤ K), 0 elsewhere, shaped [n, n/2 + 1]."""
+    ky, kx = _wavenumbers(resolution, device, dtype)
+    cutoff = dealias_cutoff(resolution)
+    return ((ky.abs() <= cutoff) & (kx.abs() <= cutoff)).to(dtype)
+
+
+def random_vorticity(
+    trajectories: list[int] | range, resolution: int, seed: int, peak_wavenumber: float, max_velocity: float,
+) -> torch.Tensor:
+    """Random initial vorticity [B, n, n] (float64) with jax-cfd's filtered-velocity spectrum.
+
+    Per trajectory i: white-noise velocity from ``default_rng([seed, i])``, amplitude filter
+    lognormal(k; mode ``peak_wavenumber``, log-variance 0.25)/k, curl (which keeps only the
+    divergence-free part), truncation to the 2/3-rule band, scaled so the peak speed is ``max_velocity``.
+    """
+    noise = np.stack([np.random.default_rng([seed, int(i)]).standard_normal((2, resolution, resolution))
+                      for i in trajectories])
+    velocity_hat = _rfft2(torch.from_numpy(noise))
+    ky, kx = _wavenumbers(resolution)
+    k = torch.sqrt(kx**2 + ky**2)
+    variance = 0.25
+    mean = math.log(peak_wavenumber) + variance
+    safe_k = torch.where(k > 0, k, torch.ones_like(k))
+    amplitude = torch.where(k > 0, torch.exp(-(torch.log(safe_k) - mean) ** 2 / (2 * variance)) / safe_k**2,
+                            torch.zeros_like(k))
+    velocity_hat = velocity_hat * amplitude
+    vorticity_hat = 1j * kx * velocity_hat[:, 1] - 1j * ky * velocity_hat[:, 0]
+    vorticity_hat = vorticity_hat * _dealias_mask(resolution)
+    vorticity = _irfft2(vorticity_hat, resolution)
+    u, v = velocity_from_vorticity(vorticity)
+    speed = torch.sqrt(u**2 + v**2).amax(dim=(-2, -1), keepdim=True)
+    return vorticity * (max_velocity / speed)
+
+
+class NavierStokes2D:
+    """Batched pseudo-spectral solver of the vorticity equation on [0, 2π)², one fixed time step.
+
+    States are vorticity fields [B, n, n] (y rows, x columns, points at j·2π/n) in physical space for
+    :meth:`advance` and :meth:`rollout`, or their rfft2 coefficients (``norm="forward"``) for
+    :meth:`step`. ``forcing`` is the vorticity forcing F on the grid (the curl of the body force).
+    """
+
+    def __init__(self, resolution: int, viscosity: float, dt: float, drag: float = 0.0,
+                 forcing: torch.Tensor | None = None, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float64) -> None:
+        if resolution < 4 or resolution % 2:
+            raise EarthsimError(f"NavierStokes2D: resolution must be an even integer ≥ 4, got {resolution}")
+        if not dt > 0:
+            raise EarthsimError(f"NavierStokes2D: dt must be > 0, got {dt}")
+        self.resolution, self.viscosity, self.drag, self.dt = resolution, viscosity, drag, dt
+        self.device, self.dtype = torch.device(device), dtype
+        ky, kx = _wavenumbers(resolution, self.device, dtype)
+        k2 = kx**2 + ky**2
+        inverse_k2 = torch.where(k2 > 0, 1.0 / torch.where(k2 > 0, k2, torch.ones_like(k2)), torch.zeros_like(k2))
+        self._mask = _dealias_mask(resolution, self.device, dtype)
+        # Multipliers taking ω̂ to û and v̂, and the fluxes (uω)^, (vω)^ to their dealiased divergence.
+        self._velocity = (1j * ky * inverse_k2, -1j * kx * inverse_k2)
+        self._divergence = (1j * kx * self._mask, 1j * ky * self._mask)
+        self.linear = -viscosity * k2 - drag
+        self._forcing_hat = None if forcing is None else _rfft2(
+            torch.as_tensor(forcing, dtype=dtype, device=self.device)) * self._mask
+        self._stages = []
+        for k, (beta, gamma) in enumerate(zip(_BETAS, _GAMMAS)):
+            mu = 0.5 * dt * (_ALPHAS[k + 1] - _ALPHAS[k])
+            solve = 1.0 / (1.0 - mu * self.linear)
+            self._stages.append((beta, (1.0 + mu * self.linear) * solve, gamma * dt * solve))
+
+    @classmethod
+    def from_config(cls, config: NavierStokesConfig, resolution: int | None = None) -> "NavierStokes2D":
+        """The solver for ``config``'s flow at ``resolution`` (default: the config's), with its CFL time step.
+
+        The step is the largest one within the CFL rule that divides ``save_interval`` evenly.
+        """
+        n = config.resolution if resolution is None else resolution
+        _, dt = steps_per_interval(config.save_interval, stable_time_step(n, config.max_velocity, config.cfl_safety))
+        forcing = (kolmogorov_forcing(n, config.forcing_wavenumber, config.forcing_amplitude)
+                   if config.flow == "kolmogorov" else None)
+        return cls(n, config.viscosity, dt, drag=config.linear_drag, forcing=forcing,
+                   device=config.device, dtype=DTYPES[config.dtype])
+
+    def to_spectral(self, vorticity: torch.Tensor) -> torch.Tensor:
+        """rfft2 coefficients of physical vorticity [..., n, n] on the solver's device and precision.
+
+        Modes outside the 2/3-rule band are set to zero: the solver evolves only that band, so a
+        field with finer detail (e.g. a dataset frame at the solver's resolution) loses it here.
+        """
+        if vorticity.shape[-2:] != (self.resolution, self.resolution):
+            raise EarthsimError(f"NavierStokes2D: expected vorticity [..., {self.resolution}, {self.resolution}], "
+                                f"got {tuple(vorticity.shape)}")
+        return _rfft2(torch.as_tensor(vorticity).to(device=self.device, dtype=self.dtype)) * self._mask
+
+    def to_physical(self, vorticity_hat: torch.Tensor, resolution: int | None = None) -> torch.Tensor:
+        """Physical vorticity from coefficients, on the solver grid or resampled (see :func:`resample`) to ``resolution``."""
+        n = self.resolution if resolution is None else resolution
+        return _irfft2(vorticity_hat if n == self.resolution else _resample_hat(vorticity_hat, n), n)
+
+    def explicit_terms(self, vorticity_hat: torch.Tensor) -> torch.Tensor:
+        """Dealiased -u·∇ω plus the forcing, in Fourier space.
+
+        The advection is evaluated as ∇·(uω), equal to u·∇ω because the spectral velocity is exactly
+        divergence-free; it takes three inverse transforms and two forward ones instead of four and one.
+        Each field gets its own transform: stacking them into one call is several times slower on CPU.
+        """
+        n = self.resolution
+        u, v = (_irfft2(m * vorticity_hat, n) for m in self._velocity)
+        omega = _irfft2(vorticity_hat, n)
+        d_dx, d_dy = self._divergence
+        terms = -(d_dx * _rfft2(u * omega) + d_dy * _rfft2(v * omega))
+        return terms if self._forcing_hat is None else terms + self._forcing_hat
+
+    def step(self, vorticity_hat: torch.Tensor) -> torch.Tensor:
+        """One time step dt of the Crank–Nicolson/RK4 scheme on rfft2 coefficients [..., n, n/2 + 1]."""
+        h = torch.zeros_like(vorticity_hat)
+        for beta, implicit, explicit in self._stages:
+            h = self.explicit_terms(vorticity_hat) + beta * h
+            vorticity_hat = implicit * vorticity_hat + explicit * h
+        return vorticity_hat
+
+    def steps_for(self, duration: float) -> int:
+        """Number of steps that make ``duration``; it must be a whole number of steps dt."""
+        steps = round(duration / self.dt)
+        if steps < 0 or abs(steps * self.dt - duration) > 1e-9 * max(1.0, abs(duration)):
+            raise EarthsimError(f"NavierStokes2D: duration {duration} is not a whole number of steps dt = {self.dt}")
+        return steps
+
+    def advance(self, vorticity: torch.Tensor, duration: float) -> torch.Tensor:
+        """Physical vorticity [B, n, n] advanced by ``duration`` (a whole number of steps), in its input dtype."""
+        state = self.to_spectral(vorticity)
+        for _ in range(self.steps_for(duration)):
+            state = self.step(state)
+        return self.to_physical(state).to(vorticity.dtype)
+
+    def rollout(self, vorticity: torch.Tensor, frames: int, interval: float) -> torch.Tensor:
+        """Frames [B, frames, n, n] at times interval, 2·interval, … after ``vorticity``, in its input dtype."""
+        state = self.to_spectral(vorticity)
+        steps = self.steps_for(interval)
+        out = []
+        for _ in range(frames):
+            for _ in range(steps):
+                state = self.step(state)
+            out.append(self.to_physical(state).to(vorticity.dtype))
+        return torch.stack(out, dim=1)
+
+    def max_courant(self, vorticity_hat: torch.Tensor) -> float:
+        """max |u|·dt/dx over the batch: the Courant number the state runs at."""
+        u, v = (self.to_physical(m * vorticity_hat) for m in self._velocity)
+        return float(torch.sqrt(u**2 + v**2).max()) * self.dt / (LENGTH / self.resolution)
+
+
+def _forcing_description(config: NavierStokesConfig) -> str:
+    if config.flow == "decaying":
+        return "none (decaying turbulence)"
+    k, a = config.forcing_wavenumber, config.forcing_amplitude
+    return f"Kolmogorov: body force ({a:g} sin({k} y), 0), vorticity forcing -{a * k:g} cos({k} y)"
+
+
+def _store_attributes(config: NavierStokesConfig, solver: NavierStokes2D, spinup_steps: int) -> dict:
+    """The physics, numerics and provenance every group of the store records."""
+    from earthsim.data.store import provenance
+
+    kolmogorov = config.flow == "kolmogorov"
+    return {
+        "flow": config.flow,
+        "viscosity": config.viscosity,
+        "reynolds_number": 1.0 / config.viscosity,
+        "drag": config.linear_drag,
+        "forcing": _forcing_description(config),
+        "forcing_wavenumber": config.forcing_wavenumber if kolmogorov else 0,
+        "forcing_amplitude": config.forcing_amplitude if kolmogorov else 0.0,
+        "domain_length": LENGTH,
+        "save_interval": config.save_interval,
+        "solver_dt": solver.dt,
+        "steps_per_frame": solver.steps_for(config.save_interval),
+        "spinup_time": spinup_steps * solver.dt,
+        "solver_resolution": config.resolution,
+        "cfl_safety": config.cfl_safety,
+        "cfl_velocity": config.max_velocity,
+        "initial_condition": (f"jax-cfd filtered velocity: log-normal spectrum peaked at k={config.peak_wavenumber:g}, "
+                              f"peak speed {config.max_velocity:g}, seeds default_rng([{config.seed}, trajectory])"),
+        "numerics": ("pseudo-spectral vorticity form, 2/3-rule dealiasing, Crank-Nicolson/RK4 IMEX "
+                     "(Carpenter-Kennedy; Canuto et al. 2007 App. D.3), saved by spectral truncation"),
+        "provenance": provenance("earthsim.sim.navier_stokes.simulate_navier_stokes", [], config_lib.to_dict(config)),
+    }
+
+
+def _template(config: NavierStokesConfig, resolution: int, attrs: dict):
+    """The group for one saved resolution, its data still unwritten (lazy zeros), and its encoding."""
+    import dask.array as da
+    import xarray as xr
+
+    shape = (config.trajectories, config.frames, resolution, resolution)
+    chunks = (1, min(config.chunk_frames, config.frames), resolution, resolution)
+    coords = grid_coordinates(resolution)
+    ds = xr.Dataset(
+        {"vorticity": (("trajectory", "time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=np.float32),
+                       {"units": "1", "long_name": "vorticity (∂v/∂x - ∂u/∂y)"})},
+        coords={
+            "trajectory": ("trajectory", np.arange(config.trajectories), {"long_name": "trajectory index"}),
+            "time": ("time", np.arange(config.frames) * config.save_interval,
+                     {"units": "solver time units", "long_name": "time since the end of spin-up"}),
+            "y": ("y", coords, {"units": "1", "long_name": "y position in [0, 2π)"}),
+            "x": ("x", coords, {"units": "1", "long_name": "x position in [0, 2π)"}),
+        },
+        attrs={**attrs, "resolution": resolution},
+    )
+    return ds, {"vorticity": {"chunks": chunks}}
+
+
+def _solve_batch(solver: NavierStokes2D, config: NavierStokesConfig, batch: range, spinup_steps: int,
+                 bar) -> tuple[dict[int, np.ndarray], float]:
+    """Frames {resolution: [B, frames, r, r] float32} of one batch of trajectories, and its peak Courant number."""
+    steps_per_frame = solver.steps_for(config.save_interval)
+    state = solver.to_spectral(random_vorticity(
+        batch, config.resolution, config.seed, config.peak_wavenumber, config.max_velocity))
+    frames = {r: np.empty((len(batch), config.frames, r, r), np.float32) for r in config.save_resolutions}
+    courant = 0.0
+    for index in range(config.frames):
+        steps = spinup_steps if index == 0 else steps_per_frame
+        for _ in range(steps):
+            state = solver.step(state)
+        bar.update(steps)
+        frame_courant = solver.max_courant(state)
+        if not frame_courant <= 2 * config.cfl_safety:  # also catches NaN
+            raise EarthsimError(
+                f"navier-stokes: trajectories {batch.start}-{batch.stop - 1} ran at Courant number {frame_courant:.3g} "
+                f"by frame {index}, over twice the cfl_safety {config.cfl_safety} the time step was chosen for; "
+                f"raise max_velocity (now {config.max_velocity}) or lower cfl_safety")
+        courant = max(courant, frame_courant)
+        for r in config.save_resolutions:
+            frames[r][:, index] = solver.to_physical(state, r).cpu().numpy()
+    return frames, courant
+
+
+def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = True, overwrite: bool = False) -> Path:
+    """Solve ``config.trajectories`` flows and write their frames to one Zarr v3 store at ``out``.
+
+    One group per saved resolution (named by it, e.g. "64"), each with ``vorticity`` (trajectory, time,
+    y, x) float32, chunked one trajectory × ``chunk_frames`` frames; time 0 is the end of the spin-up.
+    Trajectories are solved ``batch_size`` at a time and streamed into a temporary store that is
+    renamed to ``out`` only when every frame is written.
+    """
+    import xarray as xr
+    import zarr
+    from tqdm.auto import tqdm
+
+    from earthsim.data.store import atomic_output
+
+    solver = NavierStokes2D.from_config(config)
+    spinup_steps = math.ceil(config.spinup_time / solver.dt - 1e-9)
+    attrs = _store_attributes(config, solver, spinup_steps)
+    batches = [range(start, min(start + config.batch_size, config.trajectories))
+               for start in range(0, config.trajectories, config.batch_size)]
+    steps = spinup_steps + (config.frames - 1) * solver.steps_for(config.save_interval)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        with atomic_output(out, overwrite=overwrite) as tmp, tqdm(
+                total=steps * len(batches), unit="step", disable=not progress,
+                desc=f"navier-stokes {config.flow} {config.resolution}²") as bar:
+            for resolution in config.save_resolutions:
+                ds, encoding = _template(config, resolution, attrs)
+                ds.to_zarr(tmp, group=str(resolution), mode="a" if tmp.exists() else "w-", zarr_format=3,
+                           encoding=encoding, consolidated=False, compute=False)
+            max_courant = 0.0
+            for batch in batches:
+                frames, courant = _solve_batch(solver, config, batch, spinup_steps, bar)
+                max_courant = max(max_courant, courant)
+                bar.set_postfix(trajectories=batch.stop, max_courant=f"{max_courant:.2f}")
+                for r, values in frames.items():
+                    xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), values)}).to_zarr(
+                        tmp, group=str(r), region={"trajectory": slice(batch.start, batch.stop)},
+                        zarr_format=3, consolidated=False)
+            root = zarr.open_group(tmp, mode="r+", zarr_format=3)
+            for r in config.save_resolutions:
+                root[str(r)].attrs["max_courant_number"] = max_courant
+    finally:
+        torch.set_num_threads(threads)
+    return Path(out)
