@@ -1,0 +1,460 @@
+"""Windows of consecutive frames from a catalog store, as a map-style torch Dataset.
+
+One sample follows the sample contract in DESIGN.md: ``x`` ``[T_in, C, H, W]`` and ``y``
+``[T_out, C, H, W]`` (float32, normalised per channel), ``lead_time`` (the time between the last
+input frame and the first target, in hours for weather and solver units for fluids) and, when the
+entry has static fields, ``static`` ``[C_s, H, W]``.
+
+Channels are the variables in the entry's order (or the order given), each expanded over its levels
+in the store's level order: variable ``z`` on levels 500 and 850 then ``t`` gives ``z500, z850, t``.
+Every ensemble member and every fluid trajectory is an independent sequence, and a window never
+crosses from one sequence to another, nor past the edges of its split (weather splits select
+times, fluid splits select trajectories). Every start frame from which a whole window fits is a
+sample; samples are ordered by sequence, then start frame.
+
+``__getitem__`` reads without dask: each worker process opens the arrays on its first read (never
+in ``__init__``; open handles are dropped when the dataset is pickled) and reads exactly the
+window's frames, one strided read per variable covering all its levels (all variables in flight
+at once), with tensorstore for local stores and zarr-python for URLs that tensorstore's file
+kvstore cannot take. In a DataLoader, ``__getitems__`` writes a batch's windows straight into one
+buffer per key (shared memory in workers) that ``earthsim.data.loader.collate_windows`` hands on
+without stacking: each window is copied once, from the read into the batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from earthsim import catalog
+from earthsim.catalog import DatasetEntry, Grid
+from earthsim.errors import ValidationError
+
+TIME_DIM = "time"
+LEVEL_DIM = "level"
+STATISTICS = ("mean", "std", "diff_std")
+
+
+def spatial_dims(grid: Grid) -> tuple[str, str]:
+    """``(latitude, longitude)`` on a latitude/longitude grid (weather, shallow water), else ``(y, x)``."""
+    return ("latitude", "longitude") if grid.latitude is not None else ("y", "x")
+
+
+def channel_name(variable: str, level: float | None = None) -> str:
+    """The channel name of a variable on a level: ``z`` at 500 gives ``z500``; no level gives ``z``."""
+    return variable if level is None else f"{variable}{float(level):g}"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one variable sits in the store and in the channel axis."""
+
+    name: str
+    path: str  # array path inside the store (group/variable)
+    dims: tuple[str, ...]  # the array's dims, in store order (any order)
+    channel_start: int
+    channels: int
+    order: tuple[int, ...]  # transpose of a window read to (time, [level], y, x)
+    has_level: bool
+
+
+_CONTEXT = None
+
+
+def _tensorstore_context():
+    """One tensorstore context per process, without a chunk cache (each window is read once)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        import tensorstore as ts
+
+        _CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
+    return _CONTEXT
+
+
+def _local_path(store: str) -> str | None:
+    """The filesystem path of a store given as a path or ``file://`` URL; None for other URLs."""
+    if store.startswith("file://"):
+        return store[len("file://"):]
+    return None if "://" in store else store
+
+
+def _open_array(store: str, path: str):
+    """A handle whose ``read(index)`` returns a future of the selected block as a numpy array."""
+    local = _local_path(store)
+    if local is not None:
+        import tensorstore as ts
+
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(Path(local) / path)}}
+        array = ts.open(spec, read=True, context=_tensorstore_context()).result()
+        return _TensorStoreReader(array)
+    import zarr
+
+    return _ZarrReader(zarr.open_array(store=store, path=path, mode="r"))
+
+
+class _TensorStoreReader:
+    """Reads run on tensorstore's own threads; ``read`` returns at once with a tensorstore future."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def read(self, index: tuple):
+        return self.array[index].read()
+
+
+class _ZarrReader:
+    """zarr-python reads, done when ``read`` returns (for stores tensorstore's file kvstore cannot take)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def read(self, index: tuple) -> Future:
+        future: Future = Future()
+        future.set_result(self.array[index])
+        return future
+
+
+def batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor, in shared memory when made in a DataLoader worker process.
+
+    Shared memory is allocated as torch's ``default_collate`` does, so the batch crosses to the main
+    process without another copy.
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    template = torch.empty(0, dtype=torch.float32)
+    storage = template._typed_storage()._new_shared(int(np.prod(shape)), device=template.device)
+    return template.new(storage).resize_(*shape)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of ``t_in`` input and ``t_out`` target frames, ``stride`` frames apart, from one split.
+
+    ``statistics`` is an xarray Dataset with, per variable, dims ``("statistic", [level])`` and
+    ``statistic`` = mean, std, diff_std (the layout of ``earthsim.data.stats.load_statistics``,
+    which is used when it is None). With ``normalise=False`` and no statistics, samples are in
+    physical units and ``mean``/``std``/``diff_std`` are None.
+
+    Attributes for the trainer: ``channels`` (names), ``mean``, ``std``, ``diff_std`` (float32
+    tensors ``[C]``), ``static_channels``, ``time_step``, ``lead_time``, ``grid``.
+    """
+
+    def __init__(
+        self,
+        entry_or_name: DatasetEntry | str | os.PathLike,
+        split: str | None,
+        t_in: int = 1,
+        t_out: int = 1,
+        stride: int = 1,
+        variables: list[str] | None = None,
+        normalise: bool = True,
+        statistics: xr.Dataset | None = None,
+    ):
+        entry = entry_or_name if isinstance(entry_or_name, DatasetEntry) else catalog.get_entry(entry_or_name)
+        for key, value in (("t_in", t_in), ("t_out", t_out), ("stride", stride)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValidationError(f"dataset {entry.name!r}: {key} must be an integer ≥ 1, got {value!r}")
+        self.entry = entry
+        self.split = split
+        self.t_in, self.t_out, self.stride = int(t_in), int(t_out), int(stride)
+        self.normalise = normalise
+        self.time_step = entry.time_step
+        self.lead_time = self.stride * self.time_step
+        self.grid: Grid = entry.grid
+        self._store = entry.store
+
+        ds = catalog.open_dataset(entry)
+        self.variables = list(variables) if variables is not None else entry.variable_names
+        if not self.variables:
+            raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
+        self._layouts, self.channels, levels, self._sequence_dims = self._channel_layouts(ds)
+        self._frames, self._sequences = self._split_positions(ds, split)
+        self._check_time_step(ds)
+        self._per_sequence = len(self._frames) - (self.t_in + self.t_out - 1) * self.stride
+        if self._per_sequence < 1:
+            raise ValidationError(
+                f"dataset {entry.name!r}, split {split!r}: {len(self._frames)} frames per sequence, but a "
+                f"window of t_in={t_in} + t_out={t_out} frames with stride {stride} needs "
+                f"{(self.t_in + self.t_out - 1) * self.stride + 1}"
+            )
+        self.static_channels = list(entry.static)
+        self._static_layouts = self._static_layouts_of(ds)
+
+        if statistics is None and normalise:
+            from earthsim.data.stats import load_statistics
+
+            statistics = load_statistics(entry)
+        self.mean = self.std = self.diff_std = None
+        if statistics is not None:
+            mean, std, diff_std = (self._channel_statistic(statistics, name, levels) for name in STATISTICS)
+            self.mean, self.std, self.diff_std = (torch.from_numpy(v.astype(np.float32)) for v in (mean, std, diff_std))
+            self._inverse_std = (1.0 / std).astype(np.float32)
+        self._static_statistics = self._static_stats(statistics)
+        self._readers: list | None = None
+        self._static_readers: list | None = None
+        self._static: torch.Tensor | None = None
+        self._pid: int | None = None
+
+    # -- layout, checked once against the store ------------------------------------------------
+
+    def _channel_layouts(self, ds: xr.Dataset):
+        entry = self.entry
+        spatial = spatial_dims(entry.grid)
+        layouts, channels, levels = [], [], {}
+        sequence_dims = None
+        for name in self.variables:
+            if name not in entry.variables:
+                raise ValidationError(f"dataset {entry.name!r}: unknown variable {name!r}; known: {entry.variable_names}")
+            if name not in ds.data_vars:
+                raise ValidationError(f"store {entry.store}: variable {name!r} of entry {entry.name!r} is missing")
+            var = ds[name]
+            self._check_raw_float32(var)
+            dims = tuple(var.dims)
+            missing = [d for d in (TIME_DIM, *spatial) if d not in dims]
+            if missing:
+                raise ValidationError(f"store {entry.store}: variable {name!r} has dims {dims}; missing {missing}")
+            shape = tuple(var.sizes[d] for d in spatial)
+            if shape != tuple(entry.grid.shape):
+                raise ValidationError(
+                    f"store {entry.store}: variable {name!r} is {shape} on {spatial}; entry {entry.name!r} says {entry.grid.shape}"
+                )
+            seq = tuple(d for d in dims if d not in (TIME_DIM, LEVEL_DIM, *spatial))
+            if sequence_dims is None:
+                sequence_dims = seq
+            elif set(seq) != set(sequence_dims):
+                raise ValidationError(
+                    f"store {entry.store}: variable {name!r} has sequence dims {seq}, others have {sequence_dims}"
+                )
+            wanted = (TIME_DIM, LEVEL_DIM, *spatial) if LEVEL_DIM in dims else (TIME_DIM, *spatial)
+            read_dims = [d for d in dims if d not in seq]
+            order = tuple(read_dims.index(d) for d in wanted)
+            if LEVEL_DIM in dims:
+                levels[name] = var[LEVEL_DIM].values
+                names = [channel_name(name, level) for level in levels[name]]
+            else:
+                names = [channel_name(name)]
+            path = f"{entry.group}/{name}" if entry.group else name
+            layouts.append(_Layout(name, path, dims, len(channels), len(names), order, LEVEL_DIM in dims))
+            channels += names
+        return layouts, channels, levels, sequence_dims
+
+    def _check_raw_float32(self, var: xr.DataArray) -> None:
+        """The loader reads stored values as they are, so they must be unpacked float32 with NaN as fill."""
+        packed = [k for k in ("scale_factor", "add_offset") if k in var.encoding]
+        packed += [
+            f"{k}={var.encoding[k]}" for k in ("_FillValue", "missing_value")
+            if var.encoding.get(k) is not None and not np.all(np.isnan(var.encoding[k]))
+        ]
+        stored = np.dtype(var.encoding.get("dtype", var.dtype))
+        if packed or stored != np.float32 or var.dtype != np.float32:
+            raise ValidationError(
+                f"store {self.entry.store}: variable {var.name!r} is stored as {stored}"
+                f"{' with ' + ', '.join(packed) if packed else ''}; the loader expects unpacked float32"
+            )
+
+    def _split_positions(self, ds: xr.Dataset, split: str | None):
+        """Frame positions (contiguous) and sequence index tuples of the split."""
+        positions = xr.Dataset(
+            {f"_{d}": (d, np.arange(ds.sizes[d])) for d in (TIME_DIM, *self._sequence_dims)},
+            coords={d: ds[d] for d in (TIME_DIM, *self._sequence_dims) if d in ds.coords},
+        )
+        if split is not None:
+            try:
+                positions = self.entry.split(split).select(positions)
+            except (KeyError, ValueError) as error:
+                raise ValidationError(
+                    f"dataset {self.entry.name!r}: split {split!r} cannot select from dims "
+                    f"{(TIME_DIM, *self._sequence_dims)} of {self.entry.store}: {error}"
+                ) from error
+        frames = positions[f"_{TIME_DIM}"].values
+        sequences = list(itertools.product(*(positions[f"_{d}"].values.tolist() for d in self._sequence_dims)))
+        if not len(sequences):
+            raise ValidationError(f"dataset {self.entry.name!r}, split {split!r}: no trajectory or member selected")
+        return frames, sequences
+
+    def _check_time_step(self, ds: xr.Dataset) -> None:
+        """Lead times come from the entry's step, so the store's frames must be that far apart."""
+        if TIME_DIM not in ds.coords or ds.sizes[TIME_DIM] < 2:
+            return
+        time = ds[TIME_DIM].values[self._frames]
+        if np.issubdtype(time.dtype, np.datetime64) or np.issubdtype(time.dtype, np.timedelta64):
+            steps = np.diff(time) / np.timedelta64(1, "h")
+        elif np.issubdtype(time.dtype, np.number):  # solver units: only regularity can be checked
+            steps = np.diff(time.astype(np.float64))
+            steps = steps / steps[0] * self.time_step if steps.size and steps[0] > 0 else steps
+        else:
+            return
+        if steps.size and not np.allclose(steps, self.time_step, rtol=1e-6, atol=0):
+            raise ValidationError(
+                f"store {self.entry.store}: frames of split {self.split!r} are not evenly {self.time_step} "
+                f"{self.entry.time.units} apart as the entry's time step says (found steps {np.unique(steps)[:5]})"
+            )
+
+    def _static_layouts_of(self, ds: xr.Dataset) -> list[_Layout]:
+        spatial = spatial_dims(self.entry.grid)
+        layouts = []
+        for i, name in enumerate(self.static_channels):
+            if name not in ds.data_vars:
+                raise ValidationError(f"store {self.entry.store}: static field {name!r} of entry {self.entry.name!r} is missing")
+            self._check_raw_float32(ds[name])
+            if tuple(ds[name].dims) != spatial:
+                raise ValidationError(
+                    f"store {self.entry.store}: static field {name!r} has dims {ds[name].dims}; expected {spatial}"
+                )
+            path = f"{self.entry.group}/{name}" if self.entry.group else name
+            layouts.append(_Layout(name, path, spatial, i, 1, (0, 1), False))
+        return layouts
+
+    def _channel_statistic(self, statistics: xr.Dataset, statistic: str, levels: dict) -> np.ndarray:
+        values = []
+        for layout in self._layouts:
+            stat = self._statistic(statistics, layout.name, statistic)
+            if layout.name in levels:
+                if LEVEL_DIM not in stat.dims:
+                    raise ValidationError(
+                        f"statistics of {self.entry.name!r}: {layout.name!r} has no {LEVEL_DIM!r} dim (dims {stat.dims})"
+                    )
+                try:
+                    stat = stat.sel({LEVEL_DIM: levels[layout.name]})
+                except KeyError as error:
+                    raise ValidationError(
+                        f"statistics of {self.entry.name!r}: {layout.name!r} lacks levels of the store: {error}"
+                    ) from error
+            values.append(np.atleast_1d(np.asarray(stat.values, dtype=np.float64)))
+        values = np.concatenate(values)
+        if values.shape != (len(self.channels),):
+            raise ValidationError(
+                f"statistics of {self.entry.name!r}: {statistic} has {values.size} values for {len(self.channels)} channels"
+            )
+        if not np.all(np.isfinite(values)) or (statistic != "mean" and np.any(values <= 0)):
+            raise ValidationError(
+                f"statistics of {self.entry.name!r}: {statistic} must be finite{'' if statistic == 'mean' else ' and > 0'}; "
+                f"got {dict(zip(self.channels, values.tolist()))}"
+            )
+        return values
+
+    def _statistic(self, statistics: xr.Dataset, name: str, statistic: str) -> xr.DataArray:
+        if name not in statistics.data_vars:
+            raise ValidationError(f"statistics of {self.entry.name!r} have no variable {name!r}; they have {list(statistics.data_vars)}")
+        if "statistic" not in statistics[name].dims or statistic not in statistics["statistic"].values:
+            raise ValidationError(
+                f"statistics of {self.entry.name!r}: {name!r} needs a 'statistic' dim with {list(STATISTICS)}"
+            )
+        return statistics[name].sel(statistic=statistic)
+
+    def _static_stats(self, statistics: xr.Dataset | None) -> dict[str, tuple[float, float]]:
+        """Mean and std of static fields kept in the statistics; others are scaled by their own field."""
+        found = {}
+        if statistics is not None:
+            for name in self.static_channels:
+                if name in statistics.data_vars:
+                    found[name] = tuple(float(self._statistic(statistics, name, s)) for s in ("mean", "std"))
+        return found
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._sequences) * self._per_sequence
+
+    def locate(self, index: int) -> tuple[tuple[int, ...], int]:
+        """The sequence (positions along the sequence dims) and store frame where sample ``index`` starts."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} windows")
+        index %= len(self)
+        sequence, start = divmod(index, self._per_sequence)
+        return self._sequences[sequence], int(self._frames[start])
+
+    def _open(self) -> None:
+        """Open the arrays in this process (first read after construction, unpickling or fork)."""
+        self._readers = [_open_array(self._store, layout.path) for layout in self._layouts]
+        self._static_readers = [_open_array(self._store, layout.path) for layout in self._static_layouts]
+        self._static = None
+        self._pid = os.getpid()
+
+    def _start_reads(self, index: int) -> list[Future]:
+        sequence, start = self.locate(index)
+        stop = start + (self.t_in + self.t_out - 1) * self.stride + 1
+        where = dict(zip(self._sequence_dims, sequence))
+        where[TIME_DIM] = slice(start, stop, self.stride)
+        return [
+            reader.read(tuple(where.get(d, slice(None)) for d in layout.dims))
+            for layout, reader in zip(self._layouts, self._readers)
+        ]
+
+    def _read_into(self, index: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Read window ``index`` and write it, normalised, into ``x`` [T_in, C, H, W] and ``y`` [T_out, C, H, W]."""
+        blocks = [future.result() for future in self._start_reads(index)]  # all variables in flight at once
+        for layout, block in zip(self._layouts, blocks):
+            block = block.transpose(layout.order)
+            if not layout.has_level:
+                block = block[:, None]
+            channels = slice(layout.channel_start, layout.channel_start + layout.channels)
+            for out, part in ((x.numpy()[:, channels], block[: self.t_in]), (y.numpy()[:, channels], block[self.t_in :])):
+                if self.normalise:  # subtract, then multiply by 1/std: a division costs several times more
+                    np.subtract(part, self.mean.numpy()[channels, None, None], out=out)
+                    np.multiply(out, self._inverse_std[channels, None, None], out=out)
+                else:
+                    out[...] = part
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if self._pid != os.getpid():
+            self._open()
+        x = torch.empty((self.t_in, len(self.channels), *self.grid.shape))
+        y = torch.empty((self.t_out, len(self.channels), *self.grid.shape))
+        self._read_into(int(index), x, y)
+        sample = {"x": x, "y": y, "lead_time": torch.tensor(self.lead_time, dtype=torch.float32)}
+        if self._static_layouts:
+            sample["static"] = self.static_fields()
+        return sample
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """The samples of a batch, written straight into one buffer per key (in shared memory inside a
+        DataLoader worker): their tensors are the rows of those buffers, which ``collate_windows``
+        passes on as the batch without stacking them again. Windows are read one after another, so
+        each stays in cache while it is normalised."""
+        if self._pid != os.getpid():
+            self._open()
+        count = len(indices)
+        x = batch_buffer((count, self.t_in, len(self.channels), *self.grid.shape))
+        y = batch_buffer((count, self.t_out, len(self.channels), *self.grid.shape))
+        lead_time = batch_buffer((count,)).fill_(self.lead_time)
+        for k, index in enumerate(indices):
+            self._read_into(int(index), x[k], y[k])
+        static = {"static": self.static_fields()} if self._static_layouts else {}
+        return [{"x": x[k], "y": y[k], "lead_time": lead_time[k], **static} for k in range(count)]
+
+    def static_fields(self) -> torch.Tensor:
+        """Static fields ``[C_s, H, W]``, normalised by their statistics or else by their own mean and std.
+
+        Read once per process and shared by every sample: do not modify it in place.
+        """
+        if self._pid != os.getpid():
+            self._open()
+        if self._static is None:
+            fields = []
+            for layout, reader in zip(self._static_layouts, self._static_readers):
+                field = np.asarray(reader.read((slice(None), slice(None))).result(), dtype=np.float64)
+                if self.normalise:
+                    mean, std = self._static_statistics.get(layout.name, (field.mean(), field.std()))
+                    field = (field - mean) / (std if std > 0 else 1.0)
+                fields.append(field.astype(np.float32))
+            self._static = torch.from_numpy(np.stack(fields))
+        return self._static
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_readers=None, _static_readers=None, _static=None, _pid=None)
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"WindowDataset({self.entry.name!r}, split={self.split!r}, t_in={self.t_in}, t_out={self.t_out}, "
+            f"stride={self.stride}, channels={len(self.channels)}, samples={len(self)})"
+        )
