@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 
@@ -136,7 +137,7 @@ def _add_train(subparsers) -> None:
         earthsim train kolmogorov-fno                                   # 64x64 Kolmogorov flow, FNO
         earthsim train kolmogorov-fno --set optimizer.lr=3e-4 --set epochs=2 --run-dir runs/try
         earthsim train kolmogorov-fno --run-dir runs/try --resume       # continue from the last checkpoint
-        torchrun --nproc_per_node 2 -m earthsim train swe-sfno          # FSDP2 over 2 ranks
+        torchrun --standalone --nproc_per_node 2 -m earthsim train swe-sfno   # FSDP2 over 2 ranks
     """)
     parser.add_argument("experiment", help="experiment name or YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -156,7 +157,8 @@ def _run_train(args) -> int:
     train_config = load_experiment(args.experiment, args.overrides)
     run_dir = args.run_dir or str(Path("runs") / experiment_path(args.experiment).stem)
     summary = train(train_config, run_dir, resume=args.resume)
-    print(f"trained {summary['steps']} steps; model exported to {summary['export']}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"trained {summary['steps']} steps; model exported to {summary['export']}")
     return 0
 
 

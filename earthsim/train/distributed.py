@@ -1,13 +1,12 @@
 """Process groups and device meshes: one code path for 1 process and for N ranks under torchrun.
 
 Under torchrun the environment names rank and world size; a plain process starts a world of one
-(gloo on a loopback store), so FSDP2 and distributed checkpoints run the same way everywhere.
+(with an in-process store), so FSDP2 and distributed checkpoints run the same way everywhere.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
@@ -27,12 +26,6 @@ class World:
         return self.rank == 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def init_world(device: str = "auto") -> World:
     """Join (or start) the process group and build a 1-D DeviceMesh over all ranks.
 
@@ -40,11 +33,12 @@ def init_world(device: str = "auto") -> World:
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    backend = "nccl" if device == "cuda" else "gloo"
     if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        if "RANK" in os.environ:  # launched by torchrun
+            dist.init_process_group(backend=backend)
+        else:  # a world of one, with an in-process store (no port, nothing left in the environment)
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
     rank, size = dist.get_rank(), dist.get_world_size()
     if device == "cuda":
         local = int(os.environ.get("LOCAL_RANK", 0))

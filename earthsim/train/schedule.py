@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warm-up to the peak, then cosine decay to ``min_ratio`` × peak."""
+"""Learning-rate schedule: linear warm-up reaching the peak at step ``warmup_steps``, then cosine decay
+to ``min_ratio`` × peak at ``total_steps``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
                   min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return (step + 1) / (warmup_steps + 1)
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 

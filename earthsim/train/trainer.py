@@ -23,6 +23,7 @@ from tqdm import tqdm
 from earthsim import catalog
 from earthsim import config as config_lib
 from earthsim.data.loader import make_loader
+from earthsim.data.stats import compute_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model, model_spec, parallelize
@@ -44,6 +45,15 @@ class Data:
     validation: WindowDataset
     channel_weights: torch.Tensor
     lat_weights: np.ndarray | None
+
+
+def prepare_data(cfg: TrainConfig, world: World) -> None:
+    """Rank 0 makes the dataset's store and statistics if missing; the other ranks wait for it."""
+    if world.is_main:
+        entry = catalog.get_entry(cfg.data.dataset)
+        catalog.open_dataset(entry)
+        compute_statistics(entry)
+    dist.barrier()
 
 
 def build_data(cfg: TrainConfig) -> Data:
@@ -132,6 +142,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.use_deterministic_algorithms(self.world.device.type == "cpu", warn_only=True)
+        prepare_data(cfg, self.world)
         self.data = build_data(cfg)
         model = build_training_model(cfg, self.data).to(self.world.device)
         self.spec = model_spec(model)
@@ -254,6 +265,7 @@ class Trainer:
                     break
                 started = time.perf_counter()
                 micro = [next(iterator) for _ in range(accumulation)]
+                lr = self.scheduler.get_last_lr()[0]
                 loss = self.train_step(micro, k)
                 self.step += 1
                 elapsed = time.perf_counter() - started
@@ -261,7 +273,7 @@ class Trainer:
                     raise EarthsimError(f"loss became {loss} at step {self.step}; lower optimizer.lr")
                 if self.step % cfg.log_every == 0:
                     samples = accumulation * cfg.data.batch_size * self.world.size
-                    self.metrics.log(self.step, "train", loss=loss, lr=self.scheduler.get_last_lr()[0],
+                    self.metrics.log(self.step, "train", loss=loss, lr=lr,
                                      samples_per_s=samples / elapsed, peak_memory_mb=_peak_memory_mb(self.world),
                                      unroll_steps=k, epoch=epoch)
                 bar.update(1)

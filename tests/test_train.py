@@ -1,0 +1,207 @@
+"""The trainer: config errors before training, a falling loss, resume after SIGKILL, 2 ranks = 1 rank, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from earthsim.data.store import write_zarr
+from earthsim.errors import EarthsimError
+from earthsim.models import build_from_spec
+from earthsim.train.config import from_mapping, load_experiment
+from earthsim.train.metrics import read_metrics
+from earthsim.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _advected_waves(trajectories=6, frames=12, n=16) -> xr.Dataset:
+    """Vorticity-like fields translating at a fixed speed: a map the FNO can learn quickly."""
+    x = np.arange(n) * 2 * np.pi / n
+    rng = np.random.default_rng(0)
+    data = np.empty((trajectories, frames, n, n), np.float32)
+    for i in range(trajectories):
+        phase, amp = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.5, 1.5, 2)
+        for t in range(frames):
+            data[i, t] = (amp[0] * np.sin(x[None, :] - 0.3 * t + phase[0])
+                          + amp[1] * np.cos(2 * x[:, None] + 0.2 * t + phase[1]))
+    return xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), data)},
+                      coords={"trajectory": np.arange(trajectories), "time": np.arange(frames) * 0.1,
+                              "y": x, "x": x})
+
+
+@pytest.fixture
+def fluid_entry(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path))
+    write_zarr(_advected_waves(), tmp_path / "waves.zarr", progress=False)
+    entry = {
+        "name": "waves", "kind": "fluid", "description": "advected waves", "store": "waves.zarr",
+        "variables": {"vorticity": {"units": "1"}}, "grid": {"x": 16, "y": 16, "length": 6.283185307179586},
+        "time": {"step": 0.1, "units": "solver time units"},
+        "splits": {"train": {"trajectory": [0, 4]}, "validation": {"trajectory": [4, 5]},
+                   "test": {"trajectory": [5, 6]}},
+        "statistics": "waves.stats.zarr", "licence": "test", "provenance": "test",
+    }
+    path = tmp_path / "waves.yaml"
+    path.write_text(yaml.safe_dump(entry))
+    return path
+
+
+def _experiment(dataset: Path, **changes) -> dict:
+    raw = {
+        "data": {"dataset": str(dataset), "t_in": 1, "t_out": 1, "batch_size": 4},
+        "model": {"name": "fno", "params": {"n_modes": [6, 6], "hidden_channels": 8, "n_layers": 2}},
+        "optimizer": {"lr": 0.01, "warmup_steps": 2},
+        "epochs": 3, "seed": 0, "device": "cpu",
+        "checkpoint": {"every_steps": 3, "keep": 2},
+        "validation": {"rollout_steps": 2, "max_batches": 4},
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        if field:
+            raw.setdefault(section, {})[field] = value
+        else:
+            raw[key] = value
+    return raw
+
+
+def _write_experiment(tmp_path: Path, raw: dict, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_config_errors_name_the_key(fluid_entry):
+    with pytest.raises(EarthsimError, match=r"unknown key\(s\) \['lr_max'\]"):
+        from_mapping({**_experiment(fluid_entry), "optimizer": {"lr_max": 1.0}})
+    with pytest.raises(EarthsimError, match=r"optimizer.lr: expected float"):
+        from_mapping({**_experiment(fluid_entry), "optimizer": {"lr": "fast"}})
+    with pytest.raises(EarthsimError, match="precision"):
+        from_mapping(_experiment(fluid_entry, precision="fp8"))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"model": {"name": "fno", "params": {"t_in": 2}}}, r"model.params.t_in=2 does not match data.t_in=1"),
+    ({"model": {"name": "sfno", "params": {"n_modes": [6, 6]}}}, "global equiangular latitude grid"),
+    ({"model": {"name": "fno", "params": {"n_modes": [40, 40]}}}, "too large"),
+    ({"model": {"name": "unet", "params": {}}}, "registered models"),
+    ({"loss": {"name": "mse", "variable_weights": {"pressure": 2.0}}}, "unknown name"),
+])
+def test_model_data_mismatch_fails_before_training(fluid_entry, tmp_path, changes, message):
+    raw = {**_experiment(fluid_entry), **changes}
+    with pytest.raises(EarthsimError, match=message):
+        train(from_mapping(raw), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_training_lowers_the_loss_and_exports_a_loadable_model(fluid_entry, tmp_path):
+    cfg = from_mapping(_experiment(fluid_entry, epochs=4, residual=True, **{"rollout.max_steps": 2,
+                                                                           "rollout.increase_every": 2}))
+    summary = train(cfg, tmp_path / "run", progress=False)
+    records = read_metrics(tmp_path / "run", "train")
+    assert {"loss", "lr", "samples_per_s", "peak_memory_mb"} <= set(records[0])
+    assert [r["unroll_steps"] for r in records][0] == 1 and records[-1]["unroll_steps"] == 2
+    validation = read_metrics(tmp_path / "run", "validation")
+    assert len(validation) == 4 and validation[-1]["loss"] < 0.5 * validation[0]["loss"]
+    assert any(k.startswith("rmse_vorticity_lead") for k in validation[-1])
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+    assert len(list((tmp_path / "run" / "checkpoints").iterdir())) == 2  # keep: 2
+
+    exported = torch.load(summary["export"], weights_only=True)
+    model = build_from_spec(exported)
+    model.load_state_dict(exported["state_dict"])
+    assert exported["channels"] == ["vorticity"] and exported["residual"] is True
+    x = torch.zeros(2, 1, 1, 16, 16)
+    assert model(x).shape == (2, 1, 1, 16, 16)
+
+
+def test_lr_schedule_warms_up_then_decays(fluid_entry, tmp_path):
+    cfg = from_mapping(_experiment(fluid_entry, epochs=2))
+    train(cfg, tmp_path / "run", progress=False)
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "run", "train")]
+    assert lrs[:3] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01])  # linear warm-up over 2 steps to the peak
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then cosine decay
+    assert 0.01 * 0.01 < lrs[-1] < 0.001  # towards min_lr_ratio x peak
+
+
+def test_existing_run_needs_resume(fluid_entry, tmp_path):
+    cfg = from_mapping(_experiment(fluid_entry, epochs=1))
+    train(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(EarthsimError, match="--resume"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, "EARTHSIM_STORES": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir, "train")}
+
+
+def test_resume_after_sigkill_continues_bitwise(fluid_entry, tmp_path):
+    experiment = _write_experiment(tmp_path, _experiment(fluid_entry, epochs=12))
+    command = [sys.executable, "-m", "earthsim", "train", str(experiment)]
+    env = _env(tmp_path)
+    subprocess.run(command + ["--run-dir", str(tmp_path / "whole")], env=env, check=True, timeout=600,
+                   capture_output=True)
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen(command + ["--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    target = run / "checkpoints" / "step-00000006"
+    deadline = time.time() + 300
+    while not target.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "model.pt").exists()
+
+    subprocess.run(command + ["--run-dir", str(run), "--resume"], env=env, check=True, timeout=600,
+                   capture_output=True)
+    whole, resumed = _losses(tmp_path / "whole"), _losses(run)
+    assert sorted(whole) == sorted(resumed) == list(range(1, max(whole) + 1))
+    assert all(whole[s] == resumed[s] for s in whole), "losses after resume differ from the uninterrupted run"
+
+
+@pytest.mark.distributed
+def test_two_ranks_match_one_process_on_the_same_global_batch(fluid_entry, tmp_path):
+    env = _env(tmp_path)
+    single = _write_experiment(tmp_path, _experiment(fluid_entry, epochs=1), "single.yaml")
+    double = _write_experiment(tmp_path, _experiment(fluid_entry, epochs=1, **{"data.batch_size": 2}),
+                               "double.yaml")
+    subprocess.run([sys.executable, "-m", "earthsim", "train", str(single), "--run-dir", str(tmp_path / "one")],
+                   env=env, check=True, timeout=600, capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "earthsim", "train", str(double), "--run-dir", str(tmp_path / "two")],
+        env=env, timeout=300, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) and len(one) >= 5
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), f"step {step}: {one[step]} vs {two[step]}"
+
+
+def test_shipped_experiments_parse():
+    for name in ("kolmogorov-fno", "swe-sfno", "era5-uk-fno"):
+        cfg = load_experiment(name, ["optimizer.lr=3e-4"])
+        assert cfg.optimizer.lr == 3e-4 and cfg.model.name in ("fno", "sfno")
+
+
+def test_metrics_lines_are_json(fluid_entry, tmp_path):
+    train(from_mapping(_experiment(fluid_entry, epochs=1)), tmp_path / "run", progress=False)
+    for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
+        assert isinstance(json.loads(line)["step"], int)
