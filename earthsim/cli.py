@@ -162,6 +162,47 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_score(subparsers) -> None:
+    from earthsim.score import GROUPS
+
+    parser = _parser(subparsers, "score", "Score forecast stores against a catalog dataset: scorecard (netCDF, CSV, "
+                                          "Markdown) and PNG plots.", """
+        earthsim score runs/fno/forecast.zarr persistence=runs/persistence.zarr --truth kolmogorov-64 --out runs/scores
+        earthsim score fc.zarr --truth era5-uk-t2m --out scores --leads 6h 12h 24h
+        earthsim score fc.zarr --truth era5-uk-t2m --out scores --climatology clim.zarr --video --data-range 40
+    """)
+    parser.add_argument("forecasts", nargs="+", metavar="FORECAST",
+                        help="forecast store (WeatherBench 2 layout), optionally LABEL=PATH; baselines too")
+    parser.add_argument("--truth", required=True, help="catalog dataset name (or YAML entry) to score against")
+    parser.add_argument("--out", required=True, help="directory for scorecard.nc/.csv/.md, spectra.csv and plots/")
+    parser.add_argument("--climatology", help="climatology store for ACC (default: the truth entry's; weather only)")
+    parser.add_argument("--leads", nargs="+", metavar="LEAD",
+                        help="lead times to score (weather: 6h, 1D or hours; fluids: solver units); default all")
+    parser.add_argument("--metrics", nargs="+", metavar="METRIC", choices=sorted(GROUPS),
+                        help="compute only these scores (default: every score that applies)")
+    parser.add_argument("--video", action="store_true", help="also per-frame MSE, MAE, SSIM and PSNR")
+    parser.add_argument("--data-range", type=float,
+                        help="data range for SSIM and PSNR (default: max - min of the truth, per variable)")
+    parser.add_argument("--map-leads", nargs="+", metavar="LEAD",
+                        help="lead times drawn on the field maps (default: first, middle and last)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_score)
+
+
+def _run_score(args) -> int:
+    from pathlib import Path
+
+    from earthsim.score import markdown_table, score
+
+    card = score(args.forecasts, args.truth, args.out, climatology=args.climatology, progress=not args.quiet,
+                 leads=args.leads, video=args.video, data_range=args.data_range, metrics=args.metrics,
+                 map_leads=args.map_leads)
+    print(markdown_table(card))
+    out = Path(args.out)
+    print(f"scorecard: {out / 'scorecard.nc'}, {out / 'scorecard.csv'}, {out / 'scorecard.md'}; plots: {out / 'plots'}")
+    return 0
+
+
 def _add_demo(subparsers) -> None:
     parser = _parser(subparsers, "demo", "Run the end-to-end demo on built-in data.", "earthsim demo")
     parser.set_defaults(run=_run_demo)
@@ -181,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"earthsim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_demo):
+    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_score, _add_demo):
         add(subparsers)
     return parser
 

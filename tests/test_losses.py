@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from earthsim.errors import EarthsimError
-from earthsim.train.losses import get_loss, latitude_weights, sobolev_norm_squared
+from earthsim.data.grid import latitude_weights
+from earthsim.train.losses import get_loss, sobolev_norm_squared
 
 
 def test_latitude_weights_without_poles_are_cosine():

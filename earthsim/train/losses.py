@@ -4,7 +4,8 @@ Every loss takes per-channel weights (``channel_weights`` [C], e.g. per variable
 scalar. Conventions:
 
 - ``mse``: mean squared error over all points.
-- ``lat_mse``: latitude-area-weighted MSE with WeatherBench 2's cell-area weights, normalised to mean 1.
+- ``lat_mse``: latitude-area-weighted MSE with WeatherBench 2's cell-area weights, normalised to mean 1
+  (:func:`earthsim.data.grid.latitude_weights`).
 - ``relative_lp``: ||pred - y||_p / ||y||_p per sample and channel (neuraloperator's LpLoss), averaged.
 - ``h1`` / ``h_minus1``: relative Sobolev norms on the periodic box through the Fourier transform,
   ||u||²_{H^s} = Σ_k (1 + |k|²)^s |û_k|² with s = 1 or s = -1.
@@ -14,30 +15,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 
 from earthsim.errors import EarthsimError
-
-
-def latitude_weights(latitude_degrees) -> np.ndarray:
-    """Cell-area weights for a regular latitude grid, normalised to mean 1 (WeatherBench 2's convention).
-
-    Each point stands for the band between the midpoints to its neighbours, clipped at the poles,
-    so a grid that includes ±90° gives its pole rows half-width caps.
-    """
-    lat = np.deg2rad(np.asarray(latitude_degrees, dtype=np.float64))
-    if lat.size < 2:
-        raise EarthsimError("latitude weights need at least two latitudes")
-    spacing = np.diff(lat)
-    if not np.allclose(spacing, spacing[0], rtol=1e-6, atol=1e-9):
-        raise EarthsimError("latitude weights need equally spaced latitudes")
-    delta = abs(spacing[0])
-    ordered = np.sort(lat)
-    bounds = np.clip(np.concatenate([ordered - delta / 2, [ordered[-1] + delta / 2]]), -np.pi / 2, np.pi / 2)
-    weights = np.sin(bounds[1:]) - np.sin(bounds[:-1])
-    weights = weights / weights.mean()
-    return weights if lat[0] <= lat[-1] else weights[::-1].copy()
 
 
 def _channel_weighted(per_channel: torch.Tensor, channel_weights: torch.Tensor | None) -> torch.Tensor:

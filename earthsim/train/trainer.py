@@ -30,7 +30,8 @@ from earthsim.models import build_model, model_spec, parallelize
 from earthsim.train.checkpoint import Checkpointer, export_model
 from earthsim.train.config import TrainConfig, to_yaml
 from earthsim.train.distributed import World, init_world
-from earthsim.train.losses import get_loss, latitude_weights
+from earthsim.data.grid import latitude_weights
+from earthsim.train.losses import get_loss
 from earthsim.train.metrics import MetricsLogger, read_metrics
 from earthsim.train.schedule import warmup_cosine
 

@@ -1,0 +1,418 @@
+"""Forecast stores aligned with their truth by valid time, checked before any score is computed.
+
+A forecast store (DESIGN.md, WeatherBench 2 layout) has dims ``time`` (initialisation),
+``prediction_timedelta`` (lead), optional ``realization`` (ensemble member), and the field's own
+dims: ``[level], latitude, longitude`` for weather, ``trajectory, y, x`` (or ``trajectory,
+latitude, longitude`` for fluids on the sphere) for fluids. Weather stores use datetime64 ``time``
+and timedelta64 leads; fluid stores use float ``time`` and a float ``prediction_timedelta`` in the
+solver's time units (its ``units`` attribute, when present, must equal the truth's ``time`` units).
+
+The valid time of each forecast frame is ``time + prediction_timedelta``; the truth (a catalog
+dataset) must hold every valid time (per trajectory for fluids). Grids must agree within
+:data:`GRID_TOLERANCE_DEG` degrees (weather) or have the same ``y``/``x`` sizes (boxes), units
+attributes must agree where both sides state them, and every forecast variable, level and
+trajectory must exist in the truth. Each failure raises :class:`AlignmentError` naming the store,
+the variable and the mismatch.
+
+Only the truth frames that some forecast frame needs are read, once per store, into memory; the
+forecast itself stays lazy and is read block by block by the scorer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from earthsim import catalog
+from earthsim.catalog import DatasetEntry
+from earthsim.data import store
+from earthsim.errors import EarthsimError, ValidationError
+
+GRID_TOLERANCE_DEG = 1e-3
+LEAD_DIM = "prediction_timedelta"
+INIT_DIM = "time"
+MEMBER_DIM = "realization"
+TRAJECTORY_DIM = "trajectory"
+LISTED = 5  # missing items named in an error before summarising the rest
+
+
+class AlignmentError(ValidationError):
+    """A forecast store that does not line up with its truth (grid, units, times, variables)."""
+
+
+@dataclass
+class Grid:
+    """The spatial grid shared by forecast and truth: ``latlon`` (weather, sphere) or ``box`` (periodic)."""
+
+    kind: str
+    dims: tuple[str, str]
+    shape: tuple[int, int]
+    latitude: np.ndarray | None = None
+    longitude: np.ndarray | None = None
+    length: float = 2 * np.pi
+
+
+@dataclass
+class Truth:
+    """A catalog dataset opened lazily, with what the scorer needs to know about it."""
+
+    name: str
+    entry: DatasetEntry
+    data: xr.Dataset
+    grid: Grid
+    datetime: bool
+
+
+@dataclass
+class Aligned:
+    """One forecast store lined up with the truth.
+
+    ``frames[var]``: the truth frames the forecast needs, float32 in memory, shape
+    ``(n_valid, R, K, H, W)`` (R trajectories, K levels, 1 where absent); ``frame_index``
+    ``(n_init, n_lead)``: the row of ``frames`` valid at each forecast frame; ``valid_times``
+    ``(n_valid,)``: their times.
+    """
+
+    label: str
+    path: str
+    forecast: xr.Dataset
+    variables: list[str]
+    levels: dict[str, np.ndarray | None]
+    leads: np.ndarray
+    inits: np.ndarray
+    trajectories: np.ndarray | None
+    members: int
+    frames: dict[str, np.ndarray]
+    frame_index: np.ndarray
+    valid_times: np.ndarray
+    units: dict[str, str]
+
+    @property
+    def samples_per_lead(self) -> int:
+        """Forecast frames averaged per lead time (initial times × trajectories)."""
+        return len(self.inits) * (len(self.trajectories) if self.trajectories is not None else 1)
+
+
+def parse_forecast(spec: str) -> tuple[str, str]:
+    """``"label=path"`` or ``"path"`` (label: the store's name without ``.zarr``) as (label, path)."""
+    label, sep, path = spec.partition("=")
+    if sep and label and os.sep not in label and "://" not in label:
+        return label, path
+    path = spec
+    name = Path(path.rstrip("/")).name
+    return (name[:-5] if name.endswith(".zarr") else name), path
+
+
+def open_truth(truth: str | os.PathLike | DatasetEntry) -> Truth:
+    """Open the truth: a catalog name, a catalog YAML file or an entry."""
+    entry = truth if isinstance(truth, DatasetEntry) else catalog.get_entry(truth)
+    ds = catalog.open_dataset(entry)
+    where = f"truth {entry.name!r} ({entry.store})"
+    if INIT_DIM not in ds.dims:
+        raise AlignmentError(f"{where} has no 'time' dim; dims: {dict(ds.sizes)}")
+    datetime = np.issubdtype(ds[INIT_DIM].dtype, np.datetime64)
+    if entry.kind == "fluid" and TRAJECTORY_DIM not in ds.dims:
+        raise AlignmentError(f"{where}: a fluid dataset needs a 'trajectory' dim; dims: {dict(ds.sizes)}")
+    return Truth(entry.name, entry, ds, _grid(ds, where, entry), datetime)
+
+
+def _grid(ds: xr.Dataset, where: str, entry: DatasetEntry | None = None) -> Grid:
+    if "latitude" in ds.dims and "longitude" in ds.dims:
+        lat = np.asarray(ds["latitude"].values, np.float64)
+        lon = np.asarray(ds["longitude"].values, np.float64)
+        return Grid("latlon", ("latitude", "longitude"), (lat.size, lon.size), lat, lon)
+    if "y" in ds.dims and "x" in ds.dims:
+        length = entry.grid.length if entry is not None and entry.grid.length else 2 * np.pi
+        return Grid("box", ("y", "x"), (ds.sizes["y"], ds.sizes["x"]), length=float(length))
+    raise AlignmentError(f"{where}: no spatial grid: expected dims (latitude, longitude) or (y, x); "
+                         f"dims: {dict(ds.sizes)}")
+
+
+def open_forecast(spec: str) -> tuple[str, str, xr.Dataset]:
+    """Open one forecast store (``label=path`` or ``path``) lazily and check its layout."""
+    label, path = parse_forecast(spec)
+    try:
+        ds = store.open_zarr(path)
+    except EarthsimError as error:
+        raise AlignmentError(f"forecast {label!r}: {error}") from error
+    missing = [d for d in (INIT_DIM, LEAD_DIM) if d not in ds.dims]
+    if missing:
+        raise AlignmentError(f"forecast {label!r} ({path}) lacks dim(s) {missing}: a forecast store has dims "
+                             f"time (initialisation) and prediction_timedelta (lead); dims: {dict(ds.sizes)}")
+    return label, path, ds
+
+
+def _check_grid(label: str, path: str, fc: xr.Dataset, truth: Truth) -> None:
+    where = f"forecast {label!r} ({path})"
+    grid = truth.grid
+    if grid.kind == "latlon":
+        absent = [d for d in grid.dims if d not in fc.dims]
+        if absent:
+            raise AlignmentError(f"{where}: the truth {truth.name!r} is on a latitude/longitude grid but the "
+                                 f"forecast lacks dim(s) {absent}; dims: {dict(fc.sizes)}")
+        for name, expected in (("latitude", grid.latitude), ("longitude", grid.longitude)):
+            got = np.asarray(fc[name].values, np.float64)
+            if got.size != expected.size:
+                raise AlignmentError(f"{where}: {name} has {got.size} points, the truth {truth.name!r} has "
+                                     f"{expected.size}")
+            worst = float(np.max(np.abs(got - expected)))
+            if worst > GRID_TOLERANCE_DEG:
+                at = int(np.argmax(np.abs(got - expected)))
+                raise AlignmentError(
+                    f"{where}: {name} differs from the truth {truth.name!r} by up to {worst:.6g} degrees "
+                    f"(forecast {got[at]:.6g} vs truth {expected[at]:.6g} at index {at}; tolerance "
+                    f"{GRID_TOLERANCE_DEG} degrees)")
+    else:
+        sizes = {d: fc.sizes.get(d) for d in grid.dims}
+        expected = dict(zip(grid.dims, grid.shape))
+        if sizes != expected:
+            raise AlignmentError(f"{where}: grid sizes {sizes} differ from the truth {truth.name!r}'s {expected}")
+
+
+def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variables: list[str]) -> dict[str, str]:
+    where = f"forecast {label!r} ({path})"
+    missing = [v for v in variables if v not in truth.data.data_vars]
+    if missing:
+        raise AlignmentError(f"{where}: variable(s) {missing} are not in the truth {truth.name!r} "
+                             f"({truth.entry.store}); it has {sorted(truth.data.data_vars)}")
+    units = {}
+    for name in variables:
+        ours, theirs = fc[name].attrs.get("units"), truth.data[name].attrs.get("units")
+        if ours is not None and theirs is not None and str(ours) != str(theirs):
+            raise AlignmentError(f"{where}: variable {name!r} has units {ours!r} but the truth {truth.name!r} "
+                                 f"has {theirs!r}")
+        units[name] = str(theirs if theirs is not None else ours if ours is not None else "")
+        extra = [d for d in fc[name].dims if d not in (INIT_DIM, LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, "level")
+                 + truth.grid.dims]
+        if extra:
+            raise AlignmentError(f"{where}: variable {name!r} has dim(s) {extra} that a forecast store does not "
+                                 f"use; dims: {fc[name].dims}")
+        if ("level" in fc[name].dims) != ("level" in truth.data[name].dims):
+            raise AlignmentError(f"{where}: variable {name!r} has dims {fc[name].dims} but the truth has "
+                                 f"{truth.data[name].dims} (one has 'level', the other not)")
+    return units
+
+
+def _levels(label: str, fc: xr.Dataset, truth: Truth, name: str) -> np.ndarray | None:
+    if "level" not in fc[name].dims:
+        return None
+    ours = np.asarray(fc["level"].values, np.float64)
+    theirs = np.asarray(truth.data["level"].values, np.float64)
+    missing = [lvl for lvl in ours if not np.any(np.isclose(theirs, lvl, rtol=0, atol=1e-6))]
+    if missing:
+        raise AlignmentError(f"forecast {label!r}: level(s) {missing} of variable {name!r} are not in the truth "
+                             f"{truth.name!r}, which has levels {theirs.tolist()}")
+    return ours
+
+
+def _time_units(label: str, fc: xr.Dataset, truth: Truth) -> None:
+    """Fluids: float times whose stated units must agree with the truth's ``time`` units."""
+    where = f"forecast {label!r}"
+    for dim in (INIT_DIM, LEAD_DIM):
+        values = fc[dim].values
+        if truth.datetime:
+            wanted = np.datetime64 if dim == INIT_DIM else np.timedelta64
+            if not np.issubdtype(values.dtype, wanted):
+                raise AlignmentError(f"{where}: {dim} has dtype {values.dtype} but the truth {truth.name!r} has "
+                                     f"datetime64 times; weather stores use datetime64 time and timedelta64 leads")
+        else:
+            if not np.issubdtype(values.dtype, np.number):
+                raise AlignmentError(f"{where}: {dim} has dtype {values.dtype} but the truth {truth.name!r} counts "
+                                     f"time in {_truth_time_units(truth)} (float); "
+                                     f"fluid stores use a float {dim} in solver time units")
+            ours, theirs = fc[dim].attrs.get("units"), _truth_time_units(truth)
+            if ours is not None and theirs is not None and str(ours) != str(theirs):
+                raise AlignmentError(f"{where}: {dim} has units {ours!r} but the truth {truth.name!r}'s time has "
+                                     f"units {theirs!r}")
+
+
+def _truth_time_units(truth: Truth) -> str:
+    """Units of the truth's float times: the store's ``time`` attribute, else the catalog entry's."""
+    return str(truth.data[INIT_DIM].attrs.get("units", truth.entry.time.units))
+
+
+def _format_times(times: np.ndarray) -> list[str]:
+    if np.issubdtype(times.dtype, np.datetime64):
+        return [pd.Timestamp(t).isoformat() for t in times]
+    return [f"{float(t):g}" for t in times]
+
+
+def _frame_rows(label: str, truth: Truth, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct valid times, the truth's time index of each, and each of ``valid``'s row among them.
+
+    Float (solver) times match the nearest truth time within a thousandth of its time step.
+    """
+    times = truth.data[INIT_DIM].values
+    order = np.argsort(times, kind="stable")
+    sorted_times = times[order]
+    flat = valid.ravel()
+    right = np.clip(np.searchsorted(sorted_times, flat), 0, len(times) - 1)
+    if truth.datetime:
+        pos = right
+        found = sorted_times[pos] == flat
+    else:
+        left = np.clip(right - 1, 0, len(times) - 1)
+        pos = np.where(np.abs(sorted_times[left] - flat) < np.abs(sorted_times[right] - flat), left, right)
+        step = float(np.min(np.diff(sorted_times))) if len(times) > 1 else 1.0
+        found = np.abs(sorted_times[pos] - flat) <= 1e-3 * step
+    if not found.all():
+        missing = np.unique(flat[~found] if truth.datetime else np.round(flat[~found], 9))
+        shown = ", ".join(_format_times(missing[:LISTED]))
+        more = f" and {missing.size - LISTED} more" if missing.size > LISTED else ""
+        raise AlignmentError(
+            f"forecast {label!r}: {missing.size} valid time(s) (time + prediction_timedelta) are missing in the "
+            f"truth {truth.name!r} ({truth.entry.store}): {shown}{more}; the truth covers "
+            f"{' to '.join(_format_times(sorted_times[[0, -1]]))}")
+    rows, inverse = np.unique(order[pos], return_inverse=True)
+    return times[rows], rows, inverse.reshape(valid.shape)
+
+
+def _select_leads(label: str, fc: xr.Dataset, leads: Sequence | None, datetime: bool) -> xr.Dataset:
+    if leads is None:
+        return fc
+    available = fc[LEAD_DIM].values
+    wanted = [lead_value(v, datetime) for v in leads]
+    index = []
+    for value in wanted:
+        hits = np.flatnonzero(available == value if datetime else np.isclose(available, value, rtol=1e-9, atol=1e-9))
+        if hits.size == 0:
+            raise AlignmentError(f"forecast {label!r}: lead time {format_lead(value)} is not in the store; its leads "
+                                 f"are {[format_lead(v) for v in available]}")
+        index.append(int(hits[0]))
+    return fc.isel({LEAD_DIM: index})
+
+
+def lead_value(value, datetime: bool):
+    """A lead time from user input: weather ``"6h"``, ``"1D"``, a timedelta or a number of hours; fluids a float."""
+    if datetime:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return np.timedelta64(int(round(float(value) * 3600e9)), "ns")
+        try:
+            text = str(value)
+            delta = pd.Timedelta(float(text), "h") if _is_number(text) else pd.Timedelta(text)
+        except (ValueError, TypeError) as error:
+            raise EarthsimError(f"lead time {value!r} is not a time span such as '6h', '1D' or hours") from error
+        return np.timedelta64(delta.value, "ns")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise EarthsimError(f"lead time {value!r} is not a number (fluid leads are in solver time units)") from error
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def format_lead(value) -> str:
+    """``"6h"`` for timedeltas (hours), ``"0.5"`` for solver-unit floats."""
+    if isinstance(value, np.timedelta64) or np.issubdtype(np.asarray(value).dtype, np.timedelta64):
+        hours = np.asarray(value).astype("timedelta64[ns]").astype(np.int64) / 3600e9
+        return f"{float(hours):g}h"
+    return f"{float(value):g}"
+
+
+def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:
+    """Open forecast ``spec``, check it against ``truth`` and read the truth frames it needs."""
+    label, path, fc = open_forecast(spec)
+    variables = [name for name in fc.data_vars if INIT_DIM in fc[name].dims and LEAD_DIM in fc[name].dims]
+    if not variables:
+        raise AlignmentError(f"forecast {label!r} ({path}) has no variable with dims time and prediction_timedelta; "
+                             f"variables: {sorted(fc.data_vars)}")
+    units = _check_variables(label, path, fc, truth, variables)
+    _check_grid(label, path, fc, truth)
+    _time_units(label, fc, truth)
+    fc = _select_leads(label, fc, leads, truth.datetime)
+    levels = {name: _levels(label, fc, truth, name) for name in variables}
+
+    fluid = TRAJECTORY_DIM in truth.data.dims
+    trajectories = None
+    truth_ds = truth.data
+    if fluid:
+        if TRAJECTORY_DIM not in fc.dims:
+            raise AlignmentError(f"forecast {label!r}: the truth {truth.name!r} has trajectories but the forecast "
+                                 f"has no 'trajectory' dim; dims: {dict(fc.sizes)}")
+        trajectories = np.asarray(fc[TRAJECTORY_DIM].values)
+        known = np.asarray(truth_ds[TRAJECTORY_DIM].values)
+        missing = [t for t in trajectories.tolist() if t not in set(known.tolist())]
+        if missing:
+            raise AlignmentError(f"forecast {label!r}: trajectory(ies) {missing[:LISTED]} are not in the truth "
+                                 f"{truth.name!r}, which has trajectories {known.min()}..{known.max()}")
+        truth_ds = truth_ds.sel({TRAJECTORY_DIM: trajectories})
+    elif TRAJECTORY_DIM in fc.dims:
+        raise AlignmentError(f"forecast {label!r} has a 'trajectory' dim but the truth {truth.name!r} has none")
+
+    inits = fc[INIT_DIM].values
+    lead_values = fc[LEAD_DIM].values
+    if truth.datetime:
+        valid = inits.astype("datetime64[ns]")[:, None] + lead_values.astype("timedelta64[ns]")[None, :]
+    else:
+        valid = inits.astype(np.float64)[:, None] + lead_values.astype(np.float64)[None, :]
+    valid_times, rows, frame_index = _frame_rows(label, truth, valid)
+
+    frames = {}
+    for name in variables:
+        da = truth_ds[name].isel({INIT_DIM: rows})
+        if levels[name] is not None:
+            da = da.sel(level=levels[name], method="nearest")
+        order = [INIT_DIM] + [d for d in (TRAJECTORY_DIM, "level") if d in da.dims] + list(truth.grid.dims)
+        values = np.asarray(da.transpose(*order).values, dtype=np.float32)
+        if TRAJECTORY_DIM not in da.dims:
+            values = values[:, None]
+        if "level" not in da.dims:
+            values = values[:, :, None]
+        frames[name] = values
+    members = fc.sizes.get(MEMBER_DIM, 1)
+    return Aligned(label, path, fc, variables, levels, lead_values, inits, trajectories, members, frames,
+                   frame_index, valid_times, units)
+
+
+def climatology_frames(climatology: xr.Dataset, aligned: Aligned, truth: Truth, where: str) -> dict[str, np.ndarray]:
+    """The climatology at each valid time of ``aligned`` (by hour × day of year), shaped like its truth frames."""
+    grid = truth.grid
+    for name in ("latitude", "longitude"):
+        if name not in climatology.dims:
+            raise AlignmentError(f"climatology {where}: no {name!r} dim; dims: {dict(climatology.sizes)}")
+        got = np.asarray(climatology[name].values, np.float64)
+        expected = getattr(grid, name)
+        if got.size != expected.size or np.max(np.abs(got - expected)) > GRID_TOLERANCE_DEG:
+            raise AlignmentError(f"climatology {where}: {name} differs from the truth {truth.name!r}'s grid "
+                                 f"(sizes {got.size} vs {expected.size}, tolerance {GRID_TOLERANCE_DEG} degrees)")
+    times = pd.DatetimeIndex(aligned.valid_times)
+    hours = np.asarray(climatology["hour"].values) if "hour" in climatology.dims else None
+    if hours is not None:
+        absent = sorted(set(times.hour.tolist()) - set(hours.tolist()))
+        if absent:
+            raise AlignmentError(f"climatology {where} has hours {hours.tolist()} but valid times fall at hour(s) "
+                                 f"{absent}")
+    out = {}
+    for name in aligned.variables:
+        if name not in climatology.data_vars:
+            raise AlignmentError(f"climatology {where} has no variable {name!r}; "
+                                 f"it has {sorted(climatology.data_vars)}")
+        clim_units, units = climatology[name].attrs.get("units"), aligned.units.get(name)
+        if clim_units is not None and units and str(clim_units) != units:
+            raise AlignmentError(f"climatology {where}: variable {name!r} has units {clim_units!r}, the truth "
+                                 f"{units!r}")
+        da = climatology[name]
+        if aligned.levels[name] is not None:
+            da = da.sel(level=aligned.levels[name], method="nearest")
+        selection = {"dayofyear": xr.DataArray(times.day_of_year.values, dims="valid")}
+        if hours is not None:
+            selection["hour"] = xr.DataArray(times.hour.values, dims="valid")
+        da = da.sel(selection)
+        order = ["valid"] + (["level"] if "level" in da.dims else []) + list(grid.dims)
+        values = np.asarray(da.transpose(*order).values, dtype=np.float32)
+        if "level" not in da.dims:
+            values = values[:, None]
+        out[name] = values[:, None]
+    return out
