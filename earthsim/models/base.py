@@ -10,6 +10,7 @@ engine, the trainer and the scorer rely on this contract alone.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence, TypeVar, runtime_checkable
 
@@ -41,7 +42,7 @@ class DataShape:
             raise EarthsimError(f"data shape: static_channels must be an int >= 0, got {self.static_channels!r}")
 
 
-class EarthsimModel(nn.Module):
+class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class of every model: the forward contract, input checks, FSDP blocks, and the spec to rebuild it.
 
     Subclasses set ``t_in`` and ``t_out`` (input and output steps) in ``__init__`` and implement
@@ -59,14 +60,14 @@ class EarthsimModel(nn.Module):
         self.config = config
         self.data_shape = data_shape
 
+    @abc.abstractmethod
     def forward(self, x: torch.Tensor, static: torch.Tensor | None = None,
                 lead_time: torch.Tensor | None = None) -> torch.Tensor:
         """Map ``x`` ``[B, T_in, C, H, W]`` (and optional ``static``, ``lead_time`` ``[B]``) to ``[B, T_out, C, H, W]``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def blocks(self) -> list[Block]:
         """The units FSDP shards one by one before the root (each a module or a group of modules)."""
-        raise NotImplementedError
 
     def check_inputs(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor | None:
         """Check ``x`` and ``static`` against the declared shape; return ``static`` as ``[B, C_s, H, W]`` or None."""
