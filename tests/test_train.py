@@ -205,3 +205,16 @@ def test_metrics_lines_are_json(fluid_entry, tmp_path):
     train(from_mapping(_experiment(fluid_entry, epochs=1)), tmp_path / "run", progress=False)
     for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
         assert isinstance(json.loads(line)["step"], int)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(fluid_entry, tmp_path):
+    """Two micro-batches of 2 accumulate to the same update as one batch of 4 (same windows, same order)."""
+    whole = from_mapping(_experiment(fluid_entry, epochs=1, max_steps=4))
+    split = from_mapping(_experiment(fluid_entry, epochs=1, max_steps=4, **{
+        "data.batch_size": 2, "optimizer.grad_accumulation": 2}))
+    train(whole, tmp_path / "whole", progress=False)
+    train(split, tmp_path / "split", progress=False)
+    a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5)
