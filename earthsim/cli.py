@@ -162,6 +162,28 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_forecast(subparsers) -> None:
+    from earthsim.forecast.command import add_arguments  # argparse only; earthsim.forecast loads lazily
+
+    parser = _parser(subparsers, "forecast", "Roll a trained model out from every initial time of a split into a "
+                     "Zarr forecast store, or write a baseline (persistence, climatology, solver).", """
+        earthsim forecast runs/kolmogorov-fno --dataset kolmogorov-64 --steps 20 --out forecasts/fno.zarr
+        earthsim forecast runs/kolmogorov-fno --dataset kolmogorov-64 --steps 20 --members 8 --perturbation 0.05 --out forecasts/fno-ens.zarr
+        earthsim forecast --baseline persistence --dataset kolmogorov-64 --steps 20 --out forecasts/persistence.zarr
+        earthsim forecast --baseline solver --dataset kolmogorov-64 --steps 20 --out forecasts/solver.zarr
+        earthsim forecast --baseline climatology --dataset era5-uk-t2m --steps 24 --out forecasts/climatology.zarr
+        # interrupted? run the same command again: it resumes from OUT.partial
+    """)
+    add_arguments(parser)
+    parser.set_defaults(run=_run_forecast)
+
+
+def _run_forecast(args) -> int:
+    from earthsim.forecast.command import run
+
+    return run(args)
+
+
 def _add_score(subparsers) -> None:
     from earthsim.score import GROUPS
 
@@ -222,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"earthsim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_score, _add_demo):
+    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_forecast, _add_score, _add_demo):
         add(subparsers)
     return parser
 

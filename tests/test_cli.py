@@ -7,7 +7,7 @@ import pytest
 
 from earthsim.cli import main
 
-SUBCOMMANDS = ["simulate", "ingest", "catalog", "stats", "train", "score", "demo"]
+SUBCOMMANDS = ["simulate", "ingest", "catalog", "stats", "train", "forecast", "score", "demo"]
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -1,0 +1,156 @@
+"""Baseline forecasts, written as forecast stores in the same layout as model forecasts.
+
+- :func:`persistence`: every lead repeats the initial frame (any dataset);
+- :func:`climatology_forecast`: the day-of-year × hour climatology (:func:`earthsim.data.stats.load_climatology`)
+  at each valid time (weather datasets);
+- :func:`solver_baseline`: earthsim's pseudo-spectral Navier–Stokes solver run at the dataset's own
+  (coarse) resolution from the coarse initial frame, with the physics the store records — the
+  baseline the learned-interpolation (Kochkov et al. 2021) and TSM (Sun et al. 2023) papers beat.
+
+Baselines take one input frame, so their initial times are every frame of the split with
+``steps`` frames after it (``stride`` frames apart); a model forecast with ``t_in`` > 1 starts
+later, and the scorer aligns them by valid time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from earthsim.catalog import DatasetEntry
+from earthsim.errors import ValidationError
+from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
+from earthsim.forecast.store import write_forecast
+from earthsim.sim.navier_stokes import (NavierStokes2D, grid_coordinates, kolmogorov_forcing, stable_time_step,
+                                        steps_per_interval)
+
+SOLVER_ATTRS = ("flow", "viscosity", "drag", "forcing_wavenumber", "forcing_amplitude", "domain_length",
+                "cfl_velocity", "cfl_safety")
+
+
+def _request(kind: str, entry: DatasetEntry, split: str, ic: InitialConditions, inits: list | None, **extra) -> dict:
+    return {"baseline": kind, "dataset": entry.name, "store": entry.store, "split": split, "steps": ic.steps,
+            "inits": None if inits is None else [str(v) for v in inits], "stride": ic.stride,
+            "lead_time": ic.lead_time, **extra}
+
+
+def _attrs(kind: str, entry: DatasetEntry, split: str) -> dict:
+    return {"forecast": kind, "dataset": entry.name, "split": split}
+
+
+def persistence(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
+                inits: list | None = None, stride: int = 1, batch_size: int = 64, progress: bool = True,
+                overwrite: bool = False) -> Path:
+    """Persistence forecast store: the value at every lead is the truth at the initial time."""
+    entry = resolve_entry(dataset)
+    ic = InitialConditions(entry, split, steps, t_in=1, stride=stride, inits=inits)
+
+    def compute(block: Block) -> np.ndarray:
+        first = ic.read(block)  # [inits, 1, C, H, W]
+        return np.broadcast_to(first[:, :, None], (first.shape[0], ic.steps, 1, *first.shape[2:]))
+
+    return write_forecast(ic, out, compute, producer="earthsim.forecast.persistence",
+                          request=_request("persistence", entry, split, ic, inits), inputs=[entry.store],
+                          attrs=_attrs("persistence", entry, split), block_size=batch_size, progress=progress,
+                          overwrite=overwrite, description=f"persistence {entry.name}")
+
+
+def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
+                         inits: list | None = None, stride: int = 1, batch_size: int = 64, progress: bool = True,
+                         overwrite: bool = False) -> Path:
+    """Climatology forecast store (weather): the day-of-year × hour climatology at each valid time,
+    selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does."""
+    from earthsim.data.stats import load_climatology
+    import xarray as xr
+
+    entry = resolve_entry(dataset)
+    if entry.kind != "weather":
+        raise ValidationError(f"dataset {entry.name!r} is a {entry.kind} dataset; a climatology forecast needs a "
+                              "weather dataset (for fluids use persistence or the solver baseline)")
+    ic = InitialConditions(entry, split, steps, t_in=1, stride=stride, inits=inits)
+    climatology = load_climatology(entry, progress=progress)
+    hours = set(climatology["hour"].values.tolist())
+    valid = pd.DatetimeIndex(ic.valid_times().ravel())
+    absent = sorted(set(valid.hour) - hours)
+    if absent:
+        raise ValidationError(f"climatology of {entry.name!r} has hours {sorted(hours)}; valid times of the forecast "
+                              f"fall at hours {absent} too")
+    for name in ic.variables:
+        if name not in climatology.data_vars:
+            raise ValidationError(f"climatology of {entry.name!r} ({entry.climatology}) has no variable {name!r}")
+
+    def compute(block: Block) -> np.ndarray:
+        times = pd.DatetimeIndex(ic.valid_times()[block.inits].ravel())
+        where = {"hour": xr.DataArray(times.hour.values, dims="valid"),
+                 "dayofyear": xr.DataArray(times.day_of_year.values, dims="valid")}
+        parts = []
+        for name in ic.variables:
+            field = climatology[name]
+            if name in ic.levels:
+                field = field.sel(level=ic.levels[name]).transpose("hour", "dayofyear", "level", *ic.spatial_dims)
+            else:
+                field = field.transpose("hour", "dayofyear", *ic.spatial_dims).expand_dims("level", axis=2)
+            parts.append(np.asarray(field.sel(where).values, dtype=np.float32))  # [valid, L, H, W]
+        values = np.concatenate(parts, axis=1)
+        n = block.inits.stop - block.inits.start
+        return values.reshape(n, ic.steps, 1, *values.shape[1:])
+
+    return write_forecast(ic, out, compute, producer="earthsim.forecast.climatology_forecast",
+                          request=_request("climatology", entry, split, ic, inits, climatology=entry.climatology),
+                          inputs=[entry.store, str(entry.climatology)], attrs=_attrs("climatology", entry, split),
+                          block_size=batch_size, progress=progress, overwrite=overwrite,
+                          description=f"climatology {entry.name}")
+
+
+def navier_stokes_solver(entry: DatasetEntry, ic: InitialConditions, dtype: torch.dtype = torch.float64,
+                         device: str = "cpu") -> NavierStokes2D:
+    """The Navier–Stokes solver at the dataset's own resolution with the physics its store records, its time
+    step the largest within the store's CFL rule that divides the forecast interval."""
+    attrs = ic.ds.attrs
+    missing = [k for k in SOLVER_ATTRS if k not in attrs]
+    if missing:
+        raise ValidationError(f"store {entry.store}{'/' + entry.group if entry.group else ''} of dataset "
+                              f"{entry.name!r} does not record Navier–Stokes physics (missing attributes {missing}); "
+                              "the solver baseline needs a store written by earthsim's Navier–Stokes solver")
+    if ic.variables != ["vorticity"] or entry.grid.x != entry.grid.y:
+        raise ValidationError(f"dataset {entry.name!r}: the solver baseline needs vorticity alone on a square grid; "
+                              f"it has variables {ic.variables} on {entry.grid.shape}")
+    n = entry.grid.x
+    for dim in ("y", "x"):
+        if not np.allclose(ic.ds[dim].values, grid_coordinates(n) * float(attrs["domain_length"]) / (2 * np.pi)):
+            raise ValidationError(f"dataset {entry.name!r}: {dim} is not the solver grid j·L/{n} of the periodic box")
+    _, dt = steps_per_interval(ic.lead_time, stable_time_step(n, float(attrs["cfl_velocity"]),
+                                                             float(attrs["cfl_safety"])))
+    forcing = (kolmogorov_forcing(n, int(attrs["forcing_wavenumber"]), float(attrs["forcing_amplitude"]))
+               if attrs["flow"] == "kolmogorov" else None)
+    return NavierStokes2D(n, float(attrs["viscosity"]), dt, drag=float(attrs["drag"]), forcing=forcing,
+                          device=device, dtype=dtype)
+
+
+def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
+                    inits: list | None = None, stride: int = 1, batch_size: int = 16, progress: bool = True,
+                    device: str = "cpu", overwrite: bool = False) -> Path:
+    """Numerical-solver forecast store (Navier–Stokes fluid datasets): the solver at the dataset's
+    resolution, in float64, started from the stored coarse frame at each initial time, saving a
+    frame every ``stride`` store frames."""
+    entry = resolve_entry(dataset)
+    if entry.kind != "fluid":
+        raise ValidationError(f"dataset {entry.name!r} is a {entry.kind} dataset; the solver baseline needs a "
+                              "Navier–Stokes fluid dataset")
+    ic = InitialConditions(entry, split, steps, t_in=1, stride=stride, inits=inits)
+    solver = navier_stokes_solver(entry, ic, device=device)
+
+    def compute(block: Block) -> np.ndarray:
+        start = torch.from_numpy(ic.read(block)[:, 0, 0]).to(torch.float64)  # [inits, H, W]
+        frames = solver.rollout(start, ic.steps, ic.lead_time).to(torch.float32).cpu().numpy()
+        return frames[:, :, None, None]  # [inits, steps, 1 member, 1 channel, H, W]
+
+    return write_forecast(ic, out, compute, producer="earthsim.forecast.solver_baseline",
+                          request=_request("solver", entry, split, ic, inits, solver_dt=solver.dt,
+                                           resolution=solver.resolution, solver_dtype="float64"),
+                          inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
+                          progress=progress, overwrite=overwrite, description=f"solver {entry.name}")

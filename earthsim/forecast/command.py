@@ -1,0 +1,59 @@
+"""The ``earthsim forecast`` command: its arguments and what it runs (also ``python -m earthsim.forecast``)."""
+
+from __future__ import annotations
+
+import argparse
+
+BASELINES = ("persistence", "climatology", "solver")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``earthsim forecast``."""
+    parser.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT",
+                        help="exported model.pt or the run directory holding it (omit with --baseline)")
+    parser.add_argument("--dataset", required=True, help="catalog dataset (name or YAML file) to forecast")
+    parser.add_argument("--split", default="test", help="split whose initial times are forecast (default: test)")
+    parser.add_argument("--steps", type=int, required=True, help="frames forecast from each initial time")
+    parser.add_argument("--out", required=True, help="forecast store to write (Zarr v3)")
+    parser.add_argument("--inits", nargs="+", metavar="TIME",
+                        help="initial times (dates for weather, solver times for fluids; default: all valid ones)")
+    parser.add_argument("--members", type=int, default=1, help="ensemble members with perturbed initial conditions")
+    parser.add_argument("--perturbation", type=float, default=0.0,
+                        help="std of the Gaussian initial-condition noise, in normalised units")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="initial times × members per model call (default 32; baselines 64, solver 16)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--baseline", choices=BASELINES, help="write a baseline instead of a model forecast")
+    parser.add_argument("--stride", type=int, default=1, help="baselines: store frames between forecast frames")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the forecast store the arguments ask for and print where it is."""
+    from earthsim.errors import EarthsimError
+    from earthsim.forecast import climatology_forecast, persistence, run_forecast, solver_baseline
+
+    common = dict(steps=args.steps, out=args.out, inits=args.inits, overwrite=args.overwrite)
+    if args.baseline is not None:
+        if args.checkpoint is not None:
+            raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline, not both")
+        if args.members != 1 or args.perturbation:
+            raise EarthsimError("--members and --perturbation apply to model forecasts, not to --baseline")
+        batch = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        if args.baseline == "persistence":
+            path = persistence(args.dataset, args.split, stride=args.stride, **batch, **common)
+        elif args.baseline == "climatology":
+            path = climatology_forecast(args.dataset, args.split, stride=args.stride, **batch, **common)
+        else:
+            path = solver_baseline(args.dataset, args.split, stride=args.stride, device=args.device, **batch, **common)
+    else:
+        if args.checkpoint is None:
+            raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline")
+        if args.stride != 1:
+            raise EarthsimError("--stride is for baselines; a model forecasts at the stride it was trained with")
+        path = run_forecast(args.checkpoint, args.dataset, args.split, members=args.members,
+                            perturbation=args.perturbation, seed=args.seed, device=args.device,
+                            batch_size=32 if args.batch_size is None else args.batch_size, **common)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,206 @@
+"""Initial conditions of a forecast: which initial times a split offers and the input frames before them.
+
+An initial time is the valid time of the last input frame. A forecast of ``steps`` frames ``stride``
+store frames apart from initial frame ``f`` reads the ``t_in`` frames ``f - (t_in - 1)·stride … f``
+and predicts ``f + stride … f + steps·stride``; every initial time chosen must have all of those
+frames inside the split, so that each lead can be scored against the truth. Each sequence of the
+split (fluid trajectory, weather ensemble member) offers the same initial times.
+
+The split, layout and channel order are those of :class:`earthsim.data.windows.WindowDataset`
+(a window of ``t_in`` inputs and ``steps`` targets is exactly one forecast), which also checks the
+store against its entry. Input frames are read block by block: one read per variable and sequence
+covering the block's consecutive initial times, instead of one per initial time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from earthsim import catalog
+from earthsim.catalog import DatasetEntry
+from earthsim.data.windows import LEVEL_DIM, TIME_DIM, WindowDataset, channel_name, spatial_dims
+from earthsim.errors import CatalogError, ValidationError
+
+MEMBER_DIM = "realization"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of work, a rectangular region of the forecast store: consecutive initial times
+    ``inits`` (positions along its ``time`` axis) of the sequences ``sequences`` (one slice of
+    positions per sequence dim). Its samples run sequence-major, then by initial time."""
+
+    index: int
+    sequences: tuple[slice, ...]
+    inits: slice
+
+    @property
+    def size(self) -> int:
+        """Number of (sequence, initial time) samples in the block."""
+        return math.prod(s.stop - s.start for s in self.sequences) * (self.inits.stop - self.inits.start)
+
+
+def resolve_entry(dataset: str | DatasetEntry) -> DatasetEntry:
+    """The catalog entry of ``dataset`` (a name or a YAML path), its store checked to exist."""
+    entry = dataset if isinstance(dataset, DatasetEntry) else catalog.get_entry(dataset)
+    if not entry.exists():
+        hint = f"; make it with `{entry.source.command(entry.name)}`" if entry.source else ""
+        raise CatalogError(f"dataset {entry.name!r}: no store at {entry.store}{hint}")
+    return entry
+
+
+class InitialConditions:
+    """The initial times of ``split`` with ``steps`` frames of truth after them, and their input frames.
+
+    ``variables`` default to the entry's; ``normalise`` loads the entry's statistics (needed only
+    for normalised static fields). Raises ValidationError naming the split, its frame count and
+    what ``steps`` needs when the split is too short, and naming an explicit initial time that is
+    not one of the split's valid ones.
+    """
+
+    def __init__(self, entry: DatasetEntry, split: str, steps: int, t_in: int = 1, stride: int = 1,
+                 variables: list[str] | None = None, inits: list | None = None, normalise: bool = False):
+        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
+            raise ValidationError(f"steps must be an integer ≥ 1, got {steps!r}")
+        self.entry, self.split, self.steps, self.t_in, self.stride = entry, split, int(steps), int(t_in), int(stride)
+        # Opened without dask: each block's read goes straight to the store, with no task graph to build.
+        ds = xr.open_zarr(str(entry.store), group=entry.group, consolidated=False, chunks=None)
+        frames = entry.split(split).select(ds).sizes.get(TIME_DIM, 0)
+        needed = (self.t_in - 1 + self.steps) * self.stride + 1
+        if frames < needed:
+            raise ValidationError(
+                f"dataset {entry.name!r}, split {split!r}: {frames} frames per sequence, but a forecast of "
+                f"steps={steps} from t_in={t_in} input frames {stride} frame(s) apart needs {needed}; "
+                f"at most {max(0, (frames - 1) // self.stride - self.t_in + 1)} steps fit")
+        self.windows = WindowDataset(entry, split, t_in=self.t_in, t_out=self.steps, stride=self.stride,
+                                     variables=variables, normalise=normalise)
+        self.ds = ds
+        self.variables = list(self.windows.variables)
+        self.spatial_dims = spatial_dims(entry.grid)
+        self.levels = {v: ds[v][LEVEL_DIM].values for v in self.variables if LEVEL_DIM in ds[v].dims}
+        self.channels = [channel_name(v, level) for v in self.variables for level in self.levels.get(v, [None])]
+        if self.channels != list(self.windows.channels):
+            raise ValidationError(f"dataset {entry.name!r}: channels {self.channels} differ from the window "
+                                  f"layout's {self.windows.channels}")
+        located = [self.windows.locate(i) for i in range(len(self.windows))]
+        self.sequence_dims = tuple(d for d in ds[self.variables[0]].dims
+                                   if d not in (TIME_DIM, LEVEL_DIM, *self.spatial_dims))
+        # Positions in the store along each sequence dim, in the window dataset's order.
+        self.sequence_positions = [sorted({seq[k] for seq, _ in located}) for k in range(len(self.sequence_dims))]
+        valid = np.array(sorted({start for _, start in located})) + (self.t_in - 1) * self.stride
+        self.init_frames = self._choose(valid, inits)
+
+    def _choose(self, valid: np.ndarray, inits: list | None) -> np.ndarray:
+        """Store frame positions of the initial times: all valid ones, or those named in ``inits``."""
+        if inits is None:
+            return valid
+        times = self.ds[TIME_DIM].values
+        chosen = []
+        for value in inits:
+            if np.issubdtype(times.dtype, np.datetime64):
+                try:
+                    wanted = np.datetime64(pd.Timestamp(value), "ns")
+                except (ValueError, TypeError) as error:
+                    raise ValidationError(f"initial time {value!r} is not a date and time: {error}") from error
+                matches = np.flatnonzero(times == wanted)
+            else:
+                try:
+                    wanted = float(value)
+                except (ValueError, TypeError) as error:
+                    raise ValidationError(f"initial time {value!r} is not a number (dataset {self.entry.name!r} "
+                                          f"has {self.entry.time.units} times)") from error
+                matches = np.flatnonzero(np.isclose(times.astype(np.float64), wanted, rtol=1e-9, atol=1e-9))
+            frame = matches[0] if matches.size else None
+            if frame is None or frame not in valid:
+                first, last = (times[valid[0]], times[valid[-1]]) if valid.size else (None, None)
+                raise ValidationError(
+                    f"initial time {value!r} is not a valid initial time of dataset {self.entry.name!r}, split "
+                    f"{self.split!r} for {self.steps} steps with t_in={self.t_in}, stride {self.stride}: valid ones "
+                    f"run from {first} to {last} every {self.stride} frame(s)")
+            chosen.append(int(frame))
+        if len(set(chosen)) != len(chosen):
+            raise ValidationError(f"initial times {list(inits)} name the same time twice")
+        return np.array(sorted(chosen))
+
+    # -- the forecast grid --------------------------------------------------------------------
+
+    @property
+    def lead_time(self) -> float:
+        """Time between forecast frames, in hours (weather) or solver units (fluids)."""
+        return self.stride * self.entry.time_step
+
+    def sequence_coords(self) -> dict[str, xr.DataArray]:
+        """Coordinates of the sequence dims (trajectory, member) of the split."""
+        out = {}
+        for dim, positions in zip(self.sequence_dims, self.sequence_positions):
+            if dim in self.ds.coords:
+                out[dim] = self.ds[dim].isel({dim: positions}).variable
+            else:
+                out[dim] = xr.Variable(dim, np.asarray(positions))
+        return out
+
+    def init_times(self) -> xr.Variable:
+        """The ``time`` coordinate of the forecast: valid times of the initial frames."""
+        time = self.ds[TIME_DIM].isel({TIME_DIM: self.init_frames}).variable.load()
+        return xr.Variable(TIME_DIM, time.values, {**time.attrs, "long_name": "initialisation time "
+                                                   "(valid time of the last input frame)"})
+
+    def valid_times(self) -> np.ndarray:
+        """Valid times ``[inits, steps]`` of every forecast frame (store time values)."""
+        frames = self.init_frames[:, None] + self.stride * np.arange(1, self.steps + 1)[None, :]
+        return self.ds[TIME_DIM].values[frames]
+
+    def blocks(self, size: int) -> list[Block]:
+        """The work split into blocks of about ``size`` samples: runs of at most ``size`` consecutive initial
+        times of one sequence, or, when a sequence has fewer initial times than that, whole sequences
+        (along a single sequence dim) ``size // initial times`` at a time."""
+        size, inits = max(1, int(size)), len(self.init_frames)
+        counts = [len(p) for p in self.sequence_positions]
+        if len(counts) == 1 and inits < size:
+            per = size // inits
+            return [Block(i, (slice(a, min(a + per, counts[0])),), slice(0, inits))
+                    for i, a in enumerate(range(0, counts[0], per))]
+        blocks = []
+        for sequence in itertools.product(*(range(c) for c in counts)):
+            for start in range(0, inits, size):
+                blocks.append(Block(len(blocks), tuple(slice(i, i + 1) for i in sequence),
+                                    slice(start, min(start + size, inits))))
+        return blocks
+
+    def samples(self, block: Block) -> list[tuple[tuple[int, ...], int]]:
+        """(store positions along the sequence dims, store initial frame) of each sample of a block, in order."""
+        positions = [p[s] for p, s in zip(self.sequence_positions, block.sequences)]
+        return [(tuple(sequence), int(frame)) for sequence in itertools.product(*positions)
+                for frame in self.init_frames[block.inits]]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read(self, block: Block, frames: int | None = None) -> np.ndarray:
+        """Raw input frames ``[samples, frames, C, H, W]`` (float32) of a block: the ``frames`` (default
+        ``t_in``) frames ``stride`` apart that end at each initial frame; one read per variable."""
+        frames = self.t_in if frames is None else frames
+        inits = self.init_frames[block.inits]
+        first, last = int(inits[0]) - (frames - 1) * self.stride, int(inits[-1])
+        where = {dim: positions[s] for dim, positions, s in
+                 zip(self.sequence_dims, self.sequence_positions, block.sequences)}
+        offsets = (inits - first)[:, None] - self.stride * np.arange(frames - 1, -1, -1)[None, :]
+        height, width = self.entry.grid.shape
+        out = np.empty((block.size // len(inits), len(inits), frames, len(self.channels), height, width), np.float32)
+        channel = 0
+        for name in self.variables:
+            var = self.ds[name].isel({**where, TIME_DIM: slice(first, last + 1)})
+            has_level = name in self.levels
+            var = var.transpose(*self.sequence_dims, TIME_DIM, *((LEVEL_DIM,) if has_level else ()), *self.spatial_dims)
+            values = np.asarray(var.values, dtype=np.float32)
+            values = values.reshape(-1, *values.shape[len(self.sequence_dims):])  # [sequences, time, (L,) H, W]
+            if not has_level:
+                values = values[:, :, None]
+            out[:, :, :, channel:channel + values.shape[2]] = values[:, offsets]
+            channel += values.shape[2]
+        return out.reshape(-1, *out.shape[2:])

@@ -1,0 +1,416 @@
+"""Forecast stores: layout, rollout against a hand-written loop, chunked feedback, resume after SIGKILL,
+ensembles, and the persistence, climatology and solver baselines against independent references."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from earthsim.data.stats import compute_climatology, compute_statistics
+from earthsim.data.store import write_zarr
+from earthsim.data.windows import WindowDataset
+from earthsim.errors import CatalogError, EarthsimError, ValidationError
+from earthsim.forecast import climatology_forecast, persistence, run_forecast, solver_baseline
+from earthsim.models import build_model, model_spec
+from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 16
+
+
+def _waves(trajectories=7, frames=12) -> xr.Dataset:
+    """Vorticity-like travelling waves (the trainer tests' data), 0.1 solver time units apart."""
+    x = np.arange(N) * 2 * np.pi / N
+    rng = np.random.default_rng(0)
+    data = np.empty((trajectories, frames, N, N), np.float32)
+    for i in range(trajectories):
+        phase, amp = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.5, 1.5, 2)
+        for t in range(frames):
+            data[i, t] = (amp[0] * np.sin(x[None, :] - 0.3 * t + phase[0])
+                          + amp[1] * np.cos(2 * x[:, None] + 0.2 * t + phase[1]))
+    return xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), data, {"units": "1", "long_name": "vorticity"})},
+                      coords={"trajectory": np.arange(trajectories), "time": np.arange(frames) * 0.1, "y": x, "x": x})
+
+
+def _fluid_entry(root: Path, frames=12) -> Path:
+    write_zarr(_waves(frames=frames), root / "waves.zarr", progress=False)
+    entry = {
+        "name": "waves", "kind": "fluid", "description": "advected waves", "store": "waves.zarr",
+        "variables": {"vorticity": {"units": "1"}}, "grid": {"x": N, "y": N, "length": 2 * math.pi},
+        "time": {"step": 0.1, "units": "solver time units"},
+        "splits": {"train": {"trajectory": [0, 4]}, "validation": {"trajectory": [4, 5]},
+                   "test": {"trajectory": [5, 7]}},
+        "statistics": "waves.stats.zarr", "licence": "test", "provenance": "test",
+    }
+    path = root / "waves.yaml"
+    path.write_text(yaml.safe_dump(entry))
+    compute_statistics(str(path), progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fluid(tmp_path_factory) -> Path:
+    return _fluid_entry(tmp_path_factory.mktemp("fluid"))
+
+
+def _weather_entry(root: Path) -> Path:
+    """Three days of hourly z (two levels) and t2m on a 6 × 8 grid, with a diurnal cycle."""
+    times = pd.date_range("2020-02-27T00:00", periods=72, freq="1h")
+    lat, lon = np.linspace(40.0, 50.0, 6), np.linspace(-5.0, 9.0, 8)
+    rng = np.random.default_rng(1)
+    hour = times.hour.values[:, None, None]
+    t2m = 280 + 5 * np.sin(2 * np.pi * hour / 24) + rng.normal(0, 1, (72, 6, 8))
+    z = 5e4 + 300 * rng.normal(0, 1, (72, 2, 6, 8)) + np.array([0.0, -3e4])[None, :, None, None]
+    ds = xr.Dataset(
+        {"t2m": (("time", "latitude", "longitude"), t2m.astype(np.float32), {"units": "K", "long_name": "2 m T"}),
+         "z": (("time", "level", "latitude", "longitude"), z.astype(np.float32), {"units": "m**2 s**-2"})},
+        coords={"time": times, "level": [500.0, 850.0], "latitude": lat, "longitude": lon})
+    write_zarr(ds, root / "wx.zarr", progress=False)
+    entry = {
+        "name": "wx", "kind": "weather", "description": "synthetic weather", "store": "wx.zarr",
+        "variables": {"z": {"units": "m**2 s**-2"}, "t2m": {"units": "K"}}, "levels": [500, 850],
+        "grid": {"latitude": {"start": 40.0, "stop": 50.0, "size": 6},
+                 "longitude": {"start": -5.0, "stop": 9.0, "size": 8}},
+        "time": {"start": "2020-02-27T00:00", "stop": "2020-02-29T23:00", "step": "1h"},
+        "splits": {"train": {"start": "2020-02-27T00:00", "stop": "2020-02-28T23:00"},
+                   "test": {"start": "2020-02-29T00:00", "stop": "2020-02-29T23:00"}},
+        "statistics": "wx.stats.zarr", "climatology": "wx.clim.zarr", "licence": "test", "provenance": "test",
+    }
+    path = root / "wx.yaml"
+    path.write_text(yaml.safe_dump(entry))
+    compute_statistics(str(path), progress=False)
+    compute_climatology(str(path), progress=False, window_days=5)  # day 60 (the test day) draws on day 59
+    return path
+
+
+@pytest.fixture(scope="module")
+def weather(tmp_path_factory) -> Path:
+    return _weather_entry(tmp_path_factory.mktemp("weather"))
+
+
+def _export(entry: Path, path: Path, t_in=1, t_out=1, residual=False, seed=0, zero=False, stride=1) -> Path:
+    """A model.pt in the trainer's export format, with fixed random (or zero) FNO weights."""
+    windows = WindowDataset(str(entry), "train", t_in=t_in, t_out=t_out, stride=stride)
+    torch.manual_seed(seed)
+    height, width = windows.grid.shape
+    model = build_model("fno", {"n_modes": [4, 4], "hidden_channels": 8, "n_layers": 2, "t_in": t_in, "t_out": t_out},
+                        channels=len(windows.channels), height=height, width=width)
+    if zero:
+        for parameter in model.parameters():
+            parameter.data.zero_()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**model_spec(model), "state_dict": model.state_dict(), "dataset": windows.entry.name,
+                "channels": windows.channels, "variables": windows.variables, "mean": windows.mean,
+                "std": windows.std, "diff_std": windows.diff_std, "stride": stride,
+                "time_step": windows.time_step, "lead_time": windows.lead_time, "residual": residual,
+                "train_config": {"seed": seed}, "step": 7}, path)
+    return path
+
+
+def _truth(entry: Path, group=None) -> xr.Dataset:
+    spec = yaml.safe_load(entry.read_text())
+    return xr.open_zarr(entry.parent / spec["store"], group=group, consolidated=False).load()
+
+
+def _manual_rollout(checkpoint: Path, entry: Path, trajectory: int, init_frame: int, steps: int) -> np.ndarray:
+    """Independent re-computation: frames from the raw store, one model call at a time, a list as history."""
+    exported = torch.load(checkpoint, weights_only=True)
+    from earthsim.models import build_from_spec
+
+    model = build_from_spec(exported)
+    model.load_state_dict(exported["state_dict"])
+    model.eval()
+    t_in, mean, std = model.t_in, exported["mean"].view(-1, 1, 1), exported["std"].view(-1, 1, 1)
+    raw = torch.from_numpy(_truth(entry).vorticity.values[trajectory])[:, None]  # [time, C=1, H, W]
+    history = [(raw[f] - mean) / std for f in range(init_frame - t_in + 1, init_frame + 1)]
+    scale = (exported["diff_std"] / exported["std"]).view(-1, 1, 1)
+    produced = []
+    with torch.no_grad():
+        while len(produced) < steps:
+            out = model(torch.stack(history[-t_in:])[None])[0]  # [T_out, C, H, W]
+            last = history[-1]  # residual outputs are all changes from the last input frame
+            new = [last + frame * scale if exported["residual"] else frame for frame in out]
+            history += new
+            produced += [frame * std + mean for frame in new]
+    return torch.stack(produced[:steps])[:, 0].numpy()
+
+
+def test_store_layout_units_and_provenance(fluid, tmp_path):
+    checkpoint = _export(fluid, tmp_path / "run" / "model.pt")
+    out = run_forecast(tmp_path / "run", str(fluid), "test", steps=3, out=tmp_path / "f.zarr", progress=False)
+    assert out == tmp_path / "f.zarr" and not (tmp_path / "f.zarr.partial").exists()
+    ds = xr.open_zarr(out, consolidated=False)
+    assert ds.vorticity.dims == ("trajectory", "time", "prediction_timedelta", "y", "x")
+    assert ds.vorticity.dtype == np.float32 and ds.vorticity.attrs["units"] == "1"
+    assert ds.trajectory.values.tolist() == [5, 6]
+    np.testing.assert_allclose(ds.time.values, np.arange(0, 9) * 0.1)  # frames 0..8 have 3 frames after them
+    np.testing.assert_allclose(ds.prediction_timedelta.values, [0.1, 0.2, 0.3])
+    assert ds.prediction_timedelta.attrs["units"] == "solver time units"
+    assert "done_blocks" not in ds and "realization" not in ds.dims
+    config = ds.attrs["provenance"]["config"]
+    assert config["checkpoint"] == str(checkpoint.resolve()) and config["checkpoint_step"] == 7
+    assert (config["dataset"], config["split"], config["steps"], config["members"]) == ("waves", "test", 3, 1)
+    assert config["model"] == "fno" and config["train_config"] == {"seed": 0}
+    assert ds.attrs["forecast"] == "fno" and bool(np.isfinite(ds.vorticity).all())
+
+
+@pytest.mark.parametrize("t_in,t_out,residual,steps", [(1, 1, False, 4), (1, 1, True, 4), (2, 3, True, 7),
+                                                       (2, 3, False, 5)])
+def test_rollout_equals_a_manual_loop_of_model_calls(fluid, tmp_path, t_in, t_out, residual, steps):
+    checkpoint = _export(fluid, tmp_path / "model.pt", t_in=t_in, t_out=t_out, residual=residual, seed=3)
+    out = run_forecast(checkpoint, str(fluid), "test", steps=steps, out=tmp_path / "f.zarr", batch_size=3,
+                       progress=False)
+    ds = xr.open_zarr(out, consolidated=False)
+    assert ds.sizes["prediction_timedelta"] == steps
+    assert ds.time.values[0] == pytest.approx((t_in - 1) * 0.1)  # t_in inputs end at the initial time
+    for trajectory, position in ((5, 0), (6, 1)):
+        for init in (t_in - 1, 11 - steps):
+            expected = _manual_rollout(checkpoint, fluid, trajectory, init, steps)
+            got = ds.vorticity.isel(trajectory=position).sel(time=init * 0.1, method="nearest").values
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_zero_residual_model_gives_persistence(fluid, tmp_path):
+    checkpoint = _export(fluid, tmp_path / "model.pt", residual=True, zero=True)
+    model = xr.open_zarr(run_forecast(checkpoint, str(fluid), "test", steps=3, out=tmp_path / "m.zarr",
+                                      progress=False), consolidated=False).load()
+    truth = _truth(fluid).vorticity.isel(trajectory=slice(5, 7), time=slice(0, 9))
+    for k in range(3):
+        # exact up to the float32 round trip through normalisation, (x - mean) / std · std + mean
+        np.testing.assert_allclose(model.vorticity.isel(prediction_timedelta=k).values, truth.values,
+                                   rtol=0, atol=4 * np.finfo(np.float32).eps * float(np.abs(truth).max()))
+
+
+def test_persistence_baseline_repeats_the_initial_frame(fluid, tmp_path):
+    ds = xr.open_zarr(persistence(str(fluid), "test", steps=4, out=tmp_path / "p.zarr", inits=[0.2, 0.5],
+                                  progress=False), consolidated=False)
+    truth = _truth(fluid).vorticity
+    assert ds.time.values.tolist() == pytest.approx([0.2, 0.5]) and ds.attrs["forecast"] == "persistence"
+    for k in range(4):
+        np.testing.assert_array_equal(ds.vorticity.isel(prediction_timedelta=k).values,
+                                      truth.isel(trajectory=slice(5, 7), time=[2, 5]).values)
+
+
+def _chunk_mtimes(store: Path) -> dict[str, int]:
+    return {str(p.relative_to(store)): p.stat().st_mtime_ns for p in (store / "vorticity" / "c").rglob("*")
+            if p.is_file()}
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    entry = _fluid_entry(tmp_path, frames=60)
+    checkpoint = _export(entry, tmp_path / "model.pt", residual=True, seed=1)
+    out = tmp_path / "killed.zarr"
+    partial = Path(str(out) + ".partial")
+    command = [sys.executable, "-m", "earthsim.forecast", str(checkpoint), "--dataset", str(entry), "--steps", "5",
+               "--out", str(out), "--batch-size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = partial / "done_blocks" / "c"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and len(list(done.glob("*")) if done.exists() else []) < 8:
+        time.sleep(0.005)
+    assert process.poll() is None, "the forecast ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert partial.exists() and not out.exists()
+    flags = sorted(int(p.name) for p in done.glob("*"))
+    assert 8 <= len(flags) < 2 * 55  # 2 trajectories × 55 initial times, one block each
+    before = _chunk_mtimes(partial)
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.exists() and not partial.exists()
+    after = _chunk_mtimes(out)
+    # blocks finished before the kill were not computed again: their chunk files are untouched
+    kept = [name for name in before if before[name] == after.get(name)]
+    assert len(kept) == len(flags), (len(kept), len(flags))
+
+    whole = run_forecast(checkpoint, str(entry), "test", steps=5, out=tmp_path / "whole.zarr", batch_size=1,
+                         progress=False)
+    resumed, uninterrupted = (xr.open_zarr(p, consolidated=False).load() for p in (out, whole))
+    for ds in (resumed, uninterrupted):
+        ds.attrs["provenance"].pop("created")
+    xr.testing.assert_identical(resumed, uninterrupted)
+
+
+def test_a_run_killed_between_dropping_the_flags_and_the_rename_just_renames(fluid, tmp_path):
+    first = xr.open_zarr(persistence(str(fluid), "test", steps=2, out=tmp_path / "p.zarr", progress=False),
+                         consolidated=False).load()
+    (tmp_path / "p.zarr").rename(tmp_path / "p.zarr.partial")  # complete, flags dropped, not yet renamed
+    again = persistence(str(fluid), "test", steps=2, out=tmp_path / "p.zarr", progress=False)
+    assert not (tmp_path / "p.zarr.partial").exists()
+    xr.testing.assert_identical(xr.open_zarr(again, consolidated=False).load(), first)
+
+
+def test_a_different_request_does_not_resume_a_partial_store(fluid, tmp_path):
+    checkpoint = _export(fluid, tmp_path / "model.pt")
+    partial = tmp_path / "f.zarr.partial"
+    persistence(str(fluid), "test", steps=2, out=tmp_path / "p.zarr", progress=False)
+    (tmp_path / "p.zarr").rename(partial)  # a finished store of another request posing as a partial one
+    with pytest.raises(EarthsimError, match=r"another request .*steps: 2 there, 3 now"):
+        run_forecast(checkpoint, str(fluid), "test", steps=3, out=tmp_path / "f.zarr", progress=False)
+    assert not (tmp_path / "f.zarr").exists()
+    out = run_forecast(checkpoint, str(fluid), "test", steps=3, out=tmp_path / "f.zarr", progress=False,
+                       overwrite=True)  # overwrite starts afresh
+    assert xr.open_zarr(out, consolidated=False).sizes["prediction_timedelta"] == 3 and not partial.exists()
+
+
+def test_ensembles_are_reproducible_by_seed_and_members_differ(fluid, tmp_path):
+    checkpoint = _export(fluid, tmp_path / "model.pt", residual=True)
+
+    def forecast(name, seed, batch_size):
+        return xr.open_zarr(run_forecast(checkpoint, str(fluid), "test", steps=2, out=tmp_path / name, members=3,
+                                         perturbation=0.1, seed=seed, batch_size=batch_size, progress=False),
+                            consolidated=False).load()
+
+    first, again, other = forecast("a.zarr", 0, 6), forecast("b.zarr", 0, 4), forecast("c.zarr", 1, 6)
+    assert first.vorticity.dims == ("trajectory", "time", "prediction_timedelta", "realization", "y", "x")
+    assert first.realization.values.tolist() == [0, 1, 2]
+    xr.testing.assert_equal(first.vorticity, again.vorticity)  # same seed, other batching
+    assert not np.allclose(first.vorticity.values, other.vorticity.values)
+    lead1 = first.vorticity.isel(prediction_timedelta=0)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert float(np.abs(lead1.isel(realization=a) - lead1.isel(realization=b)).max()) > 1e-3
+    unperturbed = xr.open_zarr(run_forecast(checkpoint, str(fluid), "test", steps=2, out=tmp_path / "d.zarr",
+                                            progress=False), consolidated=False).vorticity
+    spread = float(np.abs(lead1.mean("realization") - unperturbed.isel(prediction_timedelta=0)).mean())
+    assert 0 < spread < 0.1 * float(np.abs(unperturbed).mean())
+
+
+def test_weather_layout_and_climatology_baseline(weather, tmp_path):
+    checkpoint = _export(weather, tmp_path / "model.pt", residual=True)
+    ds = xr.open_zarr(run_forecast(checkpoint, str(weather), "test", steps=3, out=tmp_path / "f.zarr", members=2,
+                                   perturbation=0.01, inits=["2020-02-29T05:00", "2020-02-29T20:00"],
+                                   progress=False), consolidated=False)
+    assert ds.z.dims == ("time", "prediction_timedelta", "realization", "level", "latitude", "longitude")
+    assert ds.t2m.dims == ("time", "prediction_timedelta", "realization", "latitude", "longitude")
+    assert ds.time.dtype.kind == "M" and ds.prediction_timedelta.dtype.kind == "m"
+    np.testing.assert_array_equal(ds.prediction_timedelta.values, pd.to_timedelta([1, 2, 3], unit="h").values)
+    np.testing.assert_array_equal(ds.time.values, pd.to_datetime(["2020-02-29T05:00", "2020-02-29T20:00"]).values)
+    assert ds.level.values.tolist() == [500.0, 850.0] and ds.z.attrs["units"] == "m**2 s**-2"
+    assert ds.t2m.attrs["units"] == "K" and ds.z.dtype == np.float32
+    # levels map back to their channels: z850 is ~3e4 below z500, as in the data
+    assert 2e4 < float((ds.z.sel(level=500) - ds.z.sel(level=850)).mean()) < 4e4
+
+    clim_store = climatology_forecast(str(weather), "test", steps=4, out=tmp_path / "c.zarr", progress=False)
+    forecast = xr.open_zarr(clim_store, consolidated=False).load()
+    climatology = xr.open_zarr(weather.parent / "wx.clim.zarr", consolidated=False).load()
+    assert forecast.sizes["time"] == 24 - 4 and forecast.attrs["forecast"] == "climatology"
+    for init in forecast.time.values[[0, 7, 19]]:
+        for k, lead in enumerate(forecast.prediction_timedelta.values):
+            valid = pd.Timestamp(init + lead)
+            expected = climatology.sel(hour=valid.hour, dayofyear=valid.day_of_year)
+            got = forecast.isel(prediction_timedelta=k).sel(time=init)
+            np.testing.assert_array_equal(got.t2m.values, expected.t2m.values)
+            np.testing.assert_array_equal(got.z.values, expected.z.transpose("level", ...).values)
+    assert bool(np.isfinite(forecast.t2m).all())
+
+
+def test_a_weather_ensemble_dataset_keeps_its_members_along_realization(tmp_path):
+    times = pd.date_range("2020-01-01", periods=10, freq="12h")
+    values = np.random.default_rng(0).normal(size=(10, 3, 4, 5)).astype(np.float32)
+    data = xr.Dataset({"t": (("time", "realization", "latitude", "longitude"), values, {"units": "K"})},
+                      coords={"time": times, "realization": [0, 1, 2], "latitude": np.linspace(-10, 10, 4),
+                              "longitude": np.linspace(0, 20, 5)})
+    write_zarr(data, tmp_path / "e.zarr", progress=False)
+    entry = {"name": "e", "kind": "weather", "description": "", "store": "e.zarr", "variables": {"t": {"units": "K"}},
+             "members": 3, "grid": {"latitude": {"start": -10.0, "stop": 10.0, "size": 4},
+                                    "longitude": {"start": 0.0, "stop": 20.0, "size": 5}},
+             "time": {"start": str(times[0]), "stop": str(times[-1]), "step": "12h"},
+             "splits": {"train": {"start": str(times[0]), "stop": str(times[4])},
+                        "test": {"start": str(times[5]), "stop": str(times[-1])}},
+             "statistics": "e.stats.zarr", "licence": "t", "provenance": "t"}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(entry))
+    for batch_size in (2, 64):  # blocks of initial times of one member; blocks of whole members
+        forecast = xr.open_zarr(persistence(str(tmp_path / "e.yaml"), steps=2, out=tmp_path / f"p{batch_size}.zarr",
+                                            batch_size=batch_size, progress=False), consolidated=False).load()
+        assert forecast.t.dims == ("time", "prediction_timedelta", "realization", "latitude", "longitude")
+        np.testing.assert_array_equal(forecast.time.values, times[5:8].values)
+        for k in range(2):
+            np.testing.assert_array_equal(forecast.t.isel(prediction_timedelta=k).values, values[5:8])
+
+
+@pytest.fixture(scope="module")
+def kolmogorov(tmp_path_factory) -> Path:
+    """A tiny Kolmogorov flow solved at 64², saved at 64² and 32², frames 0.1 apart; an entry per grid."""
+    root = tmp_path_factory.mktemp("kolmogorov")
+    config = NavierStokesConfig(resolution=64, save_resolutions=(64, 32), trajectories=2, frames=8, save_interval=0.1,
+                                spinup_time=0.5, batch_size=2)
+    simulate_navier_stokes(config, root / "kolmo.zarr", progress=False)
+    for n in (64, 32):
+        entry = {
+            "name": f"kolmo{n}", "kind": "fluid", "description": "tiny Kolmogorov flow", "store": "kolmo.zarr",
+            "group": str(n), "variables": {"vorticity": {"units": "1"}},
+            "grid": {"x": n, "y": n, "length": 2 * math.pi},
+            "time": {"step": 0.1, "units": "solver time units"},
+            "splits": {"train": {"trajectory": [0, 1]}, "test": {"trajectory": [1, 2]}},
+            "statistics": f"kolmo{n}.stats.zarr", "licence": "test", "provenance": "test",
+        }
+        (root / f"kolmo{n}.yaml").write_text(yaml.safe_dump(entry))
+    return root
+
+
+def _relative_l2(forecast: xr.DataArray, truth: xr.DataArray, k: int) -> float:
+    """Mean over initial times of ||forecast - truth|| / ||truth|| at lead ``k`` (0-based)."""
+    valid = truth.isel(time=slice(k + 1, k + 1 + forecast.sizes["time"])).values
+    error = np.sqrt(((forecast.isel(prediction_timedelta=k).values - valid) ** 2).sum(axis=(-2, -1)))
+    return float((error / np.sqrt((valid ** 2).sum(axis=(-2, -1)))).mean())
+
+
+def test_solver_baseline_reproduces_the_solve_at_its_own_resolution(kolmogorov, tmp_path):
+    solver = xr.open_zarr(solver_baseline(str(kolmogorov / "kolmo64.yaml"), "test", steps=3, out=tmp_path / "s.zarr",
+                                          progress=False), consolidated=False).vorticity.load()
+    truth = _truth(kolmogorov / "kolmo64.yaml", group="64").vorticity.isel(trajectory=[1])
+    for k in range(3):  # same solver, grid and time step as the data: equal but for float32 storage
+        assert _relative_l2(solver, truth, k) < 1e-6
+
+
+def test_solver_baseline_at_coarse_resolution_beats_persistence(kolmogorov, tmp_path):
+    entry = str(kolmogorov / "kolmo32.yaml")
+    store = xr.open_zarr(solver_baseline(entry, "test", steps=3, out=tmp_path / "s.zarr", progress=False),
+                         consolidated=False).load()
+    still = xr.open_zarr(persistence(entry, "test", steps=3, out=tmp_path / "p.zarr", progress=False),
+                         consolidated=False).vorticity.load()
+    solver = store.vorticity
+    assert store.attrs["forecast"] == "solver" and store.attrs["provenance"]["config"]["resolution"] == 32
+    assert solver.attrs["units"] == "1" and solver.dims == still.dims
+    truth = _truth(kolmogorov / "kolmo32.yaml", group="32").vorticity.isel(trajectory=[1])
+    for k in range(3):
+        coarse, persisted = _relative_l2(solver, truth, k), _relative_l2(still, truth, k)
+        assert coarse < 0.75 * persisted, (k, coarse, persisted)
+
+
+def test_bad_inputs_name_what_is_wrong_and_leave_no_store(fluid, weather, tmp_path):
+    checkpoint = _export(fluid, tmp_path / "model.pt")
+    out = tmp_path / "f.zarr"
+    with pytest.raises(CatalogError, match="unknown dataset 'nowhere'"):
+        run_forecast(checkpoint, "nowhere", "test", steps=2, out=out, progress=False)
+    with pytest.raises(ValidationError, match=r"12 frames per sequence, but a forecast of steps=20 .* at most 11"):
+        run_forecast(checkpoint, str(fluid), "test", steps=20, out=out, progress=False)
+    with pytest.raises(ValidationError, match=r"takes variables \['vorticity'\] \(channels \['vorticity'\]\); "
+                                              r"dataset 'wx' has variables \['t2m', 'z'\], without"):
+        run_forecast(checkpoint, str(weather), "test", steps=2, out=out, progress=False)
+    with pytest.raises(ValidationError, match=r"initial time '1.15' is not a valid initial time"):
+        run_forecast(checkpoint, str(fluid), "test", steps=2, out=out, inits=["1.15"], progress=False)
+    with pytest.raises(EarthsimError, match="no exported model at"):
+        run_forecast(tmp_path / "missing", str(fluid), "test", steps=2, out=out, progress=False)
+    with pytest.raises(ValidationError, match="does not record Navier–Stokes physics"):
+        solver_baseline(str(fluid), "test", steps=2, out=out, progress=False)
+    with pytest.raises(ValidationError, match="needs a weather dataset"):
+        climatology_forecast(str(fluid), "test", steps=2, out=out, progress=False)
+    assert not out.exists() and not Path(str(out) + ".partial").exists()
+    result = subprocess.run([sys.executable, "-m", "earthsim.forecast", "--dataset", str(fluid), "--steps", "2",
+                             "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 2 and "give a model (RUN_OR_CHECKPOINT) or --baseline" in result.stderr
