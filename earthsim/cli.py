@@ -226,14 +226,20 @@ def _run_score(args) -> int:
 
 
 def _add_demo(subparsers) -> None:
-    parser = _parser(subparsers, "demo", "Run the end-to-end demo on built-in data.", "earthsim demo")
+    parser = _parser(subparsers, "demo", "Run the end-to-end demo on built-in data: simulate, statistics, train an "
+                     "FNO, forecast, score against baselines; and the ERA5 sample's baselines.", """
+        earthsim demo
+        earthsim demo --out runs/demo --epochs 2
+    """)
+    parser.add_argument("--out", default="runs/demo", help="where the run, forecasts and scorecards go (replaced)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: the experiment's)")
     parser.set_defaults(run=_run_demo)
 
 
 def _run_demo(args) -> int:
     from earthsim.demo import run_demo
 
-    run_demo()
+    run_demo(args.out, epochs=args.epochs)
     return 0
 
 
