@@ -25,37 +25,14 @@ from earthsim.errors import CatalogError, EarthsimError, ValidationError
 from earthsim.forecast import climatology_forecast, persistence, run_forecast, solver_baseline
 from earthsim.models import build_model, model_spec
 from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
+from synthetic import write_waves_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 16
 
 
-def _waves(trajectories=7, frames=12) -> xr.Dataset:
-    """Vorticity-like travelling waves (the trainer tests' data), 0.1 solver time units apart."""
-    x = np.arange(N) * 2 * np.pi / N
-    rng = np.random.default_rng(0)
-    data = np.empty((trajectories, frames, N, N), np.float32)
-    for i in range(trajectories):
-        phase, amp = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.5, 1.5, 2)
-        for t in range(frames):
-            data[i, t] = (amp[0] * np.sin(x[None, :] - 0.3 * t + phase[0])
-                          + amp[1] * np.cos(2 * x[:, None] + 0.2 * t + phase[1]))
-    return xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), data, {"units": "1", "long_name": "vorticity"})},
-                      coords={"trajectory": np.arange(trajectories), "time": np.arange(frames) * 0.1, "y": x, "x": x})
-
-
 def _fluid_entry(root: Path, frames=12) -> Path:
-    write_zarr(_waves(frames=frames), root / "waves.zarr", progress=False)
-    entry = {
-        "name": "waves", "kind": "fluid", "description": "advected waves", "store": "waves.zarr",
-        "variables": {"vorticity": {"units": "1"}}, "grid": {"x": N, "y": N, "length": 2 * math.pi},
-        "time": {"step": 0.1, "units": "solver time units"},
-        "splits": {"train": {"trajectory": [0, 4]}, "validation": {"trajectory": [4, 5]},
-                   "test": {"trajectory": [5, 7]}},
-        "statistics": "waves.stats.zarr", "licence": "test", "provenance": "test",
-    }
-    path = root / "waves.yaml"
-    path.write_text(yaml.safe_dump(entry))
+    path = write_waves_entry(root, trajectories=7, frames=frames, n=N)
     compute_statistics(str(path), progress=False)
     return path
 

@@ -10,52 +10,24 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import xarray as xr
 import yaml
 
-from earthsim.data.store import write_zarr
 from earthsim.errors import EarthsimError
 from earthsim.models import build_from_spec
 from earthsim.train.config import from_mapping, load_experiment
 from earthsim.train.metrics import read_metrics
 from earthsim.train.trainer import train
+from synthetic import write_waves_entry
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _advected_waves(trajectories=6, frames=12, n=16) -> xr.Dataset:
-    """Vorticity-like fields translating at a fixed speed: a map the FNO can learn quickly."""
-    x = np.arange(n) * 2 * np.pi / n
-    rng = np.random.default_rng(0)
-    data = np.empty((trajectories, frames, n, n), np.float32)
-    for i in range(trajectories):
-        phase, amp = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.5, 1.5, 2)
-        for t in range(frames):
-            data[i, t] = (amp[0] * np.sin(x[None, :] - 0.3 * t + phase[0])
-                          + amp[1] * np.cos(2 * x[:, None] + 0.2 * t + phase[1]))
-    return xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), data)},
-                      coords={"trajectory": np.arange(trajectories), "time": np.arange(frames) * 0.1,
-                              "y": x, "x": x})
 
 
 @pytest.fixture
 def fluid_entry(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path))
-    write_zarr(_advected_waves(), tmp_path / "waves.zarr", progress=False)
-    entry = {
-        "name": "waves", "kind": "fluid", "description": "advected waves", "store": "waves.zarr",
-        "variables": {"vorticity": {"units": "1"}}, "grid": {"x": 16, "y": 16, "length": 6.283185307179586},
-        "time": {"step": 0.1, "units": "solver time units"},
-        "splits": {"train": {"trajectory": [0, 4]}, "validation": {"trajectory": [4, 5]},
-                   "test": {"trajectory": [5, 6]}},
-        "statistics": "waves.stats.zarr", "licence": "test", "provenance": "test",
-    }
-    path = tmp_path / "waves.yaml"
-    path.write_text(yaml.safe_dump(entry))
-    return path
+    return write_waves_entry(tmp_path)
 
 
 def _experiment(dataset: Path, **changes) -> dict:

@@ -120,12 +120,12 @@ def _real_parameter(value: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(torch.view_as_real(value.detach()).clone())
 
 
-class ShardableSpectralConv(SpectralConv):
-    """neuraloperator's ``SpectralConv`` with its weight held as real parameters (FSDP2-shardable).
+class _RealWeightConv:
+    """Mixin for neuraloperator's spectral convolutions: the weight held as real parameters (FSDP2-shardable).
 
-    The FFT and the complex contraction always run in float32, outside autocast: ``view_as_complex``
-    and the FFTs do not take bfloat16, so FSDP keeps this layer's parameters in float32
-    (``full_precision``) under a bf16 mixed-precision policy.
+    The transform and the complex contraction always run in float32, outside autocast:
+    ``view_as_complex`` and the FFTs do not take bfloat16, so FSDP keeps these layers' parameters in
+    float32 (``full_precision``) under a bf16 mixed-precision policy.
     """
 
     full_precision = True
@@ -139,18 +139,12 @@ class ShardableSpectralConv(SpectralConv):
             return super().forward(x.float(), output_shape)
 
 
-class ShardableSphericalConv(SphericalConv):
+class ShardableSpectralConv(_RealWeightConv, SpectralConv):
+    """neuraloperator's ``SpectralConv`` (FFT convolution on the periodic box) with real weight storage."""
+
+
+class ShardableSphericalConv(_RealWeightConv, SphericalConv):
     """neuraloperator's ``SphericalConv`` (SHT convolution, torch-harmonics) with real weight storage."""
-
-    full_precision = True
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.weight = RealSpectralWeight(self.weight)
-
-    def forward(self, x: torch.Tensor, output_shape=None) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float(), output_shape)
 
 
 _NORMS = (None, "group_norm", "instance_norm")
