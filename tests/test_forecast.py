@@ -308,7 +308,7 @@ def test_a_weather_ensemble_dataset_keeps_its_members_along_realization(tmp_path
              "time": {"start": str(times[0]), "stop": str(times[-1]), "step": "12h"},
              "splits": {"train": {"start": str(times[0]), "stop": str(times[4])},
                         "test": {"start": str(times[5]), "stop": str(times[-1])}},
-             "statistics": "e.stats.zarr", "licence": "t", "provenance": "t"}
+             "statistics": "e.stats.zarr", "climatology": "e.climatology.zarr", "licence": "t", "provenance": "t"}
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(entry))
     for batch_size in (2, 64):  # blocks of initial times of one member; blocks of whole members
         forecast = xr.open_zarr(persistence(str(tmp_path / "e.yaml"), steps=2, out=tmp_path / f"p{batch_size}.zarr",
@@ -317,6 +317,19 @@ def test_a_weather_ensemble_dataset_keeps_its_members_along_realization(tmp_path
         np.testing.assert_array_equal(forecast.time.values, times[5:8].values)
         for k in range(2):
             np.testing.assert_array_equal(forecast.t.isel(prediction_timedelta=k).values, values[5:8])
+
+    compute_climatology(str(tmp_path / "e.yaml"), progress=False, window_days=1)
+    clim = xr.open_zarr(tmp_path / "e.climatology.zarr", consolidated=False).t.load()
+    for batch_size in (2, 64):  # every member of a block shares the climatology at the valid time
+        forecast = xr.open_zarr(climatology_forecast(str(tmp_path / "e.yaml"), steps=2, out=tmp_path / f"c{batch_size}.zarr",
+                                                     batch_size=batch_size, progress=False), consolidated=False).load()
+        for k in range(2):
+            valid = pd.DatetimeIndex(times[5:8] + pd.Timedelta(hours=12 * (k + 1)))
+            expected = clim.sel(hour=xr.DataArray(np.asarray(valid.hour), dims="valid"),
+                                dayofyear=xr.DataArray(np.asarray(valid.day_of_year), dims="valid")).values
+            for member in range(3):
+                np.testing.assert_array_equal(forecast.t.isel(prediction_timedelta=k, realization=member).values,
+                                              expected)
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,7 @@ def test_weather_windows_equal_source_slices(weather):
     entry, ds, stats = weather
     dataset = WindowDataset(entry, "train", t_in=2, t_out=1, stride=2, statistics=stats)
     assert dataset.channels == ["z500", "z850", "t500", "t850", "t2m"]
+    assert dataset.channel_variables == ["z", "z", "t", "t", "t2m"]  # t2m is not a level of t
     assert len(dataset) == MEMBERS * (8 - 2 * 2)
     _check_windows(dataset, _weather_frames(ds), range(0, 8), t_in=2, t_out=1, stride=2)
     assert float(dataset[0]["lead_time"]) == 12.0 and dataset.lead_time == 12.0 and dataset.time_step == 6.0

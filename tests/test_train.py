@@ -112,6 +112,9 @@ def test_existing_run_needs_resume(fluid_entry, tmp_path):
     train(cfg, tmp_path / "run", progress=False)
     with pytest.raises(EarthsimError, match="--resume"):
         train(cfg, tmp_path / "run", progress=False)
+    changed = from_mapping(_experiment(fluid_entry, epochs=1, **{"optimizer.lr": 0.5}))
+    with pytest.raises(EarthsimError, match=r"different setup; changed: optimizer"):
+        train(changed, tmp_path / "run", resume=True, progress=False)
 
 
 def _env(tmp_path: Path) -> dict:

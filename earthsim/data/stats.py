@@ -262,7 +262,7 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
         if absent:
             raise ValidationError(f"dataset {entry.name!r}: variable {name!r} lacks dim(s) {absent} needed for a "
                                   f"climatology; it has {train[name].dims}")
-    hours = np.unique(ds.time.dt.hour.values)
+    hours = np.unique(ds.time.dt.hour.values)  # every hour of the data; hours absent from train stay NaN
     clim = xr.Dataset({name: _climatology(train[name], hours, weights) for name in variables})
     clim = clim.chunk({"hour": 1, "dayofyear": -1})
     clim.attrs[store.PROVENANCE_ATTR] = store.provenance(

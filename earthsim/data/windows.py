@@ -142,7 +142,8 @@ class WindowDataset(torch.utils.data.Dataset):
     which is used when it is None). With ``normalise=False`` and no statistics, samples are in
     physical units and ``mean``/``std``/``diff_std`` are None.
 
-    Attributes for the trainer: ``channels`` (names), ``mean``, ``std``, ``diff_std`` (float32
+    Attributes for the trainer: ``channels`` (names), ``channel_variables`` (the variable of each
+    channel), ``mean``, ``std``, ``diff_std`` (float32
     tensors ``[C]``), ``static_channels``, ``time_step``, ``lead_time``, ``grid``.
     """
 
@@ -175,6 +176,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if not self.variables:
             raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
         self._layouts, self.channels, levels, self._sequence_dims = self._channel_layouts(ds)
+        self.channel_variables = [layout.name for layout in self._layouts for _ in range(layout.channels)]
         self._frames, self._sequences = self._split_positions(ds, split)
         self._check_time_step(ds)
         self._per_sequence = len(self._frames) - (self.t_in + self.t_out - 1) * self.stride

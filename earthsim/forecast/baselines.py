@@ -97,7 +97,9 @@ def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, st
             parts.append(np.asarray(field.sel(where).values, dtype=np.float32))  # [valid, L, H, W]
         values = np.concatenate(parts, axis=1)
         n = block.inits.stop - block.inits.start
-        return values.reshape(n, ic.steps, 1, *values.shape[1:])
+        per_init = values.reshape(n, ic.steps, 1, *values.shape[1:])
+        # samples run sequence-major: every member/trajectory of the block shares the same valid times
+        return np.tile(per_init, (block.size // n,) + (1,) * (per_init.ndim - 1))
 
     return write_forecast(ic, out, compute, producer="earthsim.forecast.climatology_forecast",
                           request=_request("climatology", entry, split, ic, inits, climatology=entry.climatology),

@@ -112,7 +112,7 @@ def parse_forecast(spec: str) -> tuple[str, str]:
 def open_truth(truth: str | os.PathLike | DatasetEntry) -> Truth:
     """Open the truth: a catalog name, a catalog YAML file or an entry."""
     entry = truth if isinstance(truth, DatasetEntry) else catalog.get_entry(truth)
-    ds = catalog.open_dataset(entry)
+    ds = catalog.open_dataset(entry, generate=False)  # scoring reads stores; it never makes them
     where = f"truth {entry.name!r} ({entry.store})"
     if INIT_DIM not in ds.dims:
         raise AlignmentError(f"{where} has no 'time' dim; dims: {dict(ds.sizes)}")

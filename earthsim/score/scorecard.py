@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -456,6 +457,10 @@ def _climatology(climatology, truth: Truth, progress: bool) -> xr.Dataset | None
                                 f"{truth.name!r} is a {truth.entry.kind} dataset")
         return climatology if isinstance(climatology, xr.Dataset) else store.open_zarr(climatology)
     if truth.entry.kind == "weather" and truth.entry.climatology:
+        if not Path(truth.entry.climatology).exists():  # scoring reads stores; it never computes them
+            warnings.warn(f"no climatology store at {truth.entry.climatology}: ACC is left out; make it with "
+                          f"`earthsim stats {truth.entry.name}` or pass --climatology", stacklevel=2)
+            return None
         from earthsim.data.stats import load_climatology
 
         return load_climatology(truth.entry, progress=progress)

@@ -28,7 +28,7 @@ class MetricsLogger:
             return
         record = {"step": step, "kind": kind, **{k: float(v) for k, v in values.items()}}
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(_line(record))
         if self._writer is not None:
             for key, value in values.items():
                 self._writer.add_scalar(f"{kind}/{key}", float(value), step)
@@ -44,3 +44,13 @@ def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[di
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in records if kind is None or r["kind"] == kind]
+
+
+def truncate_metrics(run_dir: str | os.PathLike, after_step: int) -> None:
+    """Drop the records logged after ``after_step`` (what a killed run logged past its last checkpoint)."""
+    kept = [r for r in read_metrics(run_dir) if r["step"] <= after_step]
+    (Path(run_dir) / "metrics.jsonl").write_text("".join(_line(r) for r in kept))
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record) + "\n"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 import torch.distributed as dist
 from tqdm import tqdm
 
@@ -32,7 +33,7 @@ from earthsim.train.config import TrainConfig, to_yaml
 from earthsim.train.distributed import World, init_world
 from earthsim.data.grid import latitude_weights
 from earthsim.train.losses import get_loss
-from earthsim.train.metrics import MetricsLogger, read_metrics
+from earthsim.train.metrics import MetricsLogger, truncate_metrics
 from earthsim.train.schedule import warmup_cosine
 
 EXPORT_NAME = "model.pt"
@@ -68,8 +69,7 @@ def build_data(cfg: TrainConfig) -> Data:
     unknown = sorted(set(cfg.loss.variable_weights) - known)
     if unknown:
         raise EarthsimError(f"loss.variable_weights: unknown name(s) {unknown}; valid: {sorted(known)}")
-    for channel in train.channels:
-        variable = next((v for v in train.variables if channel.startswith(v)), channel)
+    for channel, variable in zip(train.channels, train.channel_variables):
         weights.append(float(cfg.loss.variable_weights.get(channel, cfg.loss.variable_weights.get(variable, 1.0))))
     lat = entry.grid.latitude
     return Data(train, validation, torch.tensor(weights),
@@ -175,13 +175,26 @@ class Trainer:
             raise EarthsimError(f"run directory {self.run_dir} already has checkpoints; pass --resume to continue it "
                                 "or choose another --run-dir")
         if resume and latest is not None:
+            self._check_same_run()
             self.step = self.checkpointer.restore(latest, self.model, self.optimizer, self.scheduler)["step"]
             if self.world.is_main:  # forget what the interrupted run logged after its last checkpoint
-                kept = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
-                (self.run_dir / "metrics.jsonl").write_text("".join(_json_line(r) for r in kept))
+                truncate_metrics(self.run_dir, self.step)
         if self.world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            (self.run_dir / "world.yaml").write_text(yaml.safe_dump({"world_size": self.world.size}))
+
+    def _check_same_run(self) -> None:
+        """A resumed run must keep everything that decides which samples and learning rates come next."""
+        saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
+        now = config_lib.to_dict(self.cfg)
+        keys = ("data", "model", "optimizer", "loss", "rollout", "epochs", "max_steps", "seed", "residual")
+        changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in keys if saved.get(k) != now[k]]
+        state = self.run_dir / "world.yaml"
+        if state.exists() and yaml.safe_load(state.read_text())["world_size"] != self.world.size:
+            changed.append(f"world_size: {yaml.safe_load(state.read_text())['world_size']} -> {self.world.size}")
+        if changed:
+            raise EarthsimError(f"cannot resume {self.run_dir} with a different setup; changed: " + "; ".join(changed))
 
     def unroll_steps(self, epoch: int) -> int:
         r = self.cfg.rollout
@@ -224,7 +237,7 @@ class Trainer:
         """One-step loss and rollout RMSE per channel (physical units, area-weighted on latitude grids)."""
         cfg, ds = self.cfg, self.data.validation
         loader = make_loader(ds, cfg.data.batch_size, 0, shuffle=False, rank=self.world.rank,
-                             world_size=self.world.size)
+                             world_size=self.world.size, drop_last=True)  # every rank runs the same batches
         steps, t_out = cfg.validation.rollout_steps, cfg.data.t_out
         weights = torch.ones(ds.grid.shape[0]) if self.data.lat_weights is None else torch.as_tensor(
             self.data.lat_weights, dtype=torch.float32)
@@ -239,8 +252,7 @@ class Trainer:
                 pred = self.stepper.rollout(x, static, steps).float()
             sums[0] += self._loss(pred[:, :t_out], y[:, :t_out]) * x.shape[0]
             sums[1] += x.shape[0]
-            last = slice((steps - 1) * t_out, steps * t_out)
-            sq = (((pred[:, last] - y[:, last]) * std) ** 2 * weights).mean(dim=(1, 3, 4))  # [B, C]
+            sq = (((pred[:, -1:] - y[:, -1:]) * std) ** 2 * weights).mean(dim=(1, 3, 4))  # last lead: [B, C]
             sums[2:] += sq.sum(dim=0).double()
         dist.all_reduce(sums)
         count = max(sums[1].item(), 1.0)
@@ -309,12 +321,6 @@ class Trainer:
             "step": self.step,
         }
         return export_model(self.model, self.run_dir / EXPORT_NAME, metadata)
-
-
-def _json_line(record: dict) -> str:
-    import json
-
-    return json.dumps(record) + "\n"
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
