@@ -7,7 +7,7 @@ batch size, in frames per second:
 
 - forward (peer/physical limit): ``model(x)`` on a batch already in memory, nothing else, called
   ``--steps`` times — the most any rollout of this model can deliver on this machine;
-- rollout in memory: :func:`earthsim.forecast.autoregressive_rollout` over ``--steps`` steps (feedback, residual
+- rollout in memory: :func:`earthsim.models.rollout` over ``--steps`` steps (feedback, residual
   update) on a batch already in memory;
 - forecast store: :func:`earthsim.forecast.run_forecast` end to end — reading initial conditions
   from the store, normalising, rolling out, de-normalising and writing every block into the Zarr
@@ -103,7 +103,8 @@ def fastest_seconds(fn, repeat: int, warm_up: bool = True) -> float:
 
 
 def run(args) -> dict:
-    from earthsim.forecast import autoregressive_rollout, load_exported, run_forecast
+    from earthsim.forecast import load_exported, run_forecast
+    from earthsim.models import rollout
 
     trajectories = args.trajectories or (3 if args.quick else 8)
     frames = args.frames or (26 if args.quick else 42)  # 16 or 32 initial times per trajectory: whole blocks
@@ -128,7 +129,7 @@ def run(args) -> dict:
 
             def chained():
                 with torch.inference_mode():
-                    autoregressive_rollout(model, x, args.steps, residual_scale=scale)
+                    rollout(model, x, args.steps, residual_scale=scale)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
 

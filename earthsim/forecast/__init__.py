@@ -13,7 +13,7 @@ import importlib
 
 _EXPORTS = {
     "climatology_forecast": "baselines", "persistence": "baselines", "solver_baseline": "baselines",
-    "InitialConditions": "inputs", "autoregressive_rollout": "rollout", "load_exported": "rollout",
+    "InitialConditions": "inputs", "load_exported": "rollout",
     "run_forecast": "rollout",
     "LEAD_DIM": "store", "forecast_template": "store",
 }

@@ -28,7 +28,7 @@ from earthsim.catalog import DatasetEntry
 from earthsim.errors import EarthsimError, ValidationError
 from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
 from earthsim.forecast.store import write_forecast
-from earthsim.models import EarthsimModel, build_from_spec
+from earthsim.models import EarthsimModel, build_from_spec, rollout
 
 EXPORT_NAME = "model.pt"
 REQUIRED_KEYS = ("model", "config", "data_shape", "state_dict", "dataset", "channels", "variables", "mean", "std",
@@ -62,28 +62,6 @@ def load_exported(checkpoint: str | os.PathLike) -> tuple[EarthsimModel, dict[st
     metadata = {k: v for k, v in exported.items() if k != "state_dict"}
     metadata["path"] = str(path.resolve())
     return model, metadata
-
-
-@torch.no_grad()
-def autoregressive_rollout(model: torch.nn.Module, x: torch.Tensor, steps: int, static: torch.Tensor | None = None,
-            residual_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``steps`` frames ``[B, steps, C, H, W]`` chained from normalised inputs ``x`` ``[B, T_in, C, H, W]``.
-
-    Each call's output (``[B, T_out, ...]``) is appended to the history and the last ``T_in``
-    frames of the history are the next input. ``residual_scale`` (``diff_std / std``, shape
-    ``[C]``) makes the output a change added to the last input frame.
-    """
-    t_in = x.shape[1]
-    scale = None if residual_scale is None else residual_scale.to(x).view(1, 1, -1, 1, 1)
-    outputs, produced = [], 0
-    while produced < steps:
-        out = model(x, static=static)
-        if scale is not None:
-            out = x[:, -1:] + out * scale
-        outputs.append(out)
-        produced += out.shape[1]
-        x = torch.cat([x, out], dim=1)[:, -t_in:]
-    return torch.cat(outputs, dim=1)[:, :steps]
 
 
 def _check_compatible(metadata: dict, model: EarthsimModel, ic: InitialConditions) -> None:
@@ -145,7 +123,8 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
         x = x.repeat_interleave(members, dim=0)
         if perturbation > 0:
             x = x + torch.from_numpy(_noise(ic, block, members, seed, tuple(x.shape[1:]), perturbation)).to(device)
-        pred = autoregressive_rollout(model, x, ic.steps, static=static, residual_scale=scale)
+        with torch.no_grad():
+            pred = rollout(model, x, ic.steps, static=static, residual_scale=scale)
         pred = (pred * std + mean).float().cpu().numpy()
         return pred.reshape(count, members, *pred.shape[1:]).swapaxes(1, 2)
 

@@ -17,8 +17,9 @@ from earthsim.models.base import (
 from earthsim.models import fno  # noqa: F401  (registers fno, tfno, sfno)
 from earthsim.models.fno import FNOConfig, SFNOConfig, TFNOConfig
 from earthsim.models.parallelize import default_mesh, parallelize
+from earthsim.models.rollout import rollout
 
 __all__ = [
     "DataShape", "EarthsimModel", "MODELS", "RecurrentModel", "build_from_spec", "build_model",
-    "model_spec", "register_model", "FNOConfig", "TFNOConfig", "SFNOConfig", "default_mesh", "parallelize",
+    "model_spec", "register_model", "FNOConfig", "TFNOConfig", "SFNOConfig", "default_mesh", "parallelize", "rollout",
 ]

@@ -27,7 +27,7 @@ from earthsim.data.loader import make_loader
 from earthsim.data.stats import compute_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import EarthsimError
-from earthsim.models import build_model, model_spec, parallelize
+from earthsim.models import build_model, model_spec, parallelize, rollout
 from earthsim.train.checkpoint import Checkpointer, export_model
 from earthsim.train.config import TrainConfig, to_yaml
 from earthsim.train.distributed import World, init_world
@@ -107,35 +107,6 @@ def _peak_memory_mb(world: World) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
-class Stepper:
-    """One autoregressive step in normalised space: direct, or residual on the last input frame.
-
-    Residual: the model output is the change in units of the one-step-difference std, so the next
-    normalised state is ``x_last + out * diff_std / std``.
-    """
-
-    def __init__(self, model, residual: bool, dataset: WindowDataset, device: torch.device):
-        self.model = model
-        self.scale = None
-        if residual:
-            self.scale = (dataset.diff_std / dataset.std).to(device).view(1, 1, -1, 1, 1)
-
-    def __call__(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
-        out = self.model(x, static=static)
-        if self.scale is None:
-            return out
-        return x[:, -1:] + out * self.scale
-
-    def rollout(self, x: torch.Tensor, static: torch.Tensor | None, steps: int) -> torch.Tensor:
-        """``steps`` chained predictions ``[B, steps * T_out, C, H, W]``, each fed back as input."""
-        outputs = []
-        for _ in range(steps):
-            pred = self(x, static)
-            outputs.append(pred)
-            x = torch.cat([x, pred], dim=1)[:, -x.shape[1]:]
-        return torch.cat(outputs, dim=1)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
@@ -163,7 +134,8 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.scheduler = warmup_cosine(self.optimizer, opt.warmup_steps, self.total_steps, opt.min_lr_ratio)
         self.loss_fn = get_loss(cfg.loss.name)
-        self.stepper = Stepper(self.model, cfg.residual, self.data.train, self.world.device)
+        train_ds = self.data.train  # residual: the model predicts the change in units of the difference std
+        self.residual_scale = (train_ds.diff_std / train_ds.std).to(self.world.device) if cfg.residual else None
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.checkpoint.keep)
         self.step = 0
         self._prepare_run_dir(resume)
@@ -218,7 +190,7 @@ class Trainer:
             x, y, static = self._to_device(batch)
             self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
             with _autocast(self.cfg, self.world):
-                pred = self.stepper.rollout(x, static, k)
+                pred = rollout(self.model, x, k * t_out, static, self.residual_scale)
             loss = sum(self._loss(pred[:, j * t_out:(j + 1) * t_out], y[:, j * t_out:(j + 1) * t_out])
                        for j in range(k))
             (loss / len(micro_batches)).backward()
@@ -249,7 +221,7 @@ class Trainer:
                 break
             x, y, static = self._to_device(batch)
             with _autocast(cfg, self.world):
-                pred = self.stepper.rollout(x, static, steps).float()
+                pred = rollout(self.model, x, steps * t_out, static, self.residual_scale).float()
             sums[0] += self._loss(pred[:, :t_out], y[:, :t_out]) * x.shape[0]
             sums[1] += x.shape[0]
             sq = (((pred[:, -1:] - y[:, -1:]) * std) ** 2 * weights).mean(dim=(1, 3, 4))  # last lead: [B, C]
