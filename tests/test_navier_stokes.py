@@ -396,3 +396,26 @@ def test_catalog_entries_record_a_valid_run(name, group):
     # The two entries share one store, so they must record the same run.
     other = catalog.get_entry("kolmogorov-32" if name == "kolmogorov-64" else "kolmogorov-64")
     assert other.store == entry.store and other.source.params == entry.source.params
+
+
+def test_coarse_spinup_reaches_a_statistically_steady_flow(tmp_path):
+    """Without a long spin-up the rms vorticity still decays from its random start; after one it holds steady."""
+    common = dict(resolution=64, save_resolutions=(32,), trajectories=2, frames=20, save_interval=0.1,
+                  spinup_time=0.5, batch_size=2, coarse_resolution=32)
+    rms = {}
+    for coarse_time in (0.0, 20.0):
+        config = ns.NavierStokesConfig(coarse_spinup_time=coarse_time, **common)
+        path = ns.simulate_navier_stokes(config, tmp_path / f"ns{coarse_time:g}.zarr", progress=False)
+        vorticity = xr.open_zarr(path, group="32", consolidated=False).vorticity.values
+        rms[coarse_time] = np.sqrt((vorticity ** 2).mean(axis=(0, 2, 3)))
+        assert ("none" if coarse_time == 0 else "20 time units at 32²") in xr.open_zarr(
+            path, group="32", consolidated=False).attrs["coarse_spinup"]
+    decay = lambda r: abs(r[-1] - r[0]) / r[0]  # noqa: E731
+    assert decay(rms[0.0]) > 0.2 and decay(rms[20.0]) < 0.1
+
+
+def test_coarse_resolution_must_fit_the_solver_and_the_forcing():
+    with pytest.raises(EarthsimError, match="coarse_resolution"):
+        ns.NavierStokesConfig(resolution=64, coarse_resolution=128)
+    with pytest.raises(EarthsimError, match="coarse_resolution"):
+        ns.NavierStokesConfig(resolution=64, coarse_resolution=8)  # 2/3 cutoff 2 < forcing wavenumber 4

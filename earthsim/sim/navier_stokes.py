@@ -85,6 +85,11 @@ class NavierStokesConfig:
         "help": "time between saved frames, in solver time units (a whole number of solver steps)"})
     spinup_time: float = field(default=2.0, metadata={
         "help": "time run from the random initial state before the first saved frame (not saved)"})
+    coarse_spinup_time: float = field(default=0.0, metadata={
+        "help": "time first run on the coarser grid coarse_resolution, before spinup_time at resolution: a cheap way "
+                "to reach the statistically steady state (rounded to whole coarse steps; not saved)"})
+    coarse_resolution: int = field(default=64, metadata={
+        "help": "grid points per side of the coarse spin-up (even, ≤ resolution)"})
     peak_wavenumber: float = field(default=4.0, metadata={
         "help": "wavenumber where the initial velocity spectrum peaks"})
     max_velocity: float = field(default=7.0, metadata={
@@ -121,6 +126,11 @@ class NavierStokesConfig:
         for key in ("save_interval", "peak_wavenumber", "max_velocity", "cfl_safety"):
             require(getattr(self, key) > 0, key, "a number > 0")
         require(self.spinup_time >= 0, "spinup_time", "a number ≥ 0")
+        require(self.coarse_spinup_time >= 0, "coarse_spinup_time", "a number ≥ 0")
+        require(self.coarse_resolution % 2 == 0
+                and self.forcing_wavenumber <= dealias_cutoff(self.coarse_resolution) <= dealias_cutoff(self.resolution),
+                "coarse_resolution", f"an even integer ≤ resolution={self.resolution} whose 2/3 cutoff keeps the "
+                                     f"forcing wavenumber {self.forcing_wavenumber}")
         require(self.dtype in DTYPES, "dtype", f"one of {list(DTYPES)}")
         try:
             torch.device(self.device)
@@ -364,6 +374,11 @@ def _forcing_description(config: NavierStokesConfig) -> str:
     return f"Kolmogorov: body force ({a:g} sin({k} y), 0), vorticity forcing -{a * k:g} cos({k} y)"
 
 
+def coarse_spinup_steps(config: NavierStokesConfig, coarse: "NavierStokes2D") -> int:
+    """Whole steps of the coarse solver that make (at least) ``config.coarse_spinup_time``."""
+    return math.ceil(config.coarse_spinup_time / coarse.dt - 1e-9)
+
+
 def _store_attributes(config: NavierStokesConfig, solver: NavierStokes2D, spinup_steps: int) -> dict:
     """The physics, numerics and provenance every group of the store records."""
     from earthsim.data.store import provenance
@@ -382,6 +397,8 @@ def _store_attributes(config: NavierStokesConfig, solver: NavierStokes2D, spinup
         "solver_dt": solver.dt,
         "steps_per_frame": solver.steps_for(config.save_interval),
         "spinup_time": spinup_steps * solver.dt,
+        "coarse_spinup": (f"{config.coarse_spinup_time:g} time units at {config.coarse_resolution}² before the spin-up, "
+                          "then zero-padded to the solver grid" if config.coarse_spinup_time > 0 else "none"),
         "solver_resolution": config.resolution,
         "cfl_safety": config.cfl_safety,
         "cfl_velocity": config.max_velocity,
@@ -420,8 +437,16 @@ def _solve_batch(solver: NavierStokes2D, config: NavierStokesConfig, batch: rang
                  bar) -> tuple[dict[int, np.ndarray], float]:
     """Frames {resolution: [B, frames, r, r] float32} of one batch of trajectories, and its peak Courant number."""
     steps_per_frame = solver.steps_for(config.save_interval)
-    state = solver.to_spectral(random_vorticity(
-        batch, config.resolution, config.seed, config.peak_wavenumber, config.max_velocity))
+    initial = random_vorticity(batch, config.coarse_resolution if config.coarse_spinup_time > 0 else config.resolution,
+                               config.seed, config.peak_wavenumber, config.max_velocity)
+    if config.coarse_spinup_time > 0:  # spin up on the coarse grid, then zero-pad the spectrum to the solver's
+        coarse = NavierStokes2D.from_config(config, resolution=config.coarse_resolution)
+        state = coarse.to_spectral(initial)
+        for _ in range(coarse_spinup_steps(config, coarse)):
+            state = coarse.step(state)
+        bar.update(coarse_spinup_steps(config, coarse))
+        initial = resample(coarse.to_physical(state), config.resolution)
+    state = solver.to_spectral(initial)
     frames = {r: np.empty((len(batch), config.frames, r, r), np.float32) for r in config.save_resolutions}
     courant = 0.0
     for index in range(config.frames):
@@ -461,6 +486,8 @@ def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = Tru
     batches = [range(start, min(start + config.batch_size, config.trajectories))
                for start in range(0, config.trajectories, config.batch_size)]
     steps = spinup_steps + (config.frames - 1) * solver.steps_for(config.save_interval)
+    if config.coarse_spinup_time > 0:
+        steps += coarse_spinup_steps(config, NavierStokes2D.from_config(config, resolution=config.coarse_resolution))
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
