@@ -416,6 +416,6 @@ def test_coarse_spinup_reaches_a_statistically_steady_flow(tmp_path):
 
 def test_coarse_resolution_must_fit_the_solver_and_the_forcing():
     with pytest.raises(EarthsimError, match="coarse_resolution"):
-        ns.NavierStokesConfig(resolution=64, coarse_resolution=128)
+        ns.NavierStokesConfig(resolution=64, coarse_spinup_time=1.0, coarse_resolution=128)
     with pytest.raises(EarthsimError, match="coarse_resolution"):
-        ns.NavierStokesConfig(resolution=64, coarse_resolution=8)  # 2/3 cutoff 2 < forcing wavenumber 4
+        ns.NavierStokesConfig(resolution=64, coarse_spinup_time=1.0, coarse_resolution=8)  # 2/3 cutoff 2 < forcing wavenumber 4

@@ -127,7 +127,7 @@ class NavierStokesConfig:
             require(getattr(self, key) > 0, key, "a number > 0")
         require(self.spinup_time >= 0, "spinup_time", "a number ≥ 0")
         require(self.coarse_spinup_time >= 0, "coarse_spinup_time", "a number ≥ 0")
-        require(self.coarse_resolution % 2 == 0
+        require(self.coarse_spinup_time == 0 or self.coarse_resolution % 2 == 0
                 and self.forcing_wavenumber <= dealias_cutoff(self.coarse_resolution) <= dealias_cutoff(self.resolution),
                 "coarse_resolution", f"an even integer ≤ resolution={self.resolution} whose 2/3 cutoff keeps the "
                                      f"forcing wavenumber {self.forcing_wavenumber}")
