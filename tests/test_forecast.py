@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,3 +405,79 @@ def test_bad_inputs_name_what_is_wrong_and_leave_no_store(fluid, weather, tmp_pa
     result = subprocess.run([sys.executable, "-m", "earthsim.forecast", "--dataset", str(fluid), "--steps", "2",
                              "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 2 and "give a model (RUN_OR_CHECKPOINT) or --baseline" in result.stderr
+
+
+def _static_entry(root: Path) -> Path:
+    """Two days of hourly t2m on a 6 × 8 grid with a static orography, and its statistics."""
+    times = pd.date_range("2020-02-27T00:00", periods=48, freq="1h")
+    lat, lon = np.linspace(40.0, 50.0, 6), np.linspace(-5.0, 9.0, 8)
+    rng = np.random.default_rng(4)
+    ds = xr.Dataset(
+        {"t2m": (("time", "latitude", "longitude"), (280 + rng.normal(0, 1, (48, 6, 8))).astype(np.float32),
+                 {"units": "K"}),
+         "orography": (("latitude", "longitude"), (800 + 300 * rng.normal(0, 1, (6, 8))).astype(np.float32),
+                       {"units": "m"})},
+        coords={"time": times, "latitude": lat, "longitude": lon})
+    write_zarr(ds, root / "oro.zarr", progress=False)
+    entry = {
+        "name": "oro", "kind": "weather", "description": "synthetic weather with orography", "store": "oro.zarr",
+        "variables": {"t2m": {"units": "K"}}, "static": ["orography"],
+        "grid": {"latitude": {"start": 40.0, "stop": 50.0, "size": 6},
+                 "longitude": {"start": -5.0, "stop": 9.0, "size": 8}},
+        "time": {"start": "2020-02-27T00:00", "stop": "2020-02-28T23:00", "step": "1h"},
+        "splits": {"train": {"start": "2020-02-27T00:00", "stop": "2020-02-27T23:00"},
+                   "test": {"start": "2020-02-28T00:00", "stop": "2020-02-28T23:00"}},
+        "statistics": "oro.stats.zarr", "licence": "test", "provenance": "test",
+    }
+    path = root / "oro.yaml"
+    path.write_text(yaml.safe_dump(entry))
+    compute_statistics(str(path), progress=False)
+    return path
+
+
+def test_static_fields_are_normalised_as_the_export_records(tmp_path):
+    """An export with static_mean/static_std normalises the forecast dataset's static fields by them (not by
+    whatever statistics exist at forecast time); an export without them falls back to the dataset's."""
+    from earthsim.models import rollout
+
+    entry = _static_entry(tmp_path)
+    windows = WindowDataset(str(entry), "train")
+    torch.manual_seed(5)
+    model = build_model("fno", {"n_modes": [3, 4], "hidden_channels": 8, "n_layers": 2}, channels=1, height=6,
+                        width=8, static_channels=1)
+    base = {**model_spec(model), "state_dict": model.state_dict(), "dataset": "oro", "channels": windows.channels,
+            "variables": windows.variables, "mean": windows.mean, "std": windows.std, "diff_std": windows.diff_std,
+            "stride": 1, "time_step": 1.0, "lead_time": 1.0, "residual": False}
+    recorded_mean, recorded_std = windows.static_statistics()
+    assert recorded_mean.shape == (1,)
+    trained = {"static_channels": ["orography"], "static_mean": torch.tensor(recorded_mean + 150.0),
+               "static_std": torch.tensor(recorded_std * 2.0)}  # as if trained with other statistics
+    paths = {}
+    for name, extra in (("plain", {}), ("same", {"static_channels": ["orography"],
+                                                 "static_mean": torch.tensor(recorded_mean),
+                                                 "static_std": torch.tensor(recorded_std)}),
+                        ("trained", trained), ("other", {**trained, "static_channels": ["lsm"]})):
+        paths[name] = tmp_path / name / "model.pt"
+        paths[name].parent.mkdir()
+        torch.save({**base, **extra}, paths[name])
+
+    def forecast(name):
+        out = run_forecast(paths[name], str(entry), "test", steps=2, out=tmp_path / f"{name}.zarr", inits=[
+            "2020-02-28T03:00", "2020-02-28T10:00"], progress=False)
+        return xr.open_zarr(out, consolidated=False).t2m.load()
+
+    plain = forecast("plain")
+    np.testing.assert_array_equal(forecast("same").values, plain.values)
+    shutil.rmtree(tmp_path / "oro.stats.zarr")  # the export alone says how static fields were normalised
+    got = forecast("trained")
+    assert not (tmp_path / "oro.stats.zarr").exists()
+    assert not np.allclose(got.values, plain.values)
+    truth = _truth(entry).t2m.sel(time=got.time.values).values  # [inits, H, W]
+    orography = _truth(entry).orography.values.astype(np.float64)
+    static = torch.from_numpy((orography - recorded_mean[0] - 150.0) / (recorded_std[0] * 2.0)).float()[None]
+    x = ((torch.from_numpy(truth) - windows.mean[0]) / windows.std[0])[:, None, None]
+    with torch.no_grad():
+        expected = rollout(model.eval(), x, 2, static=static) * windows.std[0] + windows.mean[0]
+    np.testing.assert_allclose(got.values, expected[:, :, 0].numpy(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValidationError, match=r"takes static fields \['lsm'\]; dataset 'oro' has \['orography'\]"):
+        forecast("other")

@@ -387,3 +387,51 @@ def test_bad_requests_name_what_is_wrong(weather, fluid):
         WindowDataset(entry, "train", statistics=stats.assign(t=stats["t"] * 0))
     with pytest.raises(ValidationError, match="stride must be an integer"):
         WindowDataset(fluid[0], "train", stride=0, statistics=fluid[2])
+
+
+def test_layout_accessors_and_raw_frame_reads(weather, fluid):
+    """The public layout (sequences, levels, valid starts) and ``read_frames`` against numpy slices of the source."""
+    entry, ds, stats = weather
+    dataset = WindowDataset(entry, "train", t_in=2, t_out=1, stride=2, statistics=stats)
+    assert dataset.sequence_dims == ("realization",)
+    assert dataset.sequences == [(m,) for m in range(MEMBERS)]
+    assert list(dataset.levels) == ["z", "t"] and dataset.levels["z"].tolist() == LEVELS
+    np.testing.assert_array_equal(dataset.starts, np.arange(8 - 4))  # train frames 0-7, windows span 5 frames
+    assert [dataset.locate(i) for i in range(len(dataset))] == [
+        (sequence, int(start)) for sequence in dataset.sequences for start in dataset.starts]
+    source = _weather_frames(ds)  # [member, time, channel, lat, lon], physical units
+    frames = dataset.read_frames(2, 1, 3)  # raw, not normalised, consecutive frames
+    assert frames.dtype == np.float32 and frames.shape == (3, 5, 4, 8)
+    np.testing.assert_array_equal(frames, source[2, 1:4])
+    np.testing.assert_array_equal(dataset.read_frames(1, 0, 4, step=2), source[1, [0, 2, 4, 6]])
+    with pytest.raises(IndexError, match="leave split 'train'"):
+        dataset.read_frames(0, 6, 3)  # frame 8 belongs to the validation split
+    with pytest.raises(IndexError, match="sequence 3 out of range"):
+        dataset.read_frames(MEMBERS, 0, 1)
+    test = WindowDataset(entry, "test", statistics=stats)
+    np.testing.assert_array_equal(test.starts, [11, 12])
+    with pytest.raises(IndexError, match="leave split 'test'"):
+        test.read_frames(0, 10, 1)
+    assert test.dataset["time"].size == len(TIMES) and "orography" in test.dataset  # the whole store, lazily
+    assert pickle.loads(pickle.dumps(test)).dataset.sizes == test.dataset.sizes  # reopened after unpickling
+
+    fentry, fds, fstats = fluid
+    train = WindowDataset(fentry, "train", t_in=3, t_out=2, statistics=fstats)
+    assert train.sequence_dims == ("trajectory",) and train.sequences == [(0,), (1,), (2,)] and train.levels == {}
+    np.testing.assert_array_equal(train.starts, np.arange(FLUID_FRAMES - 4))
+    np.testing.assert_array_equal(train.read_frames(1, 2, 5)[:, 0], fds["vorticity"].values[1, 2:7])
+
+
+def test_static_statistics_are_what_static_fields_use(weather):
+    entry, ds, stats = weather
+    orography = ds["orography"].values.astype(np.float64)
+    own = WindowDataset(entry, "test", statistics=stats)  # the statistics have no orography: its own mean and std
+    np.testing.assert_array_equal(own.raw_static_fields(), orography[None])
+    mean, std = own.static_statistics()
+    np.testing.assert_allclose(mean, [orography.mean()])
+    np.testing.assert_allclose(std, [orography.std()])
+    np.testing.assert_allclose(own.static_fields().numpy(), ((orography - mean[0]) / std[0])[None], rtol=1e-6)
+    recorded = stats.assign(orography=("statistic", [400.0, 250.0, 1.0]))
+    kept = WindowDataset(entry, "test", statistics=recorded)
+    assert [a.tolist() for a in kept.static_statistics()] == [[400.0], [250.0]]
+    np.testing.assert_allclose(kept.static_fields().numpy(), ((orography - 400.0) / 250.0)[None], rtol=1e-6)

@@ -121,6 +121,14 @@ class _ZarrReader:
         return future
 
 
+class SplitTooShortError(ValidationError):
+    """A split with fewer frames per sequence than one window needs; ``frames`` and ``needed`` say how many."""
+
+    def __init__(self, message: str, frames: int, needed: int):
+        super().__init__(message)
+        self.frames, self.needed = frames, needed
+
+
 def batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     """An uninitialised float32 tensor, in shared memory when made in a DataLoader worker process.
 
@@ -145,6 +153,10 @@ class WindowDataset(torch.utils.data.Dataset):
     Attributes for the trainer: ``channels`` (names), ``channel_variables`` (the variable of each
     channel), ``mean``, ``std``, ``diff_std`` (float32
     tensors ``[C]``), ``static_channels``, ``time_step``, ``lead_time``, ``grid``.
+
+    For readers other than the loader (forecast runs): ``sequence_dims``, ``sequences``, ``levels``,
+    ``starts``, ``dataset`` (the store's coordinates and attributes, lazily) and ``read_frames``
+    (raw frames of one sequence), ``raw_static_fields`` and ``static_statistics``.
     """
 
     def __init__(
@@ -175,16 +187,17 @@ class WindowDataset(torch.utils.data.Dataset):
         self.variables = list(variables) if variables is not None else entry.variable_names
         if not self.variables:
             raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
-        self._layouts, self.channels, levels, self._sequence_dims = self._channel_layouts(ds)
+        self._layouts, self.channels, self._levels, self._sequence_dims = self._channel_layouts(ds)
         self.channel_variables = [layout.name for layout in self._layouts for _ in range(layout.channels)]
         self._frames, self._sequences = self._split_positions(ds, split)
         self._check_time_step(ds)
         self._per_sequence = len(self._frames) - (self.t_in + self.t_out - 1) * self.stride
         if self._per_sequence < 1:
-            raise ValidationError(
+            needed = (self.t_in + self.t_out - 1) * self.stride + 1
+            raise SplitTooShortError(
                 f"dataset {entry.name!r}, split {split!r}: {len(self._frames)} frames per sequence, but a "
-                f"window of t_in={t_in} + t_out={t_out} frames with stride {stride} needs "
-                f"{(self.t_in + self.t_out - 1) * self.stride + 1}"
+                f"window of t_in={t_in} + t_out={t_out} frames with stride {stride} needs {needed}",
+                frames=len(self._frames), needed=needed,
             )
         self.static_channels = list(entry.static)
         self._static_layouts = self._static_layouts_of(ds)
@@ -195,10 +208,11 @@ class WindowDataset(torch.utils.data.Dataset):
             statistics = load_statistics(entry)
         self.mean = self.std = self.diff_std = None
         if statistics is not None:
-            mean, std, diff_std = (self._channel_statistic(statistics, name, levels) for name in STATISTICS)
+            mean, std, diff_std = (self._channel_statistic(statistics, name, self._levels) for name in STATISTICS)
             self.mean, self.std, self.diff_std = (torch.from_numpy(v.astype(np.float32)) for v in (mean, std, diff_std))
             self._inverse_std = (1.0 / std).astype(np.float32)
         self._static_statistics = self._static_stats(statistics)
+        self._ds: xr.Dataset | None = ds  # lazy (dask-backed): coordinates and attributes only, never read here
         self._readers: list | None = None
         self._static_readers: list | None = None
         self._static: torch.Tensor | None = None
@@ -360,6 +374,60 @@ class WindowDataset(torch.utils.data.Dataset):
                     found[name] = tuple(float(self._statistic(statistics, name, s)) for s in ("mean", "std"))
         return found
 
+    # -- public layout ---------------------------------------------------------------------------
+
+    @property
+    def sequence_dims(self) -> tuple[str, ...]:
+        """The store dims along which sequences run (``trajectory``, ``realization``), in store order; may be empty."""
+        return tuple(self._sequence_dims)
+
+    @property
+    def sequences(self) -> list[tuple[int, ...]]:
+        """The split's sequences, as store positions along ``sequence_dims``, in sample order."""
+        return list(self._sequences)
+
+    @property
+    def levels(self) -> dict[str, np.ndarray]:
+        """The store's level values of each variable that has levels (in channel order)."""
+        return {name: values.copy() for name, values in self._levels.items()}
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Store frame positions at which a whole window fits inside the split (the same for every sequence)."""
+        return np.array(self._frames[: self._per_sequence], dtype=np.int64)
+
+    @property
+    def dataset(self) -> xr.Dataset:
+        """The store opened lazily with xarray, for its coordinates and attributes (reads go through
+        ``read_frames``); opened again after unpickling."""
+        if self._ds is None:
+            self._ds = catalog.open_dataset(self.entry)
+        return self._ds
+
+    def read_frames(self, sequence: int, first: int, count: int, step: int = 1) -> np.ndarray:
+        """Raw (not normalised) frames ``[count, C, H, W]`` (float32) of sequence number ``sequence`` (an
+        index into ``sequences``): store frames ``first, first + step, …``, all inside the split. One
+        strided read per variable, all in flight at once."""
+        sequence, first, count, step = int(sequence), int(first), int(count), int(step)
+        if not 0 <= sequence < len(self._sequences):
+            raise IndexError(f"sequence {sequence} out of range for {len(self._sequences)} sequences")
+        if count < 1 or step < 1:
+            raise ValueError(f"count and step must be ≥ 1, got count={count}, step={step}")
+        last = first + (count - 1) * step
+        if first < self._frames[0] or last > self._frames[-1]:
+            raise IndexError(
+                f"frames {first}…{last} leave split {self.split!r} (frames {self._frames[0]}…{self._frames[-1]})"
+            )
+        if self._pid != os.getpid():
+            self._open()
+        out = np.empty((count, len(self.channels), *self.grid.shape), dtype=np.float32)
+        futures = self._start_frame_reads(self._sequences[sequence], first, last + 1, step)
+        for layout, future in zip(self._layouts, futures):
+            block = future.result().transpose(layout.order)
+            channels = slice(layout.channel_start, layout.channel_start + layout.channels)
+            out[:, channels] = block if layout.has_level else block[:, None]
+        return out
+
     # -- reading ---------------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -383,8 +451,12 @@ class WindowDataset(torch.utils.data.Dataset):
     def _start_reads(self, index: int) -> list[Future]:
         sequence, start = self.locate(index)
         stop = start + (self.t_in + self.t_out - 1) * self.stride + 1
+        return self._start_frame_reads(sequence, start, stop, self.stride)
+
+    def _start_frame_reads(self, sequence: tuple[int, ...], start: int, stop: int, step: int) -> list[Future]:
+        """One read per variable of frames ``start:stop:step`` of a sequence (store positions), all started."""
         where = dict(zip(self._sequence_dims, sequence))
-        where[TIME_DIM] = slice(start, stop, self.stride)
+        where[TIME_DIM] = slice(start, stop, step)
         return [
             reader.read(tuple(where.get(d, slice(None)) for d in layout.dims))
             for layout, reader in zip(self._layouts, self._readers)
@@ -437,22 +509,42 @@ class WindowDataset(torch.utils.data.Dataset):
 
         Read once per process and shared by every sample: do not modify it in place.
         """
+        if self._static is None or self._pid != os.getpid():
+            fields = self.raw_static_fields()
+            if self.normalise:
+                mean, std = self._static_mean_std(fields)
+                fields = (fields - mean[:, None, None]) / std[:, None, None]
+            self._static = torch.from_numpy(fields.astype(np.float32))
+        return self._static
+
+    def raw_static_fields(self) -> np.ndarray:
+        """Static fields ``[C_s, H, W]`` as stored (float64, not normalised); read on each call."""
         if self._pid != os.getpid():
             self._open()
-        if self._static is None:
-            fields = []
-            for layout, reader in zip(self._static_layouts, self._static_readers):
-                field = np.asarray(reader.read((slice(None), slice(None))).result(), dtype=np.float64)
-                if self.normalise:
-                    mean, std = self._static_statistics.get(layout.name, (field.mean(), field.std()))
-                    field = (field - mean) / (std if std > 0 else 1.0)
-                fields.append(field.astype(np.float32))
-            self._static = torch.from_numpy(np.stack(fields))
-        return self._static
+        fields = [np.asarray(reader.read((slice(None), slice(None))).result(), dtype=np.float64)
+                  for reader in self._static_readers]
+        return np.stack(fields) if fields else np.empty((0, *self.grid.shape))
+
+    def static_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``[C_s]`` (float64) that ``static_fields`` normalises by: the statistics' where they
+        have the field, else the field's own (a std of 0 counts as 1)."""
+        own = [name for name in self.static_channels if name not in self._static_statistics]
+        return self._static_mean_std(self.raw_static_fields() if own else None)
+
+    def _static_mean_std(self, fields: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        means, stds = [], []
+        for c, name in enumerate(self.static_channels):
+            if name in self._static_statistics:
+                mean, std = self._static_statistics[name]
+            else:
+                mean, std = fields[c].mean(), fields[c].std()
+            means.append(mean)
+            stds.append(std if std > 0 else 1.0)
+        return np.asarray(means, dtype=np.float64), np.asarray(stds, dtype=np.float64)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_readers=None, _static_readers=None, _static=None, _pid=None)
+        state.update(_readers=None, _static_readers=None, _static=None, _pid=None, _ds=None)
         return state
 
     def __repr__(self) -> str:

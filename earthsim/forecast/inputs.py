@@ -6,10 +6,11 @@ and predicts ``f + stride … f + steps·stride``; every initial time chosen mus
 frames inside the split, so that each lead can be scored against the truth. Each sequence of the
 split (fluid trajectory, weather ensemble member) offers the same initial times.
 
-The split, layout and channel order are those of :class:`earthsim.data.windows.WindowDataset`
-(a window of ``t_in`` inputs and ``steps`` targets is exactly one forecast), which also checks the
-store against its entry. Input frames are read block by block: one read per variable and sequence
-covering the block's consecutive initial times, instead of one per initial time.
+The split, layout, channel order, sequences, valid start frames and reads are those of
+:class:`earthsim.data.windows.WindowDataset` (a window of ``t_in`` inputs and ``steps`` targets is
+exactly one forecast), which also checks the store against its entry. Input frames are read block by
+block: one read per variable and sequence covering the block's consecutive initial times, instead of
+one per initial time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import xarray as xr
 
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
-from earthsim.data.windows import LEVEL_DIM, TIME_DIM, WindowDataset, channel_name, spatial_dims
+from earthsim.data.windows import TIME_DIM, SplitTooShortError, WindowDataset, spatial_dims
 from earthsim.errors import CatalogError, ValidationError
 
 MEMBER_DIM = "realization"
@@ -69,32 +70,25 @@ class InitialConditions:
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
             raise ValidationError(f"steps must be an integer ≥ 1, got {steps!r}")
         self.entry, self.split, self.steps, self.t_in, self.stride = entry, split, int(steps), int(t_in), int(stride)
-        # Opened without dask: each block's read goes straight to the store, with no task graph to build.
-        ds = xr.open_zarr(str(entry.store), group=entry.group, consolidated=False, chunks=None)
-        frames = entry.split(split).select(ds).sizes.get(TIME_DIM, 0)
-        needed = (self.t_in - 1 + self.steps) * self.stride + 1
-        if frames < needed:
+        try:
+            self.windows = WindowDataset(entry, split, t_in=self.t_in, t_out=self.steps, stride=self.stride,
+                                         variables=variables, normalise=normalise)
+        except SplitTooShortError as error:  # the same check, said in a forecast's terms
             raise ValidationError(
-                f"dataset {entry.name!r}, split {split!r}: {frames} frames per sequence, but a forecast of "
-                f"steps={steps} from t_in={t_in} input frames {stride} frame(s) apart needs {needed}; "
-                f"at most {max(0, (frames - 1) // self.stride - self.t_in + 1)} steps fit")
-        self.windows = WindowDataset(entry, split, t_in=self.t_in, t_out=self.steps, stride=self.stride,
-                                     variables=variables, normalise=normalise)
-        self.ds = ds
+                f"dataset {entry.name!r}, split {split!r}: {error.frames} frames per sequence, but a forecast of "
+                f"steps={steps} from t_in={t_in} input frames {stride} frame(s) apart needs {error.needed}; "
+                f"at most {max(0, (error.frames - 1) // self.stride - self.t_in + 1)} steps fit") from None
+        self.ds = self.windows.dataset  # coordinates and attributes for the forecast store
         self.variables = list(self.windows.variables)
         self.spatial_dims = spatial_dims(entry.grid)
-        self.levels = {v: ds[v][LEVEL_DIM].values for v in self.variables if LEVEL_DIM in ds[v].dims}
-        self.channels = [channel_name(v, level) for v in self.variables for level in self.levels.get(v, [None])]
-        if self.channels != list(self.windows.channels):
-            raise ValidationError(f"dataset {entry.name!r}: channels {self.channels} differ from the window "
-                                  f"layout's {self.windows.channels}")
-        located = [self.windows.locate(i) for i in range(len(self.windows))]
-        self.sequence_dims = tuple(d for d in ds[self.variables[0]].dims
-                                   if d not in (TIME_DIM, LEVEL_DIM, *self.spatial_dims))
+        self.levels = self.windows.levels
+        self.channels = list(self.windows.channels)
+        self.sequence_dims = self.windows.sequence_dims
+        sequences = self.windows.sequences
+        self._sequence_number = {sequence: k for k, sequence in enumerate(sequences)}
         # Positions in the store along each sequence dim, in the window dataset's order.
-        self.sequence_positions = [sorted({seq[k] for seq, _ in located}) for k in range(len(self.sequence_dims))]
-        valid = np.array(sorted({start for _, start in located})) + (self.t_in - 1) * self.stride
-        self.init_frames = self._choose(valid, inits)
+        self.sequence_positions = [sorted({seq[k] for seq in sequences}) for k in range(len(self.sequence_dims))]
+        self.init_frames = self._choose(self.windows.starts + (self.t_in - 1) * self.stride, inits)
 
     def _choose(self, valid: np.ndarray, inits: list | None) -> np.ndarray:
         """Store frame positions of the initial times: all valid ones, or those named in ``inits``."""
@@ -183,24 +177,14 @@ class InitialConditions:
 
     def read(self, block: Block, frames: int | None = None) -> np.ndarray:
         """Raw input frames ``[samples, frames, C, H, W]`` (float32) of a block: the ``frames`` (default
-        ``t_in``) frames ``stride`` apart that end at each initial frame; one read per variable."""
+        ``t_in``) frames ``stride`` apart that end at each initial frame; one read per variable and sequence."""
         frames = self.t_in if frames is None else frames
         inits = self.init_frames[block.inits]
         first, last = int(inits[0]) - (frames - 1) * self.stride, int(inits[-1])
-        where = {dim: positions[s] for dim, positions, s in
-                 zip(self.sequence_dims, self.sequence_positions, block.sequences)}
         offsets = (inits - first)[:, None] - self.stride * np.arange(frames - 1, -1, -1)[None, :]
-        height, width = self.entry.grid.shape
-        out = np.empty((block.size // len(inits), len(inits), frames, len(self.channels), height, width), np.float32)
-        channel = 0
-        for name in self.variables:
-            var = self.ds[name].isel({**where, TIME_DIM: slice(first, last + 1)})
-            has_level = name in self.levels
-            var = var.transpose(*self.sequence_dims, TIME_DIM, *((LEVEL_DIM,) if has_level else ()), *self.spatial_dims)
-            values = np.asarray(var.values, dtype=np.float32)
-            values = values.reshape(-1, *values.shape[len(self.sequence_dims):])  # [sequences, time, (L,) H, W]
-            if not has_level:
-                values = values[:, :, None]
-            out[:, :, :, channel:channel + values.shape[2]] = values[:, offsets]
-            channel += values.shape[2]
+        positions = [p[s] for p, s in zip(self.sequence_positions, block.sequences)]
+        out = np.empty((block.size // len(inits), len(inits), frames, len(self.channels), *self.entry.grid.shape),
+                       np.float32)
+        for k, sequence in enumerate(itertools.product(*positions)):
+            out[k] = self.windows.read_frames(self._sequence_number[tuple(sequence)], first, last - first + 1)[offsets]
         return out.reshape(-1, *out.shape[2:])

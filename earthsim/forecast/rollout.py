@@ -5,8 +5,12 @@ statistics the model was trained with (recorded in ``model.pt``), the model is a
 prediction is fed back: a model emitting ``t_out`` frames at once is fed the last ``t_in`` frames
 of the history so far (chunked feedback), until ``steps`` frames exist. Residual models predict
 the change in units of the one-step-difference std, as in training: the next normalised state is
-``x_last + out · diff_std / std``. Predictions are de-normalised and written to a forecast store
-(:mod:`earthsim.forecast.store`), block by block, resumable.
+``x_last + out · diff_std / std``. Static fields are the forecast dataset's, normalised by the
+static mean and std recorded in ``model.pt`` (keys ``static_channels``, ``static_mean``,
+``static_std``); exports without them fall back to the dataset's statistics store, or else each
+field's own mean and std, as :class:`earthsim.data.windows.WindowDataset` does. Predictions are
+de-normalised and written to a forecast store (:mod:`earthsim.forecast.store`), block by block,
+resumable.
 
 Ensembles (``members`` > 1 or ``perturbation`` > 0) add Gaussian noise of std ``perturbation``
 (normalised units) to every input frame of every member; the noise of member ``m`` of initial
@@ -33,6 +37,7 @@ from earthsim.models import EarthsimModel, build_from_spec, rollout
 EXPORT_NAME = "model.pt"
 REQUIRED_KEYS = ("model", "config", "data_shape", "state_dict", "dataset", "channels", "variables", "mean", "std",
                  "diff_std", "stride", "time_step", "lead_time", "residual")
+STATIC_KEYS = ("static_channels", "static_mean", "static_std")  # optional: how training normalised static fields
 
 
 def export_path(checkpoint: str | os.PathLike) -> Path:
@@ -78,6 +83,28 @@ def _check_compatible(metadata: dict, model: EarthsimModel, ic: InitialCondition
                               f"{ic.entry.name!r} with stride {ic.stride} gives {ic.lead_time}")
 
 
+def _has_static_statistics(metadata: dict) -> bool:
+    return all(metadata.get(k) is not None for k in STATIC_KEYS)
+
+
+def _static_fields(metadata: dict, ic: InitialConditions) -> torch.Tensor:
+    """Static fields ``[C_s, H, W]`` of the forecast dataset, normalised as in training: by the export's static
+    mean and std when it records them, else as the dataset's window layout normalises them."""
+    if not _has_static_statistics(metadata):
+        return ic.windows.static_fields()
+    names = list(metadata["static_channels"])
+    if names != list(ic.windows.static_channels):
+        raise ValidationError(f"model {metadata['path']} (trained on dataset {metadata['dataset']!r}) takes static "
+                              f"fields {names}; dataset {ic.entry.name!r} has {list(ic.windows.static_channels)}")
+    mean, std = (torch.as_tensor(metadata[k], dtype=torch.float64).reshape(-1, 1, 1)
+                 for k in ("static_mean", "static_std"))
+    if mean.shape[0] != len(names) or std.shape[0] != len(names):
+        raise ValidationError(f"model {metadata['path']}: static_mean and static_std need one value per static field "
+                              f"{names}; got {mean.shape[0]} and {std.shape[0]}")
+    fields = torch.from_numpy(ic.windows.raw_static_fields())
+    return ((fields - mean) / std).float()
+
+
 def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, split: str = "test", *, steps: int,
                  out: str | os.PathLike, inits: list | None = None, members: int = 1,
                  perturbation: float = 0.0, seed: int = 0, batch_size: int = 32, progress: bool = True,
@@ -105,8 +132,10 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
             f"model {metadata['path']} (trained on dataset {metadata['dataset']!r}) takes variables "
             f"{list(metadata['variables'])} (channels {list(metadata['channels'])}); dataset {entry.name!r} has "
             f"variables {entry.variable_names}, without {absent}")
+    exported_static = _has_static_statistics(metadata)
     ic = InitialConditions(entry, split, steps, t_in=model.t_in, stride=int(metadata["stride"]),
-                           variables=list(metadata["variables"]), inits=inits, normalise=bool(entry.static))
+                           variables=list(metadata["variables"]), inits=inits,
+                           normalise=bool(entry.static) and not exported_static)
     _check_compatible(metadata, model, ic)
 
     device = torch.device(device)
@@ -114,7 +143,7 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
     mean = metadata["mean"].to(device).view(1, 1, -1, 1, 1)
     std = metadata["std"].to(device).view(1, 1, -1, 1, 1)
     scale = (metadata["diff_std"] / metadata["std"]).to(device) if metadata["residual"] else None
-    static = ic.windows.static_fields().to(device) if model.data_shape.static_channels else None
+    static = _static_fields(metadata, ic).to(device) if model.data_shape.static_channels else None
 
     def compute(block: Block) -> np.ndarray:
         raw = torch.from_numpy(ic.read(block)).to(device)

@@ -281,6 +281,7 @@ class Trainer:
 
     def export(self) -> Path | None:
         ds = self.data.train
+        static_mean, static_std = ds.static_statistics()  # what static_fields() normalised with in training
         metadata = {
             **self.spec,
             "dataset": ds.entry.name,
@@ -289,6 +290,8 @@ class Trainer:
             "mean": ds.mean, "std": ds.std, "diff_std": ds.diff_std,
             "stride": ds.stride, "time_step": float(ds.time_step), "lead_time": float(ds.lead_time),
             "residual": self.cfg.residual,
+            "static_channels": list(ds.static_channels),
+            "static_mean": torch.from_numpy(static_mean), "static_std": torch.from_numpy(static_std),
             "train_config": config_lib.to_dict(self.cfg),
             "step": self.step,
         }
