@@ -37,8 +37,12 @@ CONVENTIONS = (
 )
 LONGITUDE_CONVENTIONS = {"[-180, 180)": -180.0, "[0, 360)": 0.0}
 RECORD_DIMS = ("time", "month")
+# Dim names every layer uses (DESIGN.md): forecasts add LEAD_DIM, ensembles MEMBER_DIM, fluids TRAJECTORY_DIM.
+TIME_DIM = "time"
+LEVEL_DIM = "level"
 MEMBER_DIM = "realization"
 LEAD_DIM = "prediction_timedelta"
+TRAJECTORY_DIM = "trajectory"
 
 _RENAMES = {
     "latitude": ("lat",),

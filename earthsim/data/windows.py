@@ -35,10 +35,9 @@ import xarray as xr
 
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry, Grid
+from earthsim.data.conventions import LEVEL_DIM, TIME_DIM
 from earthsim.errors import ValidationError
 
-TIME_DIM = "time"
-LEVEL_DIM = "level"
 STATISTICS = ("mean", "std", "diff_std")
 
 

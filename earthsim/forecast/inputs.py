@@ -25,10 +25,10 @@ import xarray as xr
 
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
-from earthsim.data.windows import TIME_DIM, SplitTooShortError, WindowDataset, spatial_dims
+from earthsim.data.conventions import TIME_DIM
+from earthsim.data.windows import SplitTooShortError, WindowDataset, spatial_dims
 from earthsim.errors import CatalogError, ValidationError
 
-MEMBER_DIM = "realization"
 
 
 @dataclass(frozen=True)

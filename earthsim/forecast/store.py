@@ -32,11 +32,10 @@ import zarr
 from tqdm.auto import tqdm
 
 from earthsim.data.store import PROVENANCE_ATTR, atomic_output, open_zarr, provenance
-from earthsim.data.windows import LEVEL_DIM, TIME_DIM
+from earthsim.data.conventions import LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TIME_DIM
 from earthsim.errors import EarthsimError
-from earthsim.forecast.inputs import MEMBER_DIM, Block, InitialConditions
+from earthsim.forecast.inputs import Block, InitialConditions
 
-LEAD_DIM = "prediction_timedelta"
 DONE = "done_blocks"
 PARTIAL_SUFFIX = ".partial"
 

@@ -32,13 +32,11 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
+from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM
 from earthsim.errors import EarthsimError, ValidationError
 
 GRID_TOLERANCE_DEG = 1e-3
-LEAD_DIM = "prediction_timedelta"
-INIT_DIM = "time"
-MEMBER_DIM = "realization"
-TRAJECTORY_DIM = "trajectory"
+INIT_DIM = TIME_DIM  # in a forecast store, time is the initialisation time
 LISTED = 5  # missing items named in an error before summarising the rest
 
 

@@ -20,7 +20,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from earthsim.data.store import atomic_output
-from earthsim.score.align import LEAD_DIM, format_lead
+from earthsim.data.conventions import LEAD_DIM
+from earthsim.score.align import format_lead
 
 LINE_SCORES = ("rmse", "rmse_per_init", "acc", "bias", "mae", "crps", "spread", "spread_skill", "rel_l2",
                "correlation", "frame_mse", "frame_mae", "ssim", "psnr")

@@ -37,8 +37,9 @@ from earthsim.catalog import DatasetEntry
 from earthsim.data import store
 from earthsim.errors import EarthsimError
 from earthsim.score import metrics as m
-from earthsim.score.align import (INIT_DIM, LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, Aligned, Truth,
-                                  align, climatology_frames, format_lead, lead_value, open_truth)
+from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM
+from earthsim.score.align import (INIT_DIM, Aligned, Truth, align, climatology_frames, format_lead, lead_value,
+                                  open_truth)
 
 THRESHOLDS = (0.95, 0.8)
 LAT_BANDS = {"all": (-90.0, 90.0), "south_extratropics": (-60.0, -30.0), "tropics": (-20.0, 20.0),
