@@ -210,3 +210,11 @@ def _float32(ds: xr.Dataset) -> xr.Dataset:
         attrs.setdefault("long_name", attrs.get("GRIB_name") or attrs.get("standard_name") or str(name))
         ds[name] = var.astype(np.float32).assign_attrs(attrs)
     return ds
+
+
+def lead_numbers(leads) -> np.ndarray:
+    """Lead times as float64: hours for timedeltas (weather), solver time units otherwise (fluids)."""
+    leads = np.asarray(leads)
+    if np.issubdtype(leads.dtype, np.timedelta64):
+        return leads.astype("timedelta64[ns]").astype(np.int64) / 3600e9
+    return leads.astype(np.float64)

@@ -32,7 +32,7 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
-from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM
+from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM, lead_numbers
 from earthsim.errors import EarthsimError, ValidationError
 
 GRID_TOLERANCE_DEG = 1e-3
@@ -313,10 +313,8 @@ def _is_number(text: str) -> bool:
 
 def format_lead(value) -> str:
     """``"6h"`` for timedeltas (hours), ``"0.5"`` for solver-unit floats."""
-    if isinstance(value, np.timedelta64) or np.issubdtype(np.asarray(value).dtype, np.timedelta64):
-        hours = np.asarray(value).astype("timedelta64[ns]").astype(np.int64) / 3600e9
-        return f"{float(hours):g}h"
-    return f"{float(value):g}"
+    hours_or_units = float(lead_numbers(value))
+    return f"{hours_or_units:g}h" if np.issubdtype(np.asarray(value).dtype, np.timedelta64) else f"{hours_or_units:g}"
 
 
 def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:

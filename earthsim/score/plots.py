@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from earthsim.data.store import atomic_output
-from earthsim.data.conventions import LEAD_DIM
+from earthsim.data.conventions import LEAD_DIM, lead_numbers
 from earthsim.score.align import format_lead
 
 LINE_SCORES = ("rmse", "rmse_per_init", "acc", "bias", "mae", "crps", "spread", "spread_skill", "rel_l2",
@@ -41,8 +41,8 @@ def _save(figure: Figure, path: Path) -> Path:
 def _lead_axis(card: xr.Dataset) -> tuple[np.ndarray, str]:
     leads = card[LEAD_DIM].values
     if np.issubdtype(leads.dtype, np.timedelta64):
-        return leads.astype("timedelta64[ns]").astype(np.int64) / 3600e9, "lead time (hours)"
-    return leads.astype(np.float64), f"lead time ({card[LEAD_DIM].attrs.get('units', 'solver time units')})"
+        return lead_numbers(leads), "lead time (hours)"
+    return lead_numbers(leads), f"lead time ({card[LEAD_DIM].attrs.get('units', 'solver time units')})"
 
 
 def plot_scores(card: xr.Dataset, out: Path) -> list[Path]:

@@ -37,7 +37,7 @@ from earthsim.catalog import DatasetEntry
 from earthsim.data import store
 from earthsim.errors import EarthsimError
 from earthsim.score import metrics as m
-from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM
+from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, lead_numbers
 from earthsim.score.align import (INIT_DIM, Aligned, Truth, align, climatology_frames, format_lead, lead_value,
                                   open_truth)
 
@@ -337,13 +337,6 @@ def _band_average(spectrum: np.ndarray, latitude: np.ndarray) -> np.ndarray:
     return np.stack([spectrum[:, :, inside].mean(axis=2) for inside in _lat_bands(latitude).values()], axis=2)
 
 
-def _lead_numbers(leads: np.ndarray) -> np.ndarray:
-    """Leads as floats: hours for timedeltas, solver units otherwise."""
-    if np.issubdtype(leads.dtype, np.timedelta64):
-        return leads.astype("timedelta64[ns]").astype(np.int64) / 3600e9
-    return leads.astype(np.float64)
-
-
 def _labels(name: str, levels: np.ndarray | None) -> list[tuple[str, float]]:
     if levels is None:
         return [(name, float("nan"))]
@@ -387,7 +380,7 @@ def _score_store(aligned: Aligned, truth: Truth, groups: set[str], climatology: 
     """Scorecard, map fields and variable labels (label, name, level, units) of one aligned forecast store."""
     grid = truth.grid
     clim = climatology_frames(climatology, aligned, truth, "(ACC)") if "acc" in groups else {}
-    leads_numeric = _lead_numbers(aligned.leads)
+    leads_numeric = lead_numbers(aligned.leads)
     map_index = _map_lead_indices(aligned.leads, map_leads, truth.datetime)
     per_metric: dict[str, list[np.ndarray]] = {}
     labels: list[tuple[str, str, float, str]] = []
@@ -573,9 +566,7 @@ _TABLE_DIMS = {"model", "variable", LEAD_DIM, "threshold", "band"}
 
 def _lead_series(values: pd.Series) -> pd.Series:
     """A column of leads as numbers: hours for timedeltas, solver units otherwise."""
-    if pd.api.types.is_timedelta64_dtype(values):
-        return values / pd.Timedelta("1h")
-    return values.astype(np.float64)
+    return pd.Series(lead_numbers(values.to_numpy()), index=values.index, name=values.name)
 
 
 def scores_frame(card: xr.Dataset) -> pd.DataFrame:
