@@ -33,8 +33,8 @@ from earthsim.errors import EarthsimError, ValidationError
 from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
 from earthsim.forecast.store import write_forecast
 from earthsim.models import EarthsimModel, build_from_spec, rollout
+from earthsim.train.checkpoint import EXPORT_NAME
 
-EXPORT_NAME = "model.pt"
 REQUIRED_KEYS = ("model", "config", "data_shape", "state_dict", "dataset", "channels", "variables", "mean", "std",
                  "diff_std", "stride", "time_step", "lead_time", "residual")
 STATIC_KEYS = ("static_channels", "static_mean", "static_std")  # optional: how training normalised static fields

@@ -29,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
 from earthsim.errors import EarthsimError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+EXPORT_NAME = "model.pt"  # the consolidated export in a run directory
 
 
 def rng_state() -> dict:

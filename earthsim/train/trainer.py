@@ -28,15 +28,13 @@ from earthsim.data.stats import compute_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model, model_spec, parallelize, rollout
-from earthsim.train.checkpoint import Checkpointer, export_model
+from earthsim.train.checkpoint import EXPORT_NAME, Checkpointer, export_model
 from earthsim.train.config import TrainConfig, to_yaml
 from earthsim.train.distributed import World, init_world
 from earthsim.data.grid import latitude_weights
 from earthsim.train.losses import get_loss
 from earthsim.train.metrics import MetricsLogger, truncate_metrics
 from earthsim.train.schedule import warmup_cosine
-
-EXPORT_NAME = "model.pt"
 
 
 @dataclass
