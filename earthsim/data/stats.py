@@ -286,3 +286,30 @@ def load_climatology(entry: DatasetEntry | str, progress: bool = True) -> xr.Dat
     else:
         _check_stored(path, _expectation(entry, list(entry.variables)), "climatology")
     return store.open_zarr(entry.climatology)
+
+
+def climatology_at(climatology: xr.Dataset, name: str, valid_times, levels=None,
+                   spatial: tuple[str, str] = ("latitude", "longitude"), where: str = "climatology") -> np.ndarray:
+    """Variable ``name`` of a day-of-year × hour climatology at each valid time: float32 ``[valid, L, H, W]``.
+
+    Selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does; ``levels``
+    picks levels (``L`` = 1 for a variable without levels). Valid times at hours the climatology
+    lacks, and a missing variable, raise ValidationError naming them.
+    """
+    times = pd.DatetimeIndex(np.asarray(valid_times).ravel())
+    if name not in climatology.data_vars:
+        raise ValidationError(f"{where} has no variable {name!r}; it has {sorted(climatology.data_vars)}")
+    selection = {"dayofyear": xr.DataArray(np.asarray(times.day_of_year), dims="valid")}
+    if "hour" in climatology.dims:
+        hours = climatology["hour"].values.tolist()
+        absent = sorted(set(times.hour.tolist()) - set(hours))
+        if absent:
+            raise ValidationError(f"{where} has hours {hours} but valid times fall at hour(s) {absent}")
+        selection["hour"] = xr.DataArray(np.asarray(times.hour), dims="valid")
+    field = climatology[name]
+    if levels is not None:
+        field = field.sel(level=list(levels))
+    field = field.sel(selection)
+    order = ["valid"] + (["level"] if "level" in field.dims else []) + list(spatial)
+    values = np.asarray(field.transpose(*order).values, dtype=np.float32)
+    return values if "level" in field.dims else values[:, None]

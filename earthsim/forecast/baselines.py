@@ -64,8 +64,7 @@ def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, st
                          overwrite: bool = False) -> Path:
     """Climatology forecast store (weather): the day-of-year × hour climatology at each valid time,
     selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does."""
-    from earthsim.data.stats import load_climatology
-    import xarray as xr
+    from earthsim.data.stats import climatology_at, load_climatology
 
     entry = resolve_entry(dataset)
     if entry.kind != "weather":
@@ -73,29 +72,16 @@ def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, st
                               "weather dataset (for fluids use persistence or the solver baseline)")
     ic = InitialConditions(entry, split, steps, t_in=1, stride=stride, inits=inits)
     climatology = load_climatology(entry, progress=progress)
-    hours = set(climatology["hour"].values.tolist())
+    where = f"climatology of {entry.name!r} ({entry.climatology})"
     valid = pd.DatetimeIndex(ic.valid_times().ravel())
-    absent = sorted(set(valid.hour) - hours)
-    if absent:
-        raise ValidationError(f"climatology of {entry.name!r} has hours {sorted(hours)}; valid times of the forecast "
-                              f"fall at hours {absent} too")
-    for name in ic.variables:
-        if name not in climatology.data_vars:
-            raise ValidationError(f"climatology of {entry.name!r} ({entry.climatology}) has no variable {name!r}")
+    one_per_hour = valid[np.unique(valid.hour, return_index=True)[1]]
+    for name in ic.variables:  # fail on missing hours or variables before any store is made
+        climatology_at(climatology, name, one_per_hour, ic.levels.get(name), ic.spatial_dims, where)
 
     def compute(block: Block) -> np.ndarray:
-        times = pd.DatetimeIndex(ic.valid_times()[block.inits].ravel())
-        where = {"hour": xr.DataArray(times.hour.values, dims="valid"),
-                 "dayofyear": xr.DataArray(times.day_of_year.values, dims="valid")}
-        parts = []
-        for name in ic.variables:
-            field = climatology[name]
-            if name in ic.levels:
-                field = field.sel(level=ic.levels[name]).transpose("hour", "dayofyear", "level", *ic.spatial_dims)
-            else:
-                field = field.transpose("hour", "dayofyear", *ic.spatial_dims).expand_dims("level", axis=2)
-            parts.append(np.asarray(field.sel(where).values, dtype=np.float32))  # [valid, L, H, W]
-        values = np.concatenate(parts, axis=1)
+        times = ic.valid_times()[block.inits].ravel()
+        values = np.concatenate([climatology_at(climatology, name, times, ic.levels.get(name), ic.spatial_dims, where)
+                                 for name in ic.variables], axis=1)  # [valid, C, H, W]
         n = block.inits.stop - block.inits.start
         per_init = values.reshape(n, ic.steps, 1, *values.shape[1:])
         # samples run sequence-major: every member/trajectory of the block shares the same valid times

@@ -32,6 +32,7 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
+from earthsim.data.stats import climatology_at
 from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM, lead_numbers
 from earthsim.errors import EarthsimError, ValidationError
 
@@ -383,32 +384,17 @@ def climatology_frames(climatology: xr.Dataset, aligned: Aligned, truth: Truth, 
         if got.size != expected.size or np.max(np.abs(got - expected)) > GRID_TOLERANCE_DEG:
             raise AlignmentError(f"climatology {where}: {name} differs from the truth {truth.name!r}'s grid "
                                  f"(sizes {got.size} vs {expected.size}, tolerance {GRID_TOLERANCE_DEG} degrees)")
-    times = pd.DatetimeIndex(aligned.valid_times)
-    hours = np.asarray(climatology["hour"].values) if "hour" in climatology.dims else None
-    if hours is not None:
-        absent = sorted(set(times.hour.tolist()) - set(hours.tolist()))
-        if absent:
-            raise AlignmentError(f"climatology {where} has hours {hours.tolist()} but valid times fall at hour(s) "
-                                 f"{absent}")
     out = {}
     for name in aligned.variables:
-        if name not in climatology.data_vars:
-            raise AlignmentError(f"climatology {where} has no variable {name!r}; "
-                                 f"it has {sorted(climatology.data_vars)}")
-        clim_units, units = climatology[name].attrs.get("units"), aligned.units.get(name)
+        clim_units, units = (climatology[name].attrs.get("units") if name in climatology else None,
+                             aligned.units.get(name))
         if clim_units is not None and units and str(clim_units) != units:
             raise AlignmentError(f"climatology {where}: variable {name!r} has units {clim_units!r}, the truth "
                                  f"{units!r}")
-        da = climatology[name]
-        if aligned.levels[name] is not None:
-            da = da.sel(level=aligned.levels[name], method="nearest")
-        selection = {"dayofyear": xr.DataArray(times.day_of_year.values, dims="valid")}
-        if hours is not None:
-            selection["hour"] = xr.DataArray(times.hour.values, dims="valid")
-        da = da.sel(selection)
-        order = ["valid"] + (["level"] if "level" in da.dims else []) + list(grid.dims)
-        values = np.asarray(da.transpose(*order).values, dtype=np.float32)
-        if "level" not in da.dims:
-            values = values[:, None]
+        try:
+            values = climatology_at(climatology, name, aligned.valid_times, aligned.levels[name], tuple(grid.dims),
+                                    f"climatology {where}")
+        except ValidationError as error:
+            raise AlignmentError(str(error)) from error
         out[name] = values[:, None]
     return out
