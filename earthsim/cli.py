@@ -156,7 +156,12 @@ def _run_train(args) -> int:
 
     train_config = load_experiment(args.experiment, args.overrides)
     run_dir = args.run_dir or str(Path("runs") / experiment_path(args.experiment).stem)
-    summary = train(train_config, run_dir, resume=args.resume)
+    from earthsim.train.distributed import close_world
+
+    try:
+        summary = train(train_config, run_dir, resume=args.resume)
+    finally:
+        close_world()
     if os.environ.get("RANK", "0") == "0":
         print(f"trained {summary['steps']} steps; model exported to {summary['export']}")
     return 0

@@ -102,15 +102,13 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = False,
-    epoch: int = 0,
-    start_batch: int = 0,
 ) -> DataLoader:
-    """A DataLoader over rank ``rank``'s shard of ``dataset`` for epoch ``epoch``.
+    """A DataLoader over rank ``rank``'s shard of ``dataset``, starting at epoch 0.
 
     Batches follow the sample contract (``x`` ``[B, T_in, C, H, W]``, ``y``, ``lead_time`` ``[B]``,
     ``static`` ``[C_s, H, W]``). The same seed, epoch and world size give the same batches whatever
-    ``num_workers``. ``start_batch`` resumes an epoch after that many batches. Workers are persistent
-    and memory is pinned when CUDA is available; reshuffle with ``loader.sampler.set_epoch(e)``.
+    ``num_workers``. Workers are persistent and memory is pinned when CUDA is available. Choose the
+    epoch (and resume part-way) with ``loader.sampler.set_epoch(epoch, start=samples_done)``.
     """
     if batch_size < 1:
         raise EarthsimError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -118,7 +116,7 @@ def make_loader(
         raise EarthsimError(f"num_workers must be ≥ 0, got {num_workers}")
     sampler = ShardSampler(
         len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
-        drop_last=drop_last, epoch=epoch, start=start_batch * batch_size,
+        drop_last=drop_last,
     )
     workers = {}
     if num_workers > 0:

@@ -51,11 +51,6 @@ def grid_weights(shape: tuple[int, int], latitude: np.ndarray | None = None) -> 
     return np.repeat(per_row / (height * width), width)
 
 
-def weighted_mean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``Σ_p w_p x[..., p]`` in float64 (a matrix-vector product over the flattened grid)."""
-    return np.asarray(x, np.float64) @ weights
-
-
 def uncentred_correlation(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``Σw a b / sqrt(Σw a² Σw b²)`` over the last axis (ACC on anomalies; correlation on fields).
 

@@ -146,7 +146,11 @@ class Trainer:
                                 "or choose another --run-dir")
         if resume and latest is not None:
             self._check_same_run()
-            self.step = self.checkpointer.restore(latest, self.model, self.optimizer, self.scheduler)["step"]
+            restored = self.checkpointer.restore(latest, self.model, self.optimizer, self.scheduler)
+            self.step = restored["step"]
+            if restored["loader"] != self.loader_position():
+                raise EarthsimError(f"checkpoint {latest} records loader position {restored['loader']}, but this run "
+                                    f"would continue from {self.loader_position()}")
             if self.world.is_main:  # forget what the interrupted run logged after its last checkpoint
                 truncate_metrics(self.run_dir, self.step)
         if self.world.is_main:
@@ -165,6 +169,11 @@ class Trainer:
             changed.append(f"world_size: {yaml.safe_load(state.read_text())['world_size']} -> {self.world.size}")
         if changed:
             raise EarthsimError(f"cannot resume {self.run_dir} with a different setup; changed: " + "; ".join(changed))
+
+    def loader_position(self) -> dict[str, int]:
+        """Where this rank's training loader stands after ``self.step`` steps: the epoch and its samples done."""
+        epoch, steps_done = divmod(self.step, self.steps_per_epoch)
+        return {"epoch": epoch, "samples": steps_done * self.cfg.optimizer.grad_accumulation * self.cfg.data.batch_size}
 
     def unroll_steps(self, epoch: int) -> int:
         r = self.cfg.rollout
@@ -241,7 +250,8 @@ class Trainer:
         while self.step < self.total_steps:
             epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
             k = self.unroll_steps(epoch)
-            self.loader.sampler.set_epoch(epoch, start=done_in_epoch * accumulation * cfg.data.batch_size)
+            position = self.loader_position()
+            self.loader.sampler.set_epoch(position["epoch"], start=position["samples"])
             iterator = iter(self.loader)
             for _ in range(done_in_epoch, self.steps_per_epoch):
                 if self.step >= self.total_steps:
@@ -263,7 +273,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4g}", epoch=epoch)
                 if self.step % cfg.checkpoint.every_steps == 0:
                     self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler,
-                                           {"epoch": epoch, "batches": (self.step % self.steps_per_epoch)})
+                                           self.loader_position())
             if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
                 validation = self.validate()
                 self.metrics.log(self.step, "validation", **validation, epoch=epoch)
@@ -272,7 +282,7 @@ class Trainer:
         bar.close()
         if self.checkpointer.latest() is None or self.checkpointer.latest().name != f"step-{self.step:08d}":
             self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler,
-                                   {"epoch": self.step // self.steps_per_epoch, "batches": 0})
+                                   self.loader_position())
         self.export()
         self.metrics.close()
         return {"steps": self.step, "validation": validation, "export": str(self.run_dir / EXPORT_NAME)}
