@@ -28,7 +28,6 @@ of window data delivered.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -41,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+
+from report import add_json_argument, publish
 
 VARIABLES = ("z", "t")
 LEVELS = (250, 500, 700, 850)
@@ -340,14 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold", action="store_true", help="evict the store from the page cache before each timed pass")
     parser.add_argument("--dir", help="where to build the store (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (2 if args.quick else 3)
     report = run(args)
-    print()
-    print(markdown(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    publish(markdown(report), report, args.json)
     return 0
 
 

@@ -24,7 +24,6 @@ store, each run writing a new store.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -37,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+
+from report import add_json_argument, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 64
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          "with --quick)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     args.store_repeat = args.store_repeat or (1 if args.quick else 2)
     if args.threads:
@@ -209,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames is not None and args.frames <= args.steps:
         parser.error(f"--frames must exceed --steps ({args.steps})")
     report = run(args)
-    print()
-    print(markdown(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    publish(markdown(report), report, args.json)
     return 0
 
 

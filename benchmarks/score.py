@@ -26,7 +26,6 @@ relative difference to the float64 reference over leads and variables.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -39,6 +38,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import yaml
+
+from report import add_json_argument, publish
 
 VARIABLES = {"z500": ("m**2 s**-2", 54000.0, 900.0), "t850": ("K", 272.0, 8.0), "u200": ("m s**-1", 15.0, 12.0)}
 STEP_HOURS = 6
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="timed runs per scorer; the fastest counts (default 3; 1 with --quick)")
     parser.add_argument("--dir", help="where to build the stores (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the stores afterwards")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     inits = args.inits or (120 if args.quick else 840)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -233,17 +234,15 @@ def main(argv: list[str] | None = None) -> dict:
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                         "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
         }
-        print(f"\nforecast store: {inits} initial times × {args.leads} leads × {len(VARIABLES)} variables × "
-              f"{args.height} × {args.width} float32 = {size / 1e6:.0f} MB "
-              f"({store_bytes(paths['forecast']) / 1e6:.0f} MB "
-              f"on disk); RMSE and ACC per variable and lead; fastest of {repeat}\n")
-        print("| scorer | seconds | speed-up vs xskillscore | max rel. diff RMSE | max rel. diff ACC | ACC |")
-        print("|---|---|---|---|---|---|")
-        for row in rows:
-            print(f"| {row['scorer']} | {row['seconds']:.3f} | {row['speedup_vs_xskillscore']:.1f}× | "
-                  f"{row['max_rel_diff_rmse']:.1e} | {row['max_rel_diff_acc']:.1e} | {row['acc']} |")
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=2))
+        lines = [f"forecast store: {inits} initial times × {args.leads} leads × {len(VARIABLES)} variables × "
+                 f"{args.height} × {args.width} float32 = {size / 1e6:.0f} MB "
+                 f"({store_bytes(paths['forecast']) / 1e6:.0f} MB on disk); RMSE and ACC per variable and lead; "
+                 f"fastest of {repeat}", "",
+                 "| scorer | seconds | speed-up vs xskillscore | max rel. diff RMSE | max rel. diff ACC | ACC |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {row['scorer']} | {row['seconds']:.3f} | {row['speedup_vs_xskillscore']:.1f}× | "
+                  f"{row['max_rel_diff_rmse']:.1e} | {row['max_rel_diff_acc']:.1e} | {row['acc']} |" for row in rows]
+        publish("\n".join(lines), report, args.json)
         return report
     finally:
         if not args.keep and not args.dir:

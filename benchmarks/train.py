@@ -25,6 +25,8 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from earthsim.models import build_model, parallelize
 
+from report import add_json_argument, publish
+
 
 def _local_bytes(tensors) -> int:
     total = 0
@@ -114,12 +116,10 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model, few steps (under a minute)")
-    parser.add_argument("--json", help="also write the figures as JSON to this path")
+    add_json_argument(parser)
     args = parser.parse_args()
     result = run(args.quick)
-    print(markdown(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    publish(markdown(result), result, args.json)
 
 
 if __name__ == "__main__":
