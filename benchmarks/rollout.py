@@ -39,7 +39,6 @@ import yaml
 
 from report import add_json_argument, publish
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 64
 
 
@@ -79,7 +78,9 @@ def export_fno(entry: Path, path: Path) -> dict:
     from earthsim.data.windows import WindowDataset
     from earthsim.models import build_model, model_spec
 
-    experiment = yaml.safe_load((ROOT / "catalogs" / "experiments" / "kolmogorov-fno.yaml").read_text())
+    from earthsim.train.config import experiment_path
+
+    experiment = yaml.safe_load(experiment_path("kolmogorov-fno").read_text())
     params = {**experiment["model"]["params"], "t_in": 1, "t_out": 1}
     windows = WindowDataset(str(entry), "train", t_in=1, t_out=1)
     torch.manual_seed(0)

@@ -60,7 +60,7 @@ def _run_simulate(args) -> int:
 def _add_ingest(subparsers) -> None:
     parser = _parser(subparsers, "ingest", "Convert netCDF or GRIB files into a Zarr v3 store in earthsim's conventions.", """
         earthsim ingest era5-uk-t2m                                   # a catalog entry's raw files into its store
-        earthsim ingest ../shared/data/era5-2mt-2019-03-uk.grib --out t2m.zarr --expect era5-uk-t2m
+        earthsim ingest my-era5-t2m.grib --out t2m.zarr --expect era5-uk-t2m      # files of your own
         earthsim ingest a.nc b.nc --out ab.zarr                        # no catalog check, conventions only
     """)
     parser.add_argument("inputs", nargs="+", help="a catalog entry name, or input files (.grib, .grb, .nc)")

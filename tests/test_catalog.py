@@ -13,7 +13,7 @@ import yaml
 from earthsim import catalog, config
 from earthsim.errors import CatalogError
 
-REPO_CATALOG = catalog.REPO_ROOT / "catalogs" / "datasets"
+REPO_CATALOG = catalog.BUILTIN_CATALOGS / "datasets"
 REPO_NAMES = sorted(p.stem for p in REPO_CATALOG.glob("*.yaml"))
 
 MINIMAL = {
@@ -193,16 +193,17 @@ def test_invalid_yaml_names_the_file(write_entry):
     assert str(path) in str(error.value)
 
 
-def test_earthsim_data_defaults_beside_the_checkout_and_env_overrides(monkeypatch, tmp_path):
+def test_earthsim_data_defaults_to_the_installed_samples_and_env_overrides(monkeypatch, tmp_path):
     monkeypatch.delenv("EARTHSIM_DATA", raising=False)
     monkeypatch.delenv("EARTHSIM_STORES", raising=False)
-    default = catalog.REPO_ROOT.parent / "shared" / "data"
+    monkeypatch.chdir(tmp_path)
+    default = catalog.SAMPLE_DATA
     assert catalog.default_environment()["EARTHSIM_DATA"] == str(default)
     raw = _mutate(lambda r: r.update(store="${EARTHSIM_STORES}/toy.zarr",
                                      source={"ingest": ["${EARTHSIM_DATA}/raw.grib"]}))
     entry = catalog.parse_entry(raw, tmp_path / "toy.yaml")
     assert entry.source.ingest == (str(default / "raw.grib"),)
-    assert entry.store == str(catalog.REPO_ROOT / "data" / "toy.zarr")
+    assert entry.store == str(tmp_path / "data" / "toy.zarr")  # stores default to data/ in the current folder
     monkeypatch.setenv("EARTHSIM_DATA", str(tmp_path / "raw"))
     monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path / "stores"))
     entry = catalog.parse_entry(copy.deepcopy(raw), tmp_path / "toy.yaml")
@@ -210,10 +211,11 @@ def test_earthsim_data_defaults_beside_the_checkout_and_env_overrides(monkeypatc
     assert entry.store == str(tmp_path / "stores" / "toy.zarr")
 
 
-def test_real_entries_read_raw_files_from_shared_data(monkeypatch):
+def test_real_entries_read_the_sample_files_installed_with_the_package(monkeypatch):
     monkeypatch.delenv("EARTHSIM_DATA", raising=False)
-    entry = catalog.get_entry("era5-uk-t2m")
-    assert entry.source.ingest == (str(catalog.REPO_ROOT.parent / "shared" / "data" / "era5-2mt-2019-03-uk.grib"),)
+    for name in ("era5-uk-t2m", "era5-ensemble"):
+        (raw,) = catalog.get_entry(name).source.ingest
+        assert Path(raw).parent == catalog.SAMPLE_DATA and Path(raw).is_file()
 
 
 def test_relative_paths_resolve_against_the_catalog_file(tmp_path):

@@ -1,6 +1,6 @@
 """Ingest of netCDF and GRIB into Zarr v3 in earthsim's conventions, validated against catalog entries.
 
-Real samples come from ``../shared/data`` (ERA5 GRIB, ERA-Interim netCDF); bad inputs are small
+Real samples come from the package's ``sample_data`` and ``tests/data`` (ERA5 GRIB, ERA-Interim netCDF); bad inputs are small
 netCDF files built here, each checked against a catalog entry written as YAML beside it. Truth is
 independent of the code under test: values are compared with what cfgrib/xarray read straight from
 the files, or with the analytic function the constructed fields were made from.
@@ -19,32 +19,23 @@ import pytest
 import xarray as xr
 import yaml
 
+from conftest import SAMPLE_DATA, TEST_DATA
 from earthsim import catalog, cli
-from earthsim.catalog import REPO_ROOT
 from earthsim.data.conventions import to_conventions
 from earthsim.data.ingest import ingest, ingest_entry, open_inputs, validate_against_entry
 from earthsim.data.store import open_zarr
 from earthsim.errors import EarthsimError, ValidationError
 
-SHARED = Path(catalog.default_environment()["EARTHSIM_DATA"])
-UK = SHARED / "era5-2mt-2019-03-uk.grib"
-MEMBERS_GRIB = SHARED / "era5-levels-members.grib"
-CORRUPTED = SHARED / "era5-levels-corrupted.grib"
-ERAINT = SHARED / "eraint_uvz.nc"
-needs_samples = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data samples not found at {SHARED}")
+UK = SAMPLE_DATA / "era5-2mt-2019-03-uk.grib"
+MEMBERS_GRIB = SAMPLE_DATA / "era5-levels-members.grib"
+CORRUPTED = TEST_DATA / "era5-levels-corrupted.grib"
+ERAINT = TEST_DATA / "eraint_uvz.nc"
 GRIB_KW = {"engine": "cfgrib", "backend_kwargs": {"indexpath": ""}}
 
 TIMES = pd.date_range("2020-01-01T00:00", periods=6, freq="6h")
 LAT = np.array([-30.0, -10.0, 10.0, 30.0])
 LON = np.arange(0.0, 360.0, 45.0)
 LEVELS = [500, 850]
-
-
-@pytest.fixture
-def stores(tmp_path, monkeypatch) -> Path:
-    """Catalog entries resolve ${EARTHSIM_STORES} to tmp_path, so nothing is written into the repository."""
-    monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path / "stores"))
-    return tmp_path / "stores"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +56,6 @@ def _nothing_written(out: Path) -> bool:
 # ---------------------------------------------------------------- real GRIB entries
 
 
-@needs_samples
 def test_uk_t2m_entry_ingests_in_conventions(uk_store):
     entry, path = uk_store
     assert path == Path(entry.store) and (path / "zarr.json").exists()
@@ -90,7 +80,6 @@ def test_uk_t2m_entry_ingests_in_conventions(uk_store):
     assert train.time.values[-1] == np.datetime64("2019-03-21T23:00")
 
 
-@needs_samples
 def test_uk_t2m_store_equals_cfgrib_read_exactly(uk_store):
     _, path = uk_store
     stored = open_zarr(path).load()
@@ -103,7 +92,6 @@ def test_uk_t2m_store_equals_cfgrib_read_exactly(uk_store):
     assert np.array_equal(stored.longitude.values, flipped.longitude.values)
 
 
-@needs_samples
 def test_ensemble_entry_ingests_with_members_and_levels(stores):
     entry = catalog.get_entry("era5-ensemble")
     ds = open_zarr(ingest_entry(entry, progress=False))
@@ -123,7 +111,6 @@ def test_ensemble_entry_ingests_with_members_and_levels(stores):
     assert np.array_equal(ds["t"].sel(level=850, realization=9).isel(time=0).values, want_t)
 
 
-@needs_samples
 def test_corrupted_grib_fails_validation_and_cli_exits_nonzero(stores, tmp_path, capsys):
     out = tmp_path / "corrupted.zarr"
     with pytest.raises(ValidationError) as caught:
@@ -139,7 +126,7 @@ def test_corrupted_grib_fails_validation_and_cli_exits_nonzero(stores, tmp_path,
     assert "missing variable 'z'" in capsys.readouterr().err
     assert _nothing_written(out)
 
-    run = subprocess.run([sys.executable, "-m", "earthsim", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "earthsim", *args], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert run.returncode == 2, run.stderr
     assert "earthsim ingest: error:" in run.stderr and "member count 1" in run.stderr
@@ -283,7 +270,6 @@ def test_cf_names_decreasing_latitude_and_0_360_longitude_come_out_in_convention
     assert np.array_equal(ds["ta"].values, want.astype(np.float32))
 
 
-@needs_samples
 @pytest.mark.filterwarnings("ignore:variable .* has non-conforming '_FillValue'")  # the file's own NaN fill on int16
 def test_eraint_netcdf_keeps_its_month_dim(tmp_path):
     out = ingest([ERAINT], tmp_path / "eraint.zarr", progress=False)

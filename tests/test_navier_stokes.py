@@ -373,7 +373,7 @@ def test_bad_solver_params_in_a_catalog_entry_name_the_file(tmp_path, monkeypatc
     from earthsim.sim import generate
 
     monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path))
-    text = (catalog.REPO_ROOT / "catalogs" / "datasets" / "kolmogorov-64.yaml").read_text()
+    text = (catalog.BUILTIN_CATALOGS / "datasets" / "kolmogorov-64.yaml").read_text()
     bad = tmp_path / "bad-kolmogorov.yaml"
     bad.write_text(text.replace("name: kolmogorov-64", "name: bad-kolmogorov").replace("resolution: 128", "resolution: 127"))
     with pytest.raises(EarthsimError, match=r"bad-kolmogorov\.yaml: source\.params: resolution: expected an even integer"):

@@ -1,6 +1,5 @@
 """Statistics and climatology against brute-force numpy on small synthetic stores (and the real ERA5 sample)."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +8,12 @@ import pytest
 import xarray as xr
 import yaml
 
+from conftest import SAMPLE_DATA
 from earthsim import catalog
 from earthsim.data import stats
 from earthsim.data.store import open_zarr, write_zarr
 from earthsim.errors import CatalogError, ValidationError
 
-SHARED_DATA = Path(catalog.default_environment()["EARTHSIM_DATA"])
 
 
 @pytest.fixture(autouse=True)
@@ -328,15 +327,11 @@ def test_cli_stats_writes_statistics_and_climatology(tmp_path, capsys):
     assert Path(entry.statistics).exists() and Path(entry.climatology).exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("earthsim.data.ingest") is None,
-                    reason="earthsim.data.ingest is not there yet, so the ERA5 store cannot be made")
-@pytest.mark.skipif(not (SHARED_DATA / "era5-2mt-2019-03-uk.grib").exists(),
-                    reason=f"real ERA5 sample not found in {SHARED_DATA}")
 def test_real_era5_uk_t2m_statistics_and_climatology(tmp_path):
     entry = catalog.get_entry("era5-uk-t2m")
     assert entry.store.startswith(str(tmp_path))
     catalog.open_dataset("era5-uk-t2m")
-    raw = xr.open_dataset(SHARED_DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", decode_timedelta=False,
+    raw = xr.open_dataset(SAMPLE_DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", decode_timedelta=False,
                           backend_kwargs={"indexpath": ""})
     t2m = raw["t2m"].sel(time=slice("2019-03-01T00:00", "2019-03-21T23:00"))
     x = t2m.values
