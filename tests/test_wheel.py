@@ -24,8 +24,9 @@ def _run(args: list, cwd: Path, env: dict | None = None, timeout: int = 300) -> 
 
 def test_wheel_in_a_fresh_venv_lists_catalogs_and_ingests_a_builtin_entry(tmp_path):
     source = tmp_path / "source"  # setuptools writes build/ into the tree it builds: keep the checkout clean
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "data", "runs", "build", "*.egg-info",
-                                                                  "__pycache__", ".pytest_cache"))
+    local = {".git", ".venv", "data", "runs", "build", ".pytest_cache"}  # the checkout's own, top level only
+    shutil.copytree(REPO, source, ignore=lambda folder, names: [
+        n for n in names if (Path(folder) == REPO and n in local) or n == "__pycache__" or n.endswith(".egg-info")])
     wheels = tmp_path / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheels, source],
          cwd=tmp_path)
