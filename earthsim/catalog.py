@@ -26,6 +26,7 @@ import xarray as xr
 import yaml
 
 from earthsim import config
+from earthsim.data.grid import Axis, Grid
 from earthsim.errors import CatalogError, EarthsimError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -78,36 +79,6 @@ def resolve_path(value: str, base: Path) -> str:
 class Variable:
     units: str
     long_name: str = ""
-
-
-@dataclass(frozen=True)
-class Axis:
-    """A regular coordinate axis: first and last value (inclusive) and number of points."""
-
-    start: float
-    stop: float
-    size: int
-
-    def values(self) -> np.ndarray:
-        return np.linspace(self.start, self.stop, self.size)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Weather grids give ``latitude``/``longitude`` axes; periodic boxes give ``x``/``y`` sizes and ``length``."""
-
-    latitude: Axis | None = None
-    longitude: Axis | None = None
-    longitude_convention: str = "[-180, 180)"
-    x: int | None = None
-    y: int | None = None
-    length: float | None = None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        if self.latitude is not None:
-            return (self.latitude.size, self.longitude.size)
-        return (self.y, self.x)
 
 
 @dataclass(frozen=True)
@@ -190,6 +161,13 @@ class DatasetEntry:
 
     def exists(self) -> bool:
         return "://" in self.store or Path(self.store).exists()
+
+    def require_store(self) -> None:
+        """Raise the one missing-store error (naming the command that makes the store) unless it exists."""
+        if not self.exists():
+            hint = f"; make it with `{self.source.command(self.name)}`" if self.source else " and the entry has no " \
+                "'source' to make it from"
+            raise CatalogError(f"dataset {self.name!r}: no store at {self.store}{hint}")
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -326,7 +304,7 @@ def get_entry(name: str | os.PathLike) -> DatasetEntry:
 def build_store(entry: DatasetEntry, progress: bool = True) -> Path:
     """Make the entry's store from its recorded source: ingest its raw files or run its solver."""
     if entry.source is None:
-        raise CatalogError(f"dataset {entry.name!r}: store {entry.store} is missing and the entry has no 'source'")
+        entry.require_store()
     if entry.source.solver is not None:
         from earthsim.sim import generate
 
@@ -343,10 +321,7 @@ def open_dataset(name: str | DatasetEntry, split: str | None = None, generate: b
     entry = name if isinstance(name, DatasetEntry) else get_entry(name)
     if not entry.exists():
         if not generate:
-            raise CatalogError(
-                f"dataset {entry.name!r}: no store at {entry.store}; make it with `{entry.source.command(entry.name)}`"
-                if entry.source else f"dataset {entry.name!r}: no store at {entry.store}"
-            )
+            entry.require_store()
         build_store(entry)
     ds = open_zarr(entry.store, group=entry.group)
     if split is not None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import xarray as xr
+import yaml
 
 from earthsim import catalog
+from earthsim.data.conventions import TIME_DIM
 
 #: The real samples the built-in catalog entries ingest, installed with the package.
 SAMPLE_DATA = catalog.SAMPLE_DATA
@@ -16,6 +19,38 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 
 @pytest.fixture
 def stores(tmp_path, monkeypatch) -> Path:
-    """``${EARTHSIM_STORES}`` resolves to ``tmp_path/stores``, so nothing is written into the checkout."""
+    """``${EARTHSIM_STORES}`` resolves to ``tmp_path/stores`` and entries in ``tmp_path/catalogs/datasets`` are found
+    by name, so nothing is written into the checkout."""
     monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path / "stores"))
+    monkeypatch.setenv("EARTHSIM_CATALOGS", str(tmp_path / "catalogs"))
     return tmp_path / "stores"
+
+
+def write_store_entry(folder: Path, name: str, ds, kind: str, *, entry_folder: Path | None = None,
+                      encoding: dict | None = None, **fields) -> Path:
+    """Write ``ds`` as the store ``folder/NAME.zarr`` and its catalog entry as ``NAME.yaml``; return the YAML's path.
+
+    ``ds`` is a Dataset, or a mapping of Zarr group to Dataset (then give ``group=``), or None for a
+    store that exists already (give ``store=`` and ``variables=``). The entry
+    names the store and ``NAME.stats.zarr`` beside it; its variables are the time-dependent data variables with their ``units`` attributes ("1" when
+    absent). ``fields`` add or replace entry keys (grid, time, splits, levels, ...). The YAML goes
+    into ``entry_folder`` (default ``folder``), e.g. a ``catalogs/datasets`` folder on
+    ``$EARTHSIM_CATALOGS`` so that the entry is found by name.
+    """
+    from earthsim.data.store import write_zarr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = {"name": name, "kind": kind, "description": f"synthetic {kind} data for tests",
+           "statistics": str(folder / f"{name}.stats.zarr"), "licence": "test", "provenance": "tests"}
+    if ds is not None:
+        write_zarr(ds, folder / f"{name}.zarr", encoding=encoding, progress=False)
+        sample = ds if isinstance(ds, xr.Dataset) else next(iter(ds.values()))
+        raw["store"] = str(folder / f"{name}.zarr")
+        raw["variables"] = {v: {"units": sample[v].attrs.get("units", "1")} for v in sample.data_vars
+                            if TIME_DIM in sample[v].dims}
+    raw.update(fields)
+    entry_folder = entry_folder or folder
+    entry_folder.mkdir(parents=True, exist_ok=True)
+    path = entry_folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-import yaml
 
-from earthsim.data.store import write_zarr
+from conftest import write_store_entry
 
 
 def advected_waves(trajectories: int = 6, frames: int = 12, n: int = 16) -> xr.Dataset:
@@ -28,15 +27,8 @@ def advected_waves(trajectories: int = 6, frames: int = 12, n: int = 16) -> xr.D
 
 def write_waves_entry(root: Path, trajectories: int = 6, frames: int = 12, n: int = 16) -> Path:
     """Write the waves store and its catalog entry (train 0-3, validation 4, test the rest) into ``root``."""
-    write_zarr(advected_waves(trajectories, frames, n), root / "waves.zarr", progress=False)
-    entry = {
-        "name": "waves", "kind": "fluid", "description": "advected waves", "store": "waves.zarr",
-        "variables": {"vorticity": {"units": "1"}}, "grid": {"x": n, "y": n, "length": 2 * math.pi},
-        "time": {"step": 0.1, "units": "solver time units"},
-        "splits": {"train": {"trajectory": [0, 4]}, "validation": {"trajectory": [4, 5]},
-                   "test": {"trajectory": [5, trajectories]}},
-        "statistics": "waves.stats.zarr", "licence": "test", "provenance": "test",
-    }
-    path = root / "waves.yaml"
-    path.write_text(yaml.safe_dump(entry))
-    return path
+    return write_store_entry(
+        root, "waves", advected_waves(trajectories, frames, n), "fluid", grid={"x": n, "y": n, "length": 2 * math.pi},
+        time={"step": 0.1, "units": "solver time units"},
+        splits={"train": {"trajectory": [0, 4]}, "validation": {"trajectory": [4, 5]},
+                "test": {"trajectory": [5, trajectories]}})

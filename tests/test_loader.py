@@ -15,11 +15,10 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-import yaml
 
+from conftest import write_store_entry
 from earthsim import catalog
 from earthsim.data.loader import ShardSampler, collate_windows, make_loader, worker_context
-from earthsim.data.store import write_zarr
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import ValidationError
 
@@ -34,15 +33,8 @@ WEATHER_SPLITS = {  # frames 0-7, 8-10, 11-13
 TRAJECTORIES, FLUID_FRAMES, FLUID_STEP = 5, 10, 0.5
 
 
-def _entry(tmp_path, name, kind, store, **fields):
-    raw = {
-        "name": name, "kind": kind, "description": f"synthetic {kind} store for tests", "store": str(store),
-        "statistics": str(tmp_path / f"{name}.stats.zarr"), "licence": "CC0", "provenance": "tests/test_loader.py",
-        **fields,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return catalog.get_entry(path)
+def _entry(tmp_path, name, kind, ds, **fields) -> catalog.DatasetEntry:
+    return catalog.get_entry(write_store_entry(tmp_path, name, ds, kind, **fields))
 
 
 def _statistics(ds: xr.Dataset, variables) -> xr.Dataset:
@@ -77,11 +69,9 @@ def weather(tmp_path_factory):
         },
         coords={"time": TIMES, "level": LEVELS, "latitude": lat, "longitude": lon, "realization": np.arange(MEMBERS)},
     )
-    store = tmp_path / "weather.zarr"
     encoding = {v: {"chunks": tuple(3 if d == "time" else n for d, n in ds[v].sizes.items())} for v in ("z", "t", "t2m")}
-    write_zarr(ds, store, encoding=encoding, progress=False)
     entry = _entry(
-        tmp_path, "weather-test", "weather", store,
+        tmp_path, "weather-test", "weather", ds, encoding=encoding,
         variables={"z": {"units": "m**2 s**-2"}, "t": {"units": "K"}, "t2m": {"units": "K"}},
         levels=LEVELS, members=MEMBERS, static=["orography"],
         grid={"latitude": {"start": -60.0, "stop": 60.0, "size": 4}, "longitude": {"start": 0.0, "stop": 315.0, "size": 8},
@@ -101,10 +91,8 @@ def fluid(tmp_path_factory):
         coords={"time": np.arange(FLUID_FRAMES) * FLUID_STEP},
         attrs={"viscosity": 1e-3},
     )
-    store = tmp_path / "fluid.zarr"  # one group per resolution, as the Navier-Stokes stores hold them
-    write_zarr({"8": ds}, store, encoding={"vorticity": {"chunks": (1, 4, 8, 8)}}, progress=False)
-    entry = _entry(
-        tmp_path, "fluid-test", "fluid", store, group="8", variables={"vorticity": {"units": "1/s"}},
+    entry = _entry(  # one group per resolution, as the Navier-Stokes stores hold them
+        tmp_path, "fluid-test", "fluid", {"8": ds}, encoding={"vorticity": {"chunks": (1, 4, 8, 8)}}, group="8", variables={"vorticity": {"units": "1/s"}},
         grid={"x": 8, "y": 8, "length": 6.283185307179586}, time={"step": FLUID_STEP, "units": "solver"},
         splits={"train": {"trajectory": [0, 3]}, "validation": {"trajectory": [3, 4]}, "test": {"trajectory": [4, 5]}},
     )
@@ -204,9 +192,8 @@ def test_fluid_on_the_sphere_uses_latitude_longitude(tmp_path):
          for name in ("h", "u")},
         coords={"time": np.arange(6) * 1.0, "latitude": np.linspace(-90, 90, 4), "longitude": np.arange(8) * 45.0},
     )
-    write_zarr(ds, tmp_path / "sphere.zarr", progress=False)
     entry = _entry(
-        tmp_path, "sphere", "fluid", tmp_path / "sphere.zarr", variables={"h": {"units": "m"}, "u": {"units": "m s**-1"}},
+        tmp_path, "sphere", "fluid", ds, variables={"h": {"units": "m"}, "u": {"units": "m s**-1"}},
         grid={"latitude": {"start": -90.0, "stop": 90.0, "size": 4}, "longitude": {"start": 0.0, "stop": 315.0, "size": 8}},
         time={"step": 1.0, "units": "hours"}, splits={"train": {"trajectory": [0, 1]}, "test": {"trajectory": [1, 2]}},
     )
@@ -224,7 +211,7 @@ def test_zarr_python_fallback_for_urls(fluid, tmp_path):
     fs = fsspec.filesystem("memory")
     fs.put(entry.store, "/loader-test/fluid.zarr", recursive=True)
     url_entry = _entry(
-        tmp_path, "fluid-url", "fluid", "memory://loader-test/fluid.zarr", group="8",
+        tmp_path, "fluid-url", "fluid", None, store="memory://loader-test/fluid.zarr", group="8",
         variables={"vorticity": {"units": "1/s"}},
         grid={"x": 8, "y": 8, "length": 6.283185307179586}, time={"step": FLUID_STEP, "units": "solver"},
         splits={"train": {"trajectory": [0, 3]}},
@@ -366,11 +353,9 @@ def test_loader_resumes_part_way_through_an_epoch(fluid):
 def test_packed_stores_are_refused(fluid, tmp_path):
     """Values packed as int16 with scale_factor would be read raw, so the dataset refuses them."""
     entry, ds, stats = fluid
-    store = tmp_path / "packed.zarr"
-    write_zarr(ds, store, encoding={"vorticity": {"dtype": "int16", "scale_factor": 0.001, "_FillValue": -32768}},
-               progress=False)
     packed = _entry(
-        tmp_path, "packed", "fluid", store, variables={"vorticity": {"units": "1/s"}},
+        tmp_path, "packed", "fluid", ds, encoding={"vorticity": {"dtype": "int16", "scale_factor": 0.001,
+                                                                 "_FillValue": -32768}}, variables={"vorticity": {"units": "1/s"}},
         grid={"x": 8, "y": 8, "length": 6.283185307179586}, time={"step": FLUID_STEP, "units": "solver"},
         splits={"train": {"trajectory": [0, 3]}},
     )

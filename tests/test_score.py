@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 import yaml
 
+from conftest import write_store_entry
 from earthsim import catalog
 from earthsim.data.store import open_zarr, write_zarr
 from earthsim.score import AlignmentError, evaluate, score
@@ -23,21 +24,7 @@ LON = np.arange(24) * 15.0
 LEVELS = [500.0, 850.0]
 
 
-@pytest.fixture(autouse=True)
-def stores(tmp_path, monkeypatch):
-    monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path))
-    monkeypatch.setenv("EARTHSIM_CATALOGS", str(tmp_path / "catalogs"))
-    return tmp_path
-
-
-def _entry_yaml(tmp_path: Path, name: str, ds: xr.Dataset, kind: str, **extra) -> Path:
-    write_zarr(ds, tmp_path / f"{name}.zarr", progress=False)
-    raw = {"name": name, "kind": kind, "description": "synthetic", "store": f"{name}.zarr",
-           "variables": {v: {"units": ds[v].attrs["units"]} for v in ds.data_vars},
-           "statistics": f"{name}.stats.zarr", "licence": "test", "provenance": "test", **extra}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+pytestmark = pytest.mark.usefixtures("stores")
 
 
 def _weather_truth(tmp_path: Path, n_times: int = 24, lat=LAT, name: str = "wtruth", climatology: bool = False):
@@ -60,7 +47,7 @@ def _weather_truth(tmp_path: Path, n_times: int = 24, lat=LAT, name: str = "wtru
                         "test": {"start": times[n_times // 2 + 2].isoformat(), "stop": stop}}}
     if climatology:
         extra["climatology"] = f"{name}.climatology.zarr"
-    return _entry_yaml(tmp_path, name, ds, "weather", **extra), ds
+    return write_store_entry(tmp_path, name, ds, "weather", **extra), ds
 
 
 def _climatology(tmp_path: Path, truth: xr.Dataset) -> Path:
@@ -248,7 +235,7 @@ def test_alignment_errors_name_the_mismatch(tmp_path):
         evaluate([shifted], truth_yaml, climatology=None, progress=False)
 
     coarse = ok.isel(longitude=slice(0, 12))
-    with pytest.raises(AlignmentError, match="longitude has 12 points, the truth 'wtruth' has 24"):
+    with pytest.raises(AlignmentError, match="grid of the truth 'wtruth': longitude has 12 points, the grid has 24"):
         evaluate([_write(tmp_path, "coarse", coarse)], truth_yaml, climatology=None, progress=False)
 
     kilometres = ok.copy()
@@ -284,7 +271,7 @@ def _fluid_truth(tmp_path: Path, trajectories: int = 2, frames: int = 12, units:
     ds = xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), truth.astype(np.float32), {"units": "1"})},
                     coords={"trajectory": np.arange(trajectories),
                             "time": ("time", 0.1 * np.arange(frames), {"units": units})})
-    path = _entry_yaml(tmp_path, "modes", ds, "fluid", grid={"x": N, "y": N, "length": 2 * np.pi},
+    path = write_store_entry(tmp_path, "modes", ds, "fluid", grid={"x": N, "y": N, "length": 2 * np.pi},
                        time={"step": 0.1, "units": units},
                        splits={"train": {"trajectory": [0, 1]}, "validation": {"trajectory": [1, 2]},
                                "test": {"trajectory": [1, 2]}})
@@ -477,7 +464,7 @@ def test_era5_ensemble_against_its_own_mean(tmp_path):
                   splits={"train": {"start": "2017-01-01T00:00", "stop": "2017-01-01T12:00"},
                           "validation": {"start": "2017-01-02T00:00", "stop": "2017-01-02T00:00"},
                           "test": {"start": "2017-01-02T12:00", "stop": "2017-01-02T12:00"}})
-    mean_yaml = _entry_yaml(tmp_path, "ens-mean", mean_truth, "weather", **common)
+    mean_yaml = write_store_entry(tmp_path, "ens-mean", mean_truth, "weather", **common)
     card = evaluate([_write(tmp_path, "members", forecast)], mean_yaml, climatology=None, progress=False).scorecard
     got = card.sel(model="members").isel(prediction_timedelta=0)
 
@@ -503,7 +490,7 @@ def test_era5_ensemble_against_its_own_mean(tmp_path):
     truth_member = truth_member.astype(np.float32)
     for name in ds.data_vars:
         truth_member[name].attrs = dict(ds[name].attrs)
-    member_yaml = _entry_yaml(tmp_path, "member1", truth_member, "weather", **common)
+    member_yaml = write_store_entry(tmp_path, "member1", truth_member, "weather", **common)
     rest = forecast.isel(realization=slice(2, None))
     card1 = evaluate([_write(tmp_path, "rest", rest)], member_yaml, climatology=None, progress=False).scorecard
     scores = card1.sel(model="rest").isel(prediction_timedelta=0)
@@ -521,7 +508,7 @@ def test_fluid_on_the_sphere_uses_area_weights(tmp_path):
     ds = xr.Dataset({"h": (("trajectory", "time", "latitude", "longitude"), values, {"units": "m"})},
                     coords={"trajectory": [0, 1], "time": ("time", np.arange(8.0), {"units": "hours"}),
                             "latitude": lat, "longitude": lon})
-    truth_yaml = _entry_yaml(tmp_path, "sphere", ds, "fluid", time={"step": 1.0, "units": "hours"},
+    truth_yaml = write_store_entry(tmp_path, "sphere", ds, "fluid", time={"step": 1.0, "units": "hours"},
                              grid={"latitude": {"start": -90.0, "stop": 90.0, "size": 9},
                                    "longitude": {"start": 0.0, "stop": 337.5, "size": 16}},
                              splits={"train": {"trajectory": [0, 1]}, "validation": {"trajectory": [1, 2]},

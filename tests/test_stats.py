@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, write_store_entry
 from earthsim import catalog
 from earthsim.data import stats
 from earthsim.data.store import open_zarr, write_zarr
@@ -16,32 +16,16 @@ from earthsim.errors import CatalogError, ValidationError
 
 
 
-@pytest.fixture(autouse=True)
-def stores(tmp_path, monkeypatch):
-    """Stores and catalog entries of each test live in tmp_path."""
-    monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path))
-    monkeypatch.setenv("EARTHSIM_CATALOGS", str(tmp_path / "catalogs"))
-    (tmp_path / "catalogs" / "datasets").mkdir(parents=True)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("stores")
 
 
 def _entry(tmp_path: Path, name: str, ds: xr.Dataset, kind: str, splits: dict, time: dict, grid: dict,
            **extra) -> catalog.DatasetEntry:
-    """Write ``ds`` as a store and a catalog entry for it; return the parsed entry."""
-    write_zarr(ds, tmp_path / f"{name}.zarr", progress=False)
-    raw = {
-        "name": name, "kind": kind, "description": "synthetic test data",
-        "store": "${EARTHSIM_STORES}/" + f"{name}.zarr",
-        "variables": {v: {"units": "1"} for v in ds.data_vars if "time" in ds[v].dims},
-        "grid": grid, "time": time, "splits": splits,
-        "statistics": "${EARTHSIM_STORES}/" + f"{name}.stats.zarr",
-        "licence": "test", "provenance": "synthetic", **extra,
-    }
+    """Write ``ds`` as a store and a catalog entry found by name; return the parsed entry."""
     if kind == "weather":
-        raw["climatology"] = "${EARTHSIM_STORES}/" + f"{name}.climatology.zarr"
-    path = tmp_path / "catalogs" / "datasets" / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return catalog.get_entry(path)
+        extra.setdefault("climatology", str(tmp_path / f"{name}.climatology.zarr"))
+    return catalog.get_entry(write_store_entry(tmp_path, name, ds, kind, entry_folder=tmp_path / "catalogs" / "datasets",
+                                               grid=grid, time=time, splits=splits, **extra))
 
 
 def _fluid(tmp_path, name="fluid", trajectories=5, frames=7):

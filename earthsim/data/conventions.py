@@ -35,19 +35,22 @@ CONVENTIONS = (
     "earthsim-weather-1: dims (time | month, prediction_timedelta, realization, level [hPa, increasing], "
     "latitude [increasing], longitude [increasing]); time is the valid time; float32 data; CF units and long_name"
 )
-LONGITUDE_CONVENTIONS = {"[-180, 180)": -180.0, "[0, 360)": 0.0}
-RECORD_DIMS = ("time", "month")
-# Dim names every layer uses (DESIGN.md): forecasts add LEAD_DIM, ensembles MEMBER_DIM, fluids TRAJECTORY_DIM.
+# Dim names every layer uses (docs/architecture.md): forecasts add LEAD_DIM, ensembles MEMBER_DIM, fluids TRAJECTORY_DIM.
 TIME_DIM = "time"
 LEVEL_DIM = "level"
 MEMBER_DIM = "realization"
 LEAD_DIM = "prediction_timedelta"
 TRAJECTORY_DIM = "trajectory"
+LATITUDE_DIM = "latitude"
+LONGITUDE_DIM = "longitude"
+Y_DIM, X_DIM = "y", "x"  # a periodic box
+LONGITUDE_CONVENTIONS = {"[-180, 180)": -180.0, "[0, 360)": 0.0}
+RECORD_DIMS = (TIME_DIM, "month")
 
 _RENAMES = {
-    "latitude": ("lat",),
-    "longitude": ("lon",),
-    "level": ("isobaricInhPa", "isobaricInPa", "pressure_level", "plev"),
+    LATITUDE_DIM: ("lat",),
+    LONGITUDE_DIM: ("lon",),
+    LEVEL_DIM: ("isobaricInhPa", "isobaricInPa", "pressure_level", "plev"),
     MEMBER_DIM: ("number", "member", "ensemble", "ensemble_member"),
 }
 _HPA_PER_UNIT = {"pa": 0.01, "hpa": 1.0, "millibars": 1.0, "millibar": 1.0, "mbar": 1.0, "mb": 1.0}
@@ -72,7 +75,7 @@ def to_conventions(ds: xr.Dataset, longitude_convention: str = "[-180, 180)") ->
     ds = _rename(ds)
     ds = _valid_time(ds)
     ds = _scalars(ds)
-    missing = [d for d in ("latitude", "longitude") if d not in ds.dims]
+    missing = [d for d in (LATITUDE_DIM, LONGITUDE_DIM) if d not in ds.dims]
     if missing:
         raise EarthsimError(
             f"no {' and '.join(missing)} dim (dims: {dict(ds.sizes)}); earthsim's weather conventions need a "
@@ -82,8 +85,8 @@ def to_conventions(ds: xr.Dataset, longitude_convention: str = "[-180, 180)") ->
     ds = _latitude(ds)
     ds = _longitude(ds, longitude_convention)
     ds = _float32(ds)
-    leading = [d for d in (record_dim(ds), LEAD_DIM, MEMBER_DIM, "level") if d is not None and d in ds.dims]
-    ds = ds.transpose(*leading, ..., "latitude", "longitude")
+    leading = [d for d in (record_dim(ds), LEAD_DIM, MEMBER_DIM, LEVEL_DIM) if d is not None and d in ds.dims]
+    ds = ds.transpose(*leading, ..., LATITUDE_DIM, LONGITUDE_DIM)
     ds.attrs["earthsim_conventions"] = CONVENTIONS
     ds.attrs["longitude_convention"] = longitude_convention
     return ds
@@ -102,11 +105,11 @@ def _rename(ds: xr.Dataset) -> xr.Dataset:
             raise EarthsimError(f"both {present[0]!r} and {present[1]!r} found; cannot tell which is {target!r}")
         if present and present[0] != target:
             mapping[present[0]] = target
-    if "valid_time" in ds.dims and "time" not in ds.dims:
+    if "valid_time" in ds.dims and TIME_DIM not in ds.dims:
         # ERA5 netCDF from the new CDS: the time axis is called valid_time.
-        if "time" in ds.variables:
-            mapping["time"] = "forecast_reference_time"
-        mapping["valid_time"] = "time"
+        if TIME_DIM in ds.variables:
+            mapping[TIME_DIM] = "forecast_reference_time"
+        mapping["valid_time"] = TIME_DIM
     return ds.rename(mapping)
 
 
@@ -117,9 +120,9 @@ def _valid_time(ds: xr.Dataset) -> xr.Dataset:
     if "valid_time" not in ds.variables:
         return ds
     valid = ds["valid_time"].variable
-    if "time" not in ds.variables:
-        return ds.rename({"valid_time": "time"})
-    if valid.dims != ds["time"].dims:
+    if TIME_DIM not in ds.variables:
+        return ds.rename({"valid_time": TIME_DIM})
+    if valid.dims != ds[TIME_DIM].dims:
         raise EarthsimError(f"valid_time has dims {valid.dims} and time {ds['time'].dims}; expected the same")
     time = xr.Variable(valid.dims, np.asarray(valid.values), {**valid.attrs, "standard_name": "time"})
     return ds.drop_vars("valid_time").assign_coords(time=time)
@@ -131,7 +134,7 @@ def _scalars(ds: xr.Dataset) -> xr.Dataset:
     for name, coord in ds.coords.items():
         if coord.ndim:
             continue
-        if name in ("time", "level") or (name == MEMBER_DIM and ensemble):
+        if name in (TIME_DIM, LEVEL_DIM) or (name == MEMBER_DIM and ensemble):
             expand.append(name)
         else:
             moved[name] = _scalar_value(coord.values)
@@ -153,25 +156,25 @@ def _scalar_value(value: np.ndarray):
 
 
 def _levels(ds: xr.Dataset) -> xr.Dataset:
-    if "level" not in ds.dims:
+    if LEVEL_DIM not in ds.dims:
         return ds
-    units = str(ds["level"].attrs.get("units", "hPa"))
+    units = str(ds[LEVEL_DIM].attrs.get("units", "hPa"))
     if units.lower() not in _HPA_PER_UNIT:
         raise EarthsimError(
             f"level coordinate has units {units!r}; earthsim's level is pressure, units one of {sorted(_HPA_PER_UNIT)}"
         )
-    values = ds["level"].values.astype(np.float64) * _HPA_PER_UNIT[units.lower()]
+    values = ds[LEVEL_DIM].values.astype(np.float64) * _HPA_PER_UNIT[units.lower()]
     attrs = {"units": "hPa", "long_name": "pressure level", "standard_name": "air_pressure", "positive": "down"}
-    ds = ds.assign_coords(level=("level", values, attrs))
-    return _increasing(ds, "level", values)
+    ds = ds.assign_coords(level=(LEVEL_DIM, values, attrs))
+    return _increasing(ds, LEVEL_DIM, values)
 
 
 def _latitude(ds: xr.Dataset) -> xr.Dataset:
-    values = ds["latitude"].values.astype(np.float64)
-    attrs = {k: v for k, v in ds["latitude"].attrs.items() if k != "stored_direction"}
+    values = ds[LATITUDE_DIM].values.astype(np.float64)
+    attrs = {k: v for k, v in ds[LATITUDE_DIM].attrs.items() if k != "stored_direction"}
     attrs.update(units="degrees_north", standard_name="latitude", long_name="latitude")
-    ds = ds.assign_coords(latitude=("latitude", values, attrs))
-    return _increasing(ds, "latitude", values)
+    ds = ds.assign_coords(latitude=(LATITUDE_DIM, values, attrs))
+    return _increasing(ds, LATITUDE_DIM, values)
 
 
 def _increasing(ds: xr.Dataset, dim: str, values: np.ndarray) -> xr.Dataset:
@@ -190,12 +193,12 @@ def _longitude(ds: xr.Dataset, convention: str) -> xr.Dataset:
     Only values outside the range are shifted, so values already inside keep their exact bits.
     """
     low = LONGITUDE_CONVENTIONS[convention]
-    values = ds["longitude"].values.astype(np.float64)
+    values = ds[LONGITUDE_DIM].values.astype(np.float64)
     outside = (values < low) | (values >= low + 360.0)
     values = np.where(outside, values - 360.0 * np.floor((values - low) / 360.0), values)
-    attrs = {k: v for k, v in ds["longitude"].attrs.items() if k != "stored_direction"}
+    attrs = {k: v for k, v in ds[LONGITUDE_DIM].attrs.items() if k != "stored_direction"}
     attrs.update(units="degrees_east", standard_name="longitude", long_name="longitude")
-    ds = ds.assign_coords(longitude=("longitude", values, attrs))
+    ds = ds.assign_coords(longitude=(LONGITUDE_DIM, values, attrs))
     _, first = np.unique(values, return_index=True)  # sorted unique values, first occurrence of each
     if first.size == values.size and np.all(np.diff(values) > 0):
         return ds

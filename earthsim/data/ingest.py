@@ -26,7 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from earthsim.catalog import DatasetEntry
-from earthsim.data.conventions import CONVENTIONS, MEMBER_DIM, record_dim, to_conventions
+from earthsim.data.conventions import CONVENTIONS, LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, MEMBER_DIM, TIME_DIM, X_DIM, Y_DIM, record_dim, to_conventions
 from earthsim.data.store import PROVENANCE_ATTR, provenance, write_zarr
 from earthsim.errors import CatalogError, EarthsimError, ValidationError
 
@@ -161,7 +161,7 @@ def open_input(path: str | os.PathLike, time_chunk: int | None = None) -> xr.Dat
     except Exception as error:  # the engines raise many types (OSError, ValueError, KeyError, EcCodesError)
         kind = "GRIB" if engine == "cfgrib" else "netCDF"
         raise EarthsimError(f"{path}: cannot read as {kind}: {type(error).__name__}: {error}") from error
-    record = next((d for d in ("time", "valid_time", "month") if d in ds.dims), None)
+    record = next((d for d in (TIME_DIM, "valid_time", "month") if d in ds.dims), None)
     chunks = {dim: -1 for dim in ds.dims}
     if record is not None:
         chunks[record] = min(time_chunk or default_time_chunk(ds, record, itemsize=None), ds.sizes[record])
@@ -239,19 +239,19 @@ def _variable_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
             problems.append(f"variable {name!r} has no units attribute; entry expects {want!r}")
         elif " ".join(str(units).split()) != " ".join(want.split()):
             problems.append(f"variable {name!r} has units {units!r}; entry expects {want!r}")
-        if name not in entry.static and "time" not in ds[name].dims:
+        if name not in entry.static and TIME_DIM not in ds[name].dims:
             problems.append(f"variable {name!r} has no time dim (dims {ds[name].dims}) and is not listed as static")
     return problems
 
 
 def _level_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
     if not entry.levels:
-        if "level" in ds.dims:
+        if LEVEL_DIM in ds.dims:
             return [f"extra level dim with levels {_numbers(ds['level'].values)} hPa; the entry lists no levels"]
         return []
-    if "level" not in ds.dims:
+    if LEVEL_DIM not in ds.dims:
         return [f"no level dim; entry expects levels {list(entry.levels)} hPa"]
-    found = ds["level"].values
+    found = ds[LEVEL_DIM].values
     want = np.asarray(entry.levels, dtype=np.float64)
     problems = [f"missing level {_number(v)} hPa (found {_numbers(found)})"
                 for v in want if not np.isclose(found, v).any()]
@@ -281,9 +281,9 @@ def _time_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
         return _time_order_problems(ds)
     expected = entry.time.values().as_unit("ns")
     span = f"{_stamp(expected[0])} to {_stamp(expected[-1])} every {entry.time.step}"
-    if "time" not in ds.dims:
+    if TIME_DIM not in ds.dims:
         return [f"no time dim (dims {dict(ds.sizes)}); entry expects times {span}"]
-    times = pd.DatetimeIndex(ds["time"].values).as_unit("ns")
+    times = pd.DatetimeIndex(ds[TIME_DIM].values).as_unit("ns")
     problems = _time_order_problems(ds)
     missing = expected.difference(times)
     extra = times.unique().difference(expected)
@@ -296,9 +296,9 @@ def _time_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
 
 def _time_order_problems(ds: xr.Dataset) -> list[str]:
     """Duplicated and decreasing times (inputs are concatenated in the order given)."""
-    if "time" not in ds.dims:
+    if TIME_DIM not in ds.dims:
         return []
-    times = pd.Index(ds["time"].values)
+    times = pd.Index(ds[TIME_DIM].values)
     problems = []
     duplicated = times[times.duplicated()].unique()
     if len(duplicated):
@@ -316,9 +316,9 @@ def _grid_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
     grid = entry.grid
     if grid.latitude is None:
         return [f"{name} has size {ds.sizes.get(name)}; entry expects {want}"
-                for name, want in (("y", grid.y), ("x", grid.x)) if ds.sizes.get(name) != want]
+                for name, want in ((Y_DIM, grid.y), (X_DIM, grid.x)) if ds.sizes.get(name) != want]
     problems = []
-    for name, axis in (("latitude", grid.latitude), ("longitude", grid.longitude)):
+    for name, axis in ((LATITUDE_DIM, grid.latitude), (LONGITUDE_DIM, grid.longitude)):
         want = f"{axis.size} points from {axis.start:g} to {axis.stop:g}"
         if name not in ds.dims:
             problems.append(f"no {name} dim; entry expects {want}")
@@ -338,7 +338,7 @@ def _grid_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
 
 
 def _nan_problems(ds: xr.Dataset, progress: bool) -> list[str]:
-    spatial = [d for d in ("latitude", "longitude", "y", "x") if d in ds.dims]
+    spatial = [d for d in (LATITUDE_DIM, LONGITUDE_DIM, Y_DIM, X_DIM) if d in ds.dims]
     names = [name for name, var in ds.data_vars.items() if spatial and set(spatial) <= set(var.dims)]
     flags = [ds[name].isnull().all(dim=spatial) for name in names]
     if progress and flags:

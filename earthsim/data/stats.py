@@ -40,12 +40,13 @@ from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
 from earthsim.errors import CatalogError, ValidationError
+from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM, TRAJECTORY_DIM
 
 STATISTICS = ("mean", "std", "diff_std")
 SPLIT = "train"
 DEFAULT_WINDOW_DAYS = 61
 DAYS_IN_YEAR = 366
-POINT_DIMS = ("time", "level", "latitude", "longitude")
+POINT_DIMS = (TIME_DIM, LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM)
 
 
 def _entry(entry: DatasetEntry | str) -> DatasetEntry:
@@ -72,7 +73,7 @@ def _training_data(entry: DatasetEntry, names: list[str]) -> tuple[xr.Dataset, x
             f"dataset {entry.name!r} ({entry.store}): variable(s) {missing} of the catalog entry are not in the "
             f"store; it has {sorted(ds.data_vars)}")
     train = split.select(ds)
-    if any(train.sizes.get(dim, 1) == 0 for dim in ("time", "trajectory")):
+    if any(train.sizes.get(dim, 1) == 0 for dim in (TIME_DIM, TRAJECTORY_DIM)):
         raise ValidationError(f"dataset {entry.name!r}: split {SPLIT!r} {split} selects no data from {entry.store}")
     return ds, train
 
@@ -93,12 +94,12 @@ def _expectation(entry: DatasetEntry, variables: list[str], **extra) -> dict:
 def _record(entry: DatasetEntry, train: xr.Dataset, variables: list[str], **extra) -> dict:
     """The provenance configuration: the expectation plus the time range and trajectories used."""
     record = _expectation(entry, variables, **extra)
-    if "time" in train.coords and train.sizes.get("time", 0):
+    if TIME_DIM in train.coords and train.sizes.get(TIME_DIM, 0):
         ends = train.time.values[[0, -1]]
         record["time_range"] = ([pd.Timestamp(t).isoformat() for t in ends]
                                 if np.issubdtype(ends.dtype, np.datetime64) else ends.tolist())
-    if "trajectory" in train.dims:
-        record["trajectories"] = train.sizes["trajectory"]
+    if TRAJECTORY_DIM in train.dims:
+        record["trajectories"] = train.sizes[TRAJECTORY_DIM]
     return record
 
 
@@ -118,7 +119,7 @@ def _check_stored(path: Path, expected: dict, what: str) -> None:
 
 def _one_step_apart(time: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
     """True at each later frame of a pair of consecutive frames exactly one catalog time step apart."""
-    spacing = time.diff("time")
+    spacing = time.diff(TIME_DIM)
     if np.issubdtype(time.dtype, np.datetime64):
         step = entry.time.step
         step = pd.Timedelta(step) if isinstance(step, str) else pd.Timedelta(hours=float(step))
@@ -129,19 +130,19 @@ def _one_step_apart(time: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
 def _statistics(da: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
     """Lazy mean, std and std of one-step differences of one variable, per level, in float64."""
     x = da.astype(np.float64)
-    dims = [d for d in x.dims if d != "level"]
+    dims = [d for d in x.dims if d != LEVEL_DIM]
     mean = x.mean(dims)
     std = x.std(dims)
-    if "time" in x.dims:
-        diff = x.diff("time")
-        if "time" in x.coords:
+    if TIME_DIM in x.dims:
+        diff = x.diff(TIME_DIM)
+        if TIME_DIM in x.coords:
             diff = diff.where(_one_step_apart(x.time, entry))
         diff_std = diff.std(dims)
     else:
         diff_std = xr.full_like(mean, np.nan)
     out = xr.concat([mean, std, diff_std], dim=xr.DataArray(np.array(STATISTICS, dtype=object), dims="statistic"))
     out.attrs = {k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs}
-    return out.drop_vars([c for c in out.coords if c not in ("statistic", "level")])
+    return out.drop_vars([c for c in out.coords if c not in ("statistic", LEVEL_DIM)])
 
 
 def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwrite: bool = False) -> Path:
@@ -225,13 +226,13 @@ def _climatology(da: xr.DataArray, hours: np.ndarray, weights: np.ndarray) -> xr
     means = []
     for hour in hours:
         chosen = np.flatnonzero(hour_of_sample == hour)
-        to_days = xr.DataArray(_day_of_year_rows(doy[chosen], leap[chosen]) @ weights, dims=("time", "dayofyear"),
+        to_days = xr.DataArray(_day_of_year_rows(doy[chosen], leap[chosen]) @ weights, dims=(TIME_DIM, "dayofyear"),
                                coords={"dayofyear": np.arange(1, DAYS_IN_YEAR + 1)})
-        total = xr.dot(values.isel(time=chosen), to_days, dim="time")
-        weight = xr.dot(counts.isel(time=chosen), to_days, dim="time")
+        total = xr.dot(values.isel(time=chosen), to_days, dim=TIME_DIM)
+        weight = xr.dot(counts.isel(time=chosen), to_days, dim=TIME_DIM)
         means.append(total / weight.where(weight > 0))
     mean = xr.concat(means, dim=xr.DataArray(hours, dims="hour")).astype(np.float32)
-    order = ["hour", "dayofyear"] + [d for d in ("level", "latitude", "longitude") if d in mean.dims]
+    order = ["hour", "dayofyear"] + [d for d in (LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM) if d in mean.dims]
     mean = mean.transpose(*order)
     mean.attrs = {k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs}
     return mean
@@ -258,7 +259,7 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
         return path
     ds, train = _training_data(entry, variables)
     for name in variables:
-        absent = [d for d in ("time", "latitude", "longitude") if d not in train[name].dims]
+        absent = [d for d in (TIME_DIM, LATITUDE_DIM, LONGITUDE_DIM) if d not in train[name].dims]
         if absent:
             raise ValidationError(f"dataset {entry.name!r}: variable {name!r} lacks dim(s) {absent} needed for a "
                                   f"climatology; it has {train[name].dims}")
@@ -289,7 +290,7 @@ def load_climatology(entry: DatasetEntry | str, progress: bool = True) -> xr.Dat
 
 
 def climatology_at(climatology: xr.Dataset, name: str, valid_times, levels=None,
-                   spatial: tuple[str, str] = ("latitude", "longitude"), where: str = "climatology") -> np.ndarray:
+                   spatial: tuple[str, str] = (LATITUDE_DIM, LONGITUDE_DIM), where: str = "climatology") -> np.ndarray:
     """Variable ``name`` of a day-of-year × hour climatology at each valid time: float32 ``[valid, L, H, W]``.
 
     Selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does; ``levels``
@@ -310,6 +311,6 @@ def climatology_at(climatology: xr.Dataset, name: str, valid_times, levels=None,
     if levels is not None:
         field = field.sel(level=list(levels))
     field = field.sel(selection)
-    order = ["valid"] + (["level"] if "level" in field.dims else []) + list(spatial)
+    order = ["valid"] + ([LEVEL_DIM] if LEVEL_DIM in field.dims else []) + list(spatial)
     values = np.asarray(field.transpose(*order).values, dtype=np.float32)
-    return values if "level" in field.dims else values[:, None]
+    return values if LEVEL_DIM in field.dims else values[:, None]

@@ -34,16 +34,12 @@ import torch
 import xarray as xr
 
 from earthsim import catalog
-from earthsim.catalog import DatasetEntry, Grid
+from earthsim.catalog import DatasetEntry
+from earthsim.data.grid import Grid
 from earthsim.data.conventions import LEVEL_DIM, TIME_DIM
 from earthsim.errors import ValidationError
 
 STATISTICS = ("mean", "std", "diff_std")
-
-
-def spatial_dims(grid: Grid) -> tuple[str, str]:
-    """``(latitude, longitude)`` on a latitude/longitude grid (weather, shallow water), else ``(y, x)``."""
-    return ("latitude", "longitude") if grid.latitude is not None else ("y", "x")
 
 
 def channel_name(variable: str, level: float | None = None) -> str:
@@ -221,7 +217,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _channel_layouts(self, ds: xr.Dataset):
         entry = self.entry
-        spatial = spatial_dims(entry.grid)
+        spatial = entry.grid.dims
         layouts, channels, levels = [], [], {}
         sequence_dims = None
         for name in self.variables:
@@ -313,7 +309,7 @@ class WindowDataset(torch.utils.data.Dataset):
             )
 
     def _static_layouts_of(self, ds: xr.Dataset) -> list[_Layout]:
-        spatial = spatial_dims(self.entry.grid)
+        spatial = self.entry.grid.dims
         layouts = []
         for i, name in enumerate(self.static_channels):
             if name not in ds.data_vars:

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from earthsim.catalog import DatasetEntry
+from earthsim.data.conventions import X_DIM, Y_DIM
 from earthsim.errors import ValidationError
 from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
 from earthsim.forecast.store import write_forecast
@@ -76,11 +77,11 @@ def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, st
     valid = pd.DatetimeIndex(ic.valid_times().ravel())
     one_per_hour = valid[np.unique(valid.hour, return_index=True)[1]]
     for name in ic.variables:  # fail on missing hours or variables before any store is made
-        climatology_at(climatology, name, one_per_hour, ic.levels.get(name), ic.spatial_dims, where)
+        climatology_at(climatology, name, one_per_hour, ic.levels.get(name), ic.entry.grid.dims, where)
 
     def compute(block: Block) -> np.ndarray:
         times = ic.valid_times()[block.inits].ravel()
-        values = np.concatenate([climatology_at(climatology, name, times, ic.levels.get(name), ic.spatial_dims, where)
+        values = np.concatenate([climatology_at(climatology, name, times, ic.levels.get(name), ic.entry.grid.dims, where)
                                  for name in ic.variables], axis=1)  # [valid, C, H, W]
         n = block.inits.stop - block.inits.start
         per_init = values.reshape(n, ic.steps, 1, *values.shape[1:])
@@ -108,7 +109,7 @@ def navier_stokes_solver(entry: DatasetEntry, ic: InitialConditions, dtype: torc
         raise ValidationError(f"dataset {entry.name!r}: the solver baseline needs vorticity alone on a square grid; "
                               f"it has variables {ic.variables} on {entry.grid.shape}")
     n = entry.grid.x
-    for dim in ("y", "x"):
+    for dim in (Y_DIM, X_DIM):
         if not np.allclose(ic.ds[dim].values, grid_coordinates(n) * float(attrs["domain_length"]) / (2 * np.pi)):
             raise ValidationError(f"dataset {entry.name!r}: {dim} is not the solver grid j·L/{n} of the periodic box")
     _, dt = steps_per_interval(ic.lead_time, stable_time_step(n, float(attrs["cfl_velocity"]),

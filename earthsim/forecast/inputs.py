@@ -26,8 +26,8 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data.conventions import TIME_DIM
-from earthsim.data.windows import SplitTooShortError, WindowDataset, spatial_dims
-from earthsim.errors import CatalogError, ValidationError
+from earthsim.data.windows import SplitTooShortError, WindowDataset
+from earthsim.errors import ValidationError
 
 
 
@@ -50,9 +50,7 @@ class Block:
 def resolve_entry(dataset: str | DatasetEntry) -> DatasetEntry:
     """The catalog entry of ``dataset`` (a name or a YAML path), its store checked to exist."""
     entry = dataset if isinstance(dataset, DatasetEntry) else catalog.get_entry(dataset)
-    if not entry.exists():
-        hint = f"; make it with `{entry.source.command(entry.name)}`" if entry.source else ""
-        raise CatalogError(f"dataset {entry.name!r}: no store at {entry.store}{hint}")
+    entry.require_store()
     return entry
 
 
@@ -80,7 +78,6 @@ class InitialConditions:
                 f"at most {max(0, (error.frames - 1) // self.stride - self.t_in + 1)} steps fit") from None
         self.ds = self.windows.dataset  # coordinates and attributes for the forecast store
         self.variables = list(self.windows.variables)
-        self.spatial_dims = spatial_dims(entry.grid)
         self.levels = self.windows.levels
         self.channels = list(self.windows.channels)
         self.sequence_dims = self.windows.sequence_dims

@@ -64,7 +64,7 @@ def forecast_template(ic: InitialConditions, members: int | None, block: Block, 
         coords[MEMBER_DIM] = xr.Variable(MEMBER_DIM, np.arange(members), {"long_name": "ensemble member"})
     if ic.levels:
         coords[LEVEL_DIM] = ic.ds[LEVEL_DIM].variable
-    for dim in ic.spatial_dims:
+    for dim in ic.entry.grid.dims:
         coords[dim] = ic.ds[dim].variable
     has_member = MEMBER_DIM in coords
     front = [d for d in ic.sequence_dims if d != MEMBER_DIM]
@@ -72,7 +72,7 @@ def forecast_template(ic: InitialConditions, members: int | None, block: Block, 
     data_vars = {}
     for name in ic.variables:
         dims = (*front, TIME_DIM, LEAD_DIM, *((MEMBER_DIM,) if has_member else ()),
-                *((LEVEL_DIM,) if name in ic.levels else ()), *ic.spatial_dims)
+                *((LEVEL_DIM,) if name in ic.levels else ()), *ic.entry.grid.dims)
         block_chunks = {**{d: s.stop - s.start for d, s in zip(ic.sequence_dims, block.sequences)},
                         TIME_DIM: block.inits.stop - block.inits.start}
         chunks = tuple(block_chunks.get(d, sizes[d]) for d in dims)
@@ -157,7 +157,7 @@ class ForecastStore:
             if not model_members:
                 part = part[..., 0, :, :, :] if name in self.ic.levels else part[..., 0, :, :]
             dims = (*sequence_dims, TIME_DIM, LEAD_DIM, *((MEMBER_DIM,) if model_members else ()),
-                    *((LEVEL_DIM,) if name in self.ic.levels else ()), *self.ic.spatial_dims)
+                    *((LEVEL_DIM,) if name in self.ic.levels else ()), *self.ic.entry.grid.dims)
             part = xr.DataArray(np.asarray(part, dtype=np.float32), dims=dims).transpose(*self.dims[name]).values
             # zarr directly: an xarray region write re-reads the store's metadata on every call
             self._arrays[name][tuple(region.get(d, slice(None)) for d in self.dims[name])] = part

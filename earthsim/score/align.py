@@ -9,7 +9,7 @@ solver's time units (its ``units`` attribute, when present, must equal the truth
 
 The valid time of each forecast frame is ``time + prediction_timedelta``; the truth (a catalog
 dataset) must hold every valid time (per trajectory for fluids). Grids must agree within
-:data:`GRID_TOLERANCE_DEG` degrees (weather) or have the same ``y``/``x`` sizes (boxes), units
+:data:`earthsim.data.grid.GRID_TOLERANCE_DEG` degrees (weather) or have the same ``y``/``x`` sizes (boxes), units
 attributes must agree where both sides state them, and every forecast variable, level and
 trajectory must exist in the truth. Each failure raises :class:`AlignmentError` naming the store,
 the variable and the mismatch.
@@ -32,29 +32,17 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
+from earthsim.data.grid import LATLON, Grid
 from earthsim.data.stats import climatology_at
-from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM, lead_numbers
+from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LEVEL_DIM, LONGITUDE_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM, lead_numbers
 from earthsim.errors import EarthsimError, ValidationError
 
-GRID_TOLERANCE_DEG = 1e-3
 INIT_DIM = TIME_DIM  # in a forecast store, time is the initialisation time
 LISTED = 5  # missing items named in an error before summarising the rest
 
 
 class AlignmentError(ValidationError):
     """A forecast store that does not line up with its truth (grid, units, times, variables)."""
-
-
-@dataclass
-class Grid:
-    """The spatial grid shared by forecast and truth: ``latlon`` (weather, sphere) or ``box`` (periodic)."""
-
-    kind: str
-    dims: tuple[str, str]
-    shape: tuple[int, int]
-    latitude: np.ndarray | None = None
-    longitude: np.ndarray | None = None
-    length: float = 2 * np.pi
 
 
 @dataclass
@@ -118,19 +106,25 @@ def open_truth(truth: str | os.PathLike | DatasetEntry) -> Truth:
     datetime = np.issubdtype(ds[INIT_DIM].dtype, np.datetime64)
     if entry.kind == "fluid" and TRAJECTORY_DIM not in ds.dims:
         raise AlignmentError(f"{where}: a fluid dataset needs a 'trajectory' dim; dims: {dict(ds.sizes)}")
-    return Truth(entry.name, entry, ds, _grid(ds, where, entry), datetime)
+    return Truth(entry.name, entry, ds, _check_truth_grid(ds, where, entry), datetime)
 
 
-def _grid(ds: xr.Dataset, where: str, entry: DatasetEntry | None = None) -> Grid:
-    if "latitude" in ds.dims and "longitude" in ds.dims:
-        lat = np.asarray(ds["latitude"].values, np.float64)
-        lon = np.asarray(ds["longitude"].values, np.float64)
-        return Grid("latlon", ("latitude", "longitude"), (lat.size, lon.size), lat, lon)
-    if "y" in ds.dims and "x" in ds.dims:
-        length = entry.grid.length if entry is not None and entry.grid.length else 2 * np.pi
-        return Grid("box", ("y", "x"), (ds.sizes["y"], ds.sizes["x"]), length=float(length))
-    raise AlignmentError(f"{where}: no spatial grid: expected dims (latitude, longitude) or (y, x); "
-                         f"dims: {dict(ds.sizes)}")
+def _check_truth_grid(ds: xr.Dataset, where: str, entry: DatasetEntry) -> Grid:
+    """The entry's grid, after checking that the truth store is laid out on it."""
+    grid = entry.grid
+    absent = [d for d in grid.dims if d not in ds.dims]
+    if absent:
+        raise AlignmentError(f"{where}: no {' and '.join(absent)} dim for the entry's {grid.kind} grid; "
+                             f"dims: {dict(ds.sizes)}")
+    sizes = tuple(ds.sizes[d] for d in grid.dims)
+    if sizes != grid.shape:
+        raise AlignmentError(f"{where}: grid {dict(zip(grid.dims, sizes))} differs from the entry's {grid.shape}")
+    if grid.kind == LATLON:
+        try:
+            grid.check_coordinates(ds[LATITUDE_DIM].values, ds[LONGITUDE_DIM].values, where)
+        except EarthsimError as error:
+            raise AlignmentError(str(error)) from error
+    return grid
 
 
 def open_forecast(spec: str) -> tuple[str, str, xr.Dataset]:
@@ -150,23 +144,16 @@ def open_forecast(spec: str) -> tuple[str, str, xr.Dataset]:
 def _check_grid(label: str, path: str, fc: xr.Dataset, truth: Truth) -> None:
     where = f"forecast {label!r} ({path})"
     grid = truth.grid
-    if grid.kind == "latlon":
-        absent = [d for d in grid.dims if d not in fc.dims]
-        if absent:
-            raise AlignmentError(f"{where}: the truth {truth.name!r} is on a latitude/longitude grid but the "
-                                 f"forecast lacks dim(s) {absent}; dims: {dict(fc.sizes)}")
-        for name, expected in (("latitude", grid.latitude), ("longitude", grid.longitude)):
-            got = np.asarray(fc[name].values, np.float64)
-            if got.size != expected.size:
-                raise AlignmentError(f"{where}: {name} has {got.size} points, the truth {truth.name!r} has "
-                                     f"{expected.size}")
-            worst = float(np.max(np.abs(got - expected)))
-            if worst > GRID_TOLERANCE_DEG:
-                at = int(np.argmax(np.abs(got - expected)))
-                raise AlignmentError(
-                    f"{where}: {name} differs from the truth {truth.name!r} by up to {worst:.6g} degrees "
-                    f"(forecast {got[at]:.6g} vs truth {expected[at]:.6g} at index {at}; tolerance "
-                    f"{GRID_TOLERANCE_DEG} degrees)")
+    absent = [d for d in grid.dims if d not in fc.dims]
+    if absent:
+        raise AlignmentError(f"{where}: the truth {truth.name!r} is on a {grid.kind} grid {grid.dims} but the "
+                             f"forecast lacks dim(s) {absent}; dims: {dict(fc.sizes)}")
+    if grid.kind == LATLON:
+        try:
+            grid.check_coordinates(fc[LATITUDE_DIM].values, fc[LONGITUDE_DIM].values,
+                                   f"{where}, against the grid of the truth {truth.name!r}")
+        except EarthsimError as error:
+            raise AlignmentError(str(error)) from error
     else:
         sizes = {d: fc.sizes.get(d) for d in grid.dims}
         expected = dict(zip(grid.dims, grid.shape))
@@ -187,22 +174,22 @@ def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variab
             raise AlignmentError(f"{where}: variable {name!r} has units {ours!r} but the truth {truth.name!r} "
                                  f"has {theirs!r}")
         units[name] = str(theirs if theirs is not None else ours if ours is not None else "")
-        extra = [d for d in fc[name].dims if d not in (INIT_DIM, LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, "level")
+        extra = [d for d in fc[name].dims if d not in (INIT_DIM, LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, LEVEL_DIM)
                  + truth.grid.dims]
         if extra:
             raise AlignmentError(f"{where}: variable {name!r} has dim(s) {extra} that a forecast store does not "
                                  f"use; dims: {fc[name].dims}")
-        if ("level" in fc[name].dims) != ("level" in truth.data[name].dims):
+        if (LEVEL_DIM in fc[name].dims) != (LEVEL_DIM in truth.data[name].dims):
             raise AlignmentError(f"{where}: variable {name!r} has dims {fc[name].dims} but the truth has "
                                  f"{truth.data[name].dims} (one has 'level', the other not)")
     return units
 
 
 def _levels(label: str, fc: xr.Dataset, truth: Truth, name: str) -> np.ndarray | None:
-    if "level" not in fc[name].dims:
+    if LEVEL_DIM not in fc[name].dims:
         return None
-    ours = np.asarray(fc["level"].values, np.float64)
-    theirs = np.asarray(truth.data["level"].values, np.float64)
+    ours = np.asarray(fc[LEVEL_DIM].values, np.float64)
+    theirs = np.asarray(truth.data[LEVEL_DIM].values, np.float64)
     missing = [lvl for lvl in ours if not np.any(np.isclose(theirs, lvl, rtol=0, atol=1e-6))]
     if missing:
         raise AlignmentError(f"forecast {label!r}: level(s) {missing} of variable {name!r} are not in the truth "
@@ -361,11 +348,11 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:
         da = truth_ds[name].isel({INIT_DIM: rows})
         if levels[name] is not None:
             da = da.sel(level=levels[name], method="nearest")
-        order = [INIT_DIM] + [d for d in (TRAJECTORY_DIM, "level") if d in da.dims] + list(truth.grid.dims)
+        order = [INIT_DIM] + [d for d in (TRAJECTORY_DIM, LEVEL_DIM) if d in da.dims] + list(truth.grid.dims)
         values = np.asarray(da.transpose(*order).values, dtype=np.float32)
         if TRAJECTORY_DIM not in da.dims:
             values = values[:, None]
-        if "level" not in da.dims:
+        if LEVEL_DIM not in da.dims:
             values = values[:, :, None]
         frames[name] = values
     members = fc.sizes.get(MEMBER_DIM, 1)
@@ -376,14 +363,14 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:
 def climatology_frames(climatology: xr.Dataset, aligned: Aligned, truth: Truth, where: str) -> dict[str, np.ndarray]:
     """The climatology at each valid time of ``aligned`` (by hour × day of year), shaped like its truth frames."""
     grid = truth.grid
-    for name in ("latitude", "longitude"):
+    for name in (LATITUDE_DIM, LONGITUDE_DIM):
         if name not in climatology.dims:
             raise AlignmentError(f"climatology {where}: no {name!r} dim; dims: {dict(climatology.sizes)}")
-        got = np.asarray(climatology[name].values, np.float64)
-        expected = getattr(grid, name)
-        if got.size != expected.size or np.max(np.abs(got - expected)) > GRID_TOLERANCE_DEG:
-            raise AlignmentError(f"climatology {where}: {name} differs from the truth {truth.name!r}'s grid "
-                                 f"(sizes {got.size} vs {expected.size}, tolerance {GRID_TOLERANCE_DEG} degrees)")
+    try:
+        grid.check_coordinates(climatology[LATITUDE_DIM].values, climatology[LONGITUDE_DIM].values,
+                               f"climatology {where}, against the grid of the truth {truth.name!r}")
+    except EarthsimError as error:
+        raise AlignmentError(str(error)) from error
     out = {}
     for name in aligned.variables:
         clim_units, units = (climatology[name].attrs.get("units") if name in climatology else None,

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from earthsim.data.store import atomic_output
-from earthsim.data.conventions import LEAD_DIM, lead_numbers
+from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LONGITUDE_DIM, lead_numbers
 from earthsim.score.align import format_lead
 
 LINE_SCORES = ("rmse", "rmse_per_init", "acc", "bias", "mae", "crps", "spread", "spread_skill", "rel_l2",
@@ -91,8 +91,8 @@ def plot_fields(fields: xr.Dataset, out: Path) -> list[Path]:
                 error = f - t
                 bound = np.nanmax(np.abs(error)) or 1.0
                 extent = None
-                if spatial == ["latitude", "longitude"]:
-                    lat, lon = fields["latitude"].values, fields["longitude"].values
+                if spatial == [LATITUDE_DIM, LONGITUDE_DIM]:
+                    lat, lon = fields[LATITUDE_DIM].values, fields[LONGITUDE_DIM].values
                     extent = [lon[0], lon[-1], lat[0], lat[-1]]
                 lead = format_lead(fields["map_lead"].values[i])
                 for column, (title, data, kwargs) in enumerate((

@@ -37,7 +37,8 @@ from earthsim.catalog import DatasetEntry
 from earthsim.data import store
 from earthsim.errors import EarthsimError
 from earthsim.score import metrics as m
-from earthsim.data.conventions import LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, lead_numbers
+from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TRAJECTORY_DIM, lead_numbers
+from earthsim.data.grid import LATLON
 from earthsim.score.align import (INIT_DIM, Aligned, Truth, align, climatology_frames, format_lead, lead_value,
                                   open_truth)
 
@@ -159,9 +160,9 @@ def _blocks(aligned: Aligned, name: str) -> list[tuple[int, int]]:
 def _read_block(aligned: Aligned, name: str, grid_dims: tuple[str, str], start: int, stop: int) -> np.ndarray:
     """Forecast block ``[b, L, R, M, K, H, W]`` (size-1 axes for absent dims), in the store's dtype."""
     da = aligned.forecast[name].isel({INIT_DIM: slice(start, stop)})
-    order = [INIT_DIM, LEAD_DIM] + [d for d in (TRAJECTORY_DIM, MEMBER_DIM, "level") if d in da.dims] + list(grid_dims)
+    order = [INIT_DIM, LEAD_DIM] + [d for d in (TRAJECTORY_DIM, MEMBER_DIM, LEVEL_DIM) if d in da.dims] + list(grid_dims)
     values = np.asarray(da.transpose(*order).values)
-    for position, dim in ((2, TRAJECTORY_DIM), (3, MEMBER_DIM), (4, "level")):
+    for position, dim in ((2, TRAJECTORY_DIM), (3, MEMBER_DIM), (4, LEVEL_DIM)):
         if dim not in da.dims:
             values = np.expand_dims(values, position)
     return values
@@ -176,7 +177,7 @@ class _Accumulator:
         self.frames = aligned.frames[name]
         self.climatology = climatology
         self.data_range = data_range
-        self.weights = m.grid_weights(self.grid.shape, self.grid.latitude if self.grid.kind == "latlon" else None)
+        self.weights = m.grid_weights(self.grid.shape, self.grid.latitudes())
         self.vorticity = "vorticity" in name.lower()
         n_init, n_lead = aligned.frame_index.shape
         n_traj, n_level = self.frames.shape[1], self.frames.shape[2]
@@ -189,10 +190,10 @@ class _Accumulator:
 
     def _spectrum(self, fields: np.ndarray) -> np.ndarray:
         """Spectrum of fields ``[..., R, K, H, W]`` summed over R: ``[..., K, H, k]`` (zonal) or ``[..., K, k]``."""
-        if self.grid.kind == "latlon":
-            spectrum = m.zonal_energy_spectrum(fields, self.grid.latitude, self.grid.longitude)
+        if self.grid.kind == LATLON:
+            spectrum = m.zonal_energy_spectrum(fields, self.grid.latitudes(), self.grid.longitudes())
         else:
-            spectrum = m.isotropic_energy_spectrum(fields, self.grid.length, from_vorticity=self.vorticity)
+            spectrum = m.isotropic_energy_spectrum(fields, self.grid.box_length, from_vorticity=self.vorticity)
         return spectrum.sum(axis=fields.ndim - 4)
 
     def _truth_spectrum(self) -> np.ndarray:
@@ -310,9 +311,9 @@ class _Accumulator:
                  for k in range(self.shape[3])])
         if "spectra" in self.groups:
             forecast, truth = self.spectrum / count, self.truth_spectrum / count
-            if self.grid.kind == "latlon":
-                out["zonal_spectrum"], out["zonal_spectrum_truth"] = _band_average(forecast, self.grid.latitude), \
-                    _band_average(truth, self.grid.latitude)
+            if self.grid.kind == LATLON:
+                out["zonal_spectrum"], out["zonal_spectrum_truth"] = _band_average(forecast, self.grid.latitudes()), \
+                    _band_average(truth, self.grid.latitudes())
             else:
                 out["energy_spectrum"], out["energy_spectrum_truth"] = forecast, truth
                 last = min(self.grid.shape) // 2
@@ -422,7 +423,7 @@ def _score_store(aligned: Aligned, truth: Truth, groups: set[str], climatology: 
     if "spectrum_log_ratio" in card:
         card = card.assign_coords(band=list(m.spectrum_bands(min(grid.shape) // 2)))
     if "zonal_spectrum" in card:
-        card = card.assign_coords(lat_band=list(_lat_bands(grid.latitude)),
+        card = card.assign_coords(lat_band=list(_lat_bands(grid.latitudes())),
                                   zonal_wavenumber=np.arange(card.sizes["zonal_wavenumber"]))
     if "energy_spectrum" in card:
         card = card.assign_coords(wavenumber=np.arange(card.sizes["wavenumber"]))
@@ -432,7 +433,7 @@ def _score_store(aligned: Aligned, truth: Truth, groups: set[str], climatology: 
     card["store"] = ("model", [aligned.path])
     card["samples"] = ("model", [aligned.samples_per_lead])
     card["members"] = ("model", [aligned.members])
-    space = {dim: (dim, (grid.latitude if dim == "latitude" else grid.longitude) if grid.kind == "latlon"
+    space = {dim: (dim, (grid.latitudes() if dim == LATITUDE_DIM else grid.longitudes()) if grid.kind == LATLON
                    else np.arange(size)) for dim, size in zip(grid.dims, grid.shape)}
     fields = xr.Dataset(
         {"forecast": (("variable", "map_lead") + grid.dims, np.concatenate(forecast_maps, axis=0)),

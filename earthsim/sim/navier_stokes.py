@@ -42,6 +42,7 @@ import torch
 
 from earthsim import config as config_lib
 from earthsim.errors import EarthsimError
+from earthsim.data.conventions import TIME_DIM, TRAJECTORY_DIM, X_DIM, Y_DIM
 
 LENGTH = 2 * math.pi
 FLOWS = ("kolmogorov", "decaying")
@@ -419,14 +420,14 @@ def _template(config: NavierStokesConfig, resolution: int, attrs: dict):
     chunks = (1, min(config.chunk_frames, config.frames), resolution, resolution)
     coords = grid_coordinates(resolution)
     ds = xr.Dataset(
-        {"vorticity": (("trajectory", "time", "y", "x"), da.zeros(shape, chunks=chunks, dtype=np.float32),
+        {"vorticity": ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), da.zeros(shape, chunks=chunks, dtype=np.float32),
                        {"units": "1", "long_name": "vorticity (∂v/∂x - ∂u/∂y)"})},
         coords={
-            "trajectory": ("trajectory", np.arange(config.trajectories), {"long_name": "trajectory index"}),
-            "time": ("time", np.arange(config.frames) * config.save_interval,
+            TRAJECTORY_DIM: (TRAJECTORY_DIM, np.arange(config.trajectories), {"long_name": "trajectory index"}),
+            TIME_DIM: (TIME_DIM, np.arange(config.frames) * config.save_interval,
                      {"units": "solver time units", "long_name": "time since the end of spin-up"}),
-            "y": ("y", coords, {"units": "1", "long_name": "y position in [0, 2π)"}),
-            "x": ("x", coords, {"units": "1", "long_name": "x position in [0, 2π)"}),
+            Y_DIM: (Y_DIM, coords, {"units": "1", "long_name": "y position in [0, 2π)"}),
+            X_DIM: (X_DIM, coords, {"units": "1", "long_name": "x position in [0, 2π)"}),
         },
         attrs={**attrs, "resolution": resolution},
     )
@@ -504,8 +505,8 @@ def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = Tru
                 max_courant = max(max_courant, courant)
                 bar.set_postfix(trajectories=batch.stop, max_courant=f"{max_courant:.2f}")
                 for r, values in frames.items():
-                    xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), values)}).to_zarr(
-                        tmp, group=str(r), region={"trajectory": slice(batch.start, batch.stop)},
+                    xr.Dataset({"vorticity": ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), values)}).to_zarr(
+                        tmp, group=str(r), region={TRAJECTORY_DIM: slice(batch.start, batch.stop)},
                         zarr_format=3, consolidated=False)
             root = zarr.open_group(tmp, mode="r+", zarr_format=3)
             for r in config.save_resolutions:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from earthsim import config as _config
 from earthsim.data.store import provenance, write_zarr
 from earthsim.errors import EarthsimError, ValidationError
+from earthsim.data.conventions import LATITUDE_DIM, LONGITUDE_DIM, TIME_DIM, TRAJECTORY_DIM
 
 INITIAL_CONDITIONS = ("random", "galewsky")
 RADIUS = 6.37122e6  # m, Williamson et al. (1992) and torch-harmonics
@@ -360,14 +361,14 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
         for trajectory in range(config.trajectories):
             for name, frames in run_trajectory(config, trajectory, solver, bar).items():
                 data[name][trajectory] = frames
-    dims = ("trajectory", "time", "latitude", "longitude")
+    dims = (TRAJECTORY_DIM, TIME_DIM, LATITUDE_DIM, LONGITUDE_DIM)
     coords = {
-        "trajectory": ("trajectory", np.arange(config.trajectories), {"long_name": "trajectory index"}),
-        "time": ("time", np.arange(config.frames) * config.save_interval_hours,
+        TRAJECTORY_DIM: (TRAJECTORY_DIM, np.arange(config.trajectories), {"long_name": "trajectory index"}),
+        TIME_DIM: (TIME_DIM, np.arange(config.frames) * config.save_interval_hours,
                  {"units": "hours", "long_name": "time since the end of spin-up"}),
-        "latitude": ("latitude", np.linspace(-90.0, 90.0, config.nlat),
+        LATITUDE_DIM: (LATITUDE_DIM, np.linspace(-90.0, 90.0, config.nlat),
                      {"units": "degrees_north", "long_name": "latitude"}),
-        "longitude": ("longitude", np.arange(config.nlon) * (360.0 / config.nlon),
+        LONGITUDE_DIM: (LONGITUDE_DIM, np.arange(config.nlon) * (360.0 / config.nlon),
                       {"units": "degrees_east", "long_name": "longitude"}),
     }
     ds = xr.Dataset({name: (dims, data[name], dict(VARIABLES[name])) for name in VARIABLES}, coords=coords)

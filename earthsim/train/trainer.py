@@ -69,9 +69,8 @@ def build_data(cfg: TrainConfig) -> Data:
         raise EarthsimError(f"loss.variable_weights: unknown name(s) {unknown}; valid: {sorted(known)}")
     for channel, variable in zip(train.channels, train.channel_variables):
         weights.append(float(cfg.loss.variable_weights.get(channel, cfg.loss.variable_weights.get(variable, 1.0))))
-    lat = entry.grid.latitude
-    return Data(train, validation, torch.tensor(weights),
-                latitude_weights(lat.values()) if lat is not None else None)
+    lat = entry.grid.latitudes()
+    return Data(train, validation, torch.tensor(weights), latitude_weights(lat) if lat is not None else None)
 
 
 def build_training_model(cfg: TrainConfig, data: Data):
