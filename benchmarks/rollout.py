@@ -7,11 +7,11 @@ batch size, in frames per second:
 
 - forward (peer/physical limit): ``model(x)`` on a batch already in memory, nothing else, called
   ``--steps`` times — the most any rollout of this model can deliver on this machine;
-- rollout in memory: :func:`earthsim.models.rollout` over ``--steps`` steps (feedback, residual
-  update) on a batch already in memory;
+- rollout in memory: :func:`earthsim.models.rollout` over ``--steps`` steps (feedback; the model
+  normalises, applies its residual update and de-normalises) on a batch already in memory;
 - forecast store: :func:`earthsim.forecast.run_forecast` end to end — reading initial conditions
-  from the store, normalising, rolling out, de-normalising and writing every block into the Zarr
-  forecast store with its resume flag — for every initial time of the test split.
+  from the store, rolling out, and writing every block into the Zarr forecast store with its
+  resume flag — for every initial time of the test split.
 
 Each figure is the fastest of ``--repeat`` timed runs (the machine may be shared), forward and
 in-memory rollout after a warm-up; a forecast-store run is timed from the call to the finished
@@ -74,21 +74,17 @@ def build_dataset(root: Path, trajectories: int, frames: int) -> Path:
 
 
 def export_fno(entry: Path, path: Path) -> dict:
-    """The kolmogorov-fno experiment's FNO with seeded random weights, in the trainer's export format."""
+    """The kolmogorov-fno experiment's FNO with seeded random weights, exported as the trainer exports it."""
     from earthsim.data.windows import WindowDataset
-    from earthsim.models import build_model, model_spec
-
+    from earthsim.models import DataSpec, build_model, export_model
     from earthsim.train.config import experiment_path
 
     experiment = yaml.safe_load(experiment_path("kolmogorov-fno").read_text())
     params = {**experiment["model"]["params"], "t_in": 1, "t_out": 1}
     windows = WindowDataset(str(entry), "train", t_in=1, t_out=1)
     torch.manual_seed(0)
-    model = build_model(experiment["model"]["name"], params, channels=1, height=N, width=N)
-    torch.save({**model_spec(model), "state_dict": model.state_dict(), "dataset": windows.entry.name,
-                "channels": windows.channels, "variables": windows.variables, "mean": windows.mean, "std": windows.std,
-                "diff_std": windows.diff_std, "stride": 1, "time_step": windows.time_step,
-                "lead_time": windows.lead_time, "residual": True, "train_config": {}, "step": 0}, path)
+    model = build_model(experiment["model"]["name"], params, DataSpec.from_windows(windows))
+    export_model(model, path, dataset=windows.entry.name, stride=1, lead_strides=(1,))
     return {"name": experiment["model"]["name"], "params": params,
             "parameters": sum(p.numel() for p in model.parameters())}
 
@@ -105,8 +101,8 @@ def fastest_seconds(fn, repeat: int, warm_up: bool = True) -> float:
 
 
 def run(args) -> dict:
-    from earthsim.forecast import load_exported, run_forecast
-    from earthsim.models import rollout
+    from earthsim.forecast import run_forecast
+    from earthsim.models import load_exported, rollout
 
     trajectories = args.trajectories or (3 if args.quick else 8)
     frames = args.frames or (26 if args.quick else 42)  # 16 or 32 initial times per trajectory: whole blocks
@@ -114,9 +110,7 @@ def run(args) -> dict:
     try:
         entry = build_dataset(root, trajectories, frames)
         model_info = export_fno(entry, root / "model.pt")
-        model, metadata = load_exported(root / "model.pt")
-        model = model.to(args.device)
-        scale = (metadata["diff_std"] / metadata["std"]).to(args.device)
+        model = load_exported(root / "model.pt")[0].to(args.device)
         forecasts = (trajectories - 1) * (frames - args.steps)
         results = []
         for batch in args.batch_sizes:
@@ -131,7 +125,7 @@ def run(args) -> dict:
 
             def chained():
                 with torch.inference_mode():
-                    rollout(model, x, args.steps, residual_scale=scale)
+                    rollout(model, x, args.steps)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import socket
@@ -23,7 +24,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 
-from earthsim.models import build_model, parallelize
+from earthsim.data.grid import Grid
+from earthsim.models import DataSpec, Statistics, build_model, parallelize
 
 from report import add_json_argument, publish
 
@@ -43,8 +45,11 @@ def _worker(rank: int, world: int, port: int, size: dict, out: str) -> None:
     mesh = init_device_mesh("cpu", (world,))
     torch.manual_seed(0)
     n, channels = size["grid"], size["channels"]
+    names = tuple(f"c{i}" for i in range(channels))
+    spec = DataSpec(inputs=names, outputs=names, grid=Grid(x=n, y=n, length=2 * math.pi),
+                    statistics=Statistics(mean=(0.0,) * channels, std=(1.0,) * channels, diff_std=(1.0,) * channels))
     model = build_model("fno", {"n_modes": [size["modes"]] * 2, "hidden_channels": size["hidden"],
-                                "n_layers": size["layers"]}, channels=channels, height=n, width=n)
+                                "n_layers": size["layers"]}, spec)
     model = parallelize(model, mesh)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     local_batch = size["batch"] // world

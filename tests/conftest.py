@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,23 @@ def write_store_entry(folder: Path, name: str, ds, kind: str, *, entry_folder: P
     path = entry_folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def small_spec(inputs=("a",), outputs=None, static=(), grid: str = "box", shape=(16, 16), time_step: float = 0.1,
+               mean: float = 0.0, std: float = 1.0, **changes):
+    """A DataSpec for model tests: ``grid`` "box" (periodic, ``shape``) or "latlon" (pole to pole, ``shape``),
+    statistics ``mean``/``std`` for every channel (0 and 1: normalisation is the identity)."""
+    from earthsim.data.grid import Axis, Grid
+    from earthsim.models import DataSpec, Statistics
+
+    height, width = shape
+    if grid == "box":
+        grid = Grid(x=width, y=height, length=2 * math.pi)
+    else:
+        grid = Grid(latitude=Axis(-90.0, 90.0, height), longitude=Axis(0.0, 360.0 - 360.0 / width, width),
+                    longitude_convention="[0, 360)")
+    n, k = len(inputs), len(static)
+    statistics = Statistics(mean=(mean,) * n, std=(std,) * n, diff_std=(std / 2,) * n, static_mean=(mean,) * k,
+                            static_std=(std,) * k)
+    return DataSpec(inputs=tuple(inputs), outputs=tuple(outputs or inputs), grid=grid, static=tuple(static),
+                    time_step=time_step, statistics=statistics, **changes)

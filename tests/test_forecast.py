@@ -3,6 +3,7 @@ ensembles, and the persistence, climatology and solver baselines against indepen
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -24,7 +25,7 @@ from earthsim.data.stats import compute_climatology, compute_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import CatalogError, EarthsimError, ValidationError
 from earthsim.forecast import climatology_forecast, persistence, run_forecast, solver_baseline
-from earthsim.models import build_model, model_spec
+from earthsim.models import DataSpec, build_model, export_model, load_exported
 from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
 from synthetic import write_waves_entry
 
@@ -71,23 +72,23 @@ def weather(tmp_path_factory) -> Path:
     return _weather_entry(tmp_path_factory.mktemp("weather"))
 
 
-def _export(entry: Path, path: Path, t_in=1, t_out=1, residual=False, seed=0, zero=False, stride=1) -> Path:
-    """A model.pt in the trainer's export format, with fixed random (or zero) FNO weights."""
+def _model(entry: Path, t_in=1, t_out=1, residual=False, seed=0, zero=False, stride=1, outputs=None, **params):
+    """A small FNO for ``entry``'s data with fixed random (or zero) weights."""
     windows = WindowDataset(str(entry), "train", t_in=t_in, t_out=t_out, stride=stride)
     torch.manual_seed(seed)
-    height, width = windows.grid.shape
-    model = build_model("fno", {"n_modes": [4, 4], "hidden_channels": 8, "n_layers": 2, "t_in": t_in, "t_out": t_out},
-                        channels=len(windows.channels), height=height, width=width)
+    model = build_model("fno", {"n_modes": [3, 4], "hidden_channels": 8, "n_layers": 2, "t_in": t_in, "t_out": t_out,
+                                "residual": residual, **params}, DataSpec.from_windows(windows, outputs))
     if zero:
         for parameter in model.parameters():
             parameter.data.zero_()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({**model_spec(model), "state_dict": model.state_dict(), "dataset": windows.entry.name,
-                "channels": windows.channels, "variables": windows.variables, "mean": windows.mean,
-                "std": windows.std, "diff_std": windows.diff_std, "stride": stride,
-                "time_step": windows.time_step, "lead_time": windows.lead_time, "residual": residual,
-                "train_config": {"seed": seed}, "step": 7}, path)
-    return path
+    return model, windows
+
+
+def _export(entry: Path, path: Path, stride=1, **changes) -> Path:
+    """A model.pt written by the trainer's export function."""
+    model, windows = _model(entry, stride=stride, **changes)
+    return export_model(model, path, dataset=windows.entry.name, stride=stride, lead_strides=(stride,), step=7,
+                        train_config={"seed": changes.get("seed", 0)})
 
 
 def _truth(entry: Path, group=None) -> xr.Dataset:
@@ -96,25 +97,17 @@ def _truth(entry: Path, group=None) -> xr.Dataset:
 
 
 def _manual_rollout(checkpoint: Path, entry: Path, trajectory: int, init_frame: int, steps: int) -> np.ndarray:
-    """Independent re-computation: frames from the raw store, one model call at a time, a list as history."""
-    exported = torch.load(checkpoint, weights_only=True)
-    from earthsim.models import build_from_spec
-
-    model = build_from_spec(exported)
-    model.load_state_dict(exported["state_dict"])
-    model.eval()
-    t_in, mean, std = model.t_in, exported["mean"].view(-1, 1, 1), exported["std"].view(-1, 1, 1)
+    """Independent re-computation: raw frames from the store, one model call at a time, a list as history."""
+    model, _ = load_exported(checkpoint)
+    t_in = model.t_in
     raw = torch.from_numpy(_truth(entry).vorticity.values[trajectory])[:, None]  # [time, C=1, H, W]
-    history = [(raw[f] - mean) / std for f in range(init_frame - t_in + 1, init_frame + 1)]
-    scale = (exported["diff_std"] / exported["std"]).view(-1, 1, 1)
+    history = [raw[f] for f in range(init_frame - t_in + 1, init_frame + 1)]
     produced = []
     with torch.no_grad():
         while len(produced) < steps:
-            out = model(torch.stack(history[-t_in:])[None])[0]  # [T_out, C, H, W]
-            last = history[-1]  # residual outputs are all changes from the last input frame
-            new = [last + frame * scale if exported["residual"] else frame for frame in out]
-            history += new
-            produced += [frame * std + mean for frame in new]
+            out = model(torch.stack(history[-t_in:])[None])[0]  # [T_out, C, H, W], physical units
+            history += list(out)
+            produced += list(out)
     return torch.stack(produced[:steps])[:, 0].numpy()
 
 
@@ -375,8 +368,8 @@ def test_bad_inputs_name_what_is_wrong_and_leave_no_store(fluid, weather, tmp_pa
         run_forecast(checkpoint, "nowhere", "test", steps=2, out=out, progress=False)
     with pytest.raises(ValidationError, match=r"12 frames per sequence, but a forecast of steps=20 .* at most 11"):
         run_forecast(checkpoint, str(fluid), "test", steps=20, out=out, progress=False)
-    with pytest.raises(ValidationError, match=r"takes variables \['vorticity'\] \(channels \['vorticity'\]\); "
-                                              r"dataset 'wx' has variables \['t2m', 'z'\], without"):
+    with pytest.raises(ValidationError, match=r"reads variables \['vorticity'\]; dataset 'wx' has variables "
+                                              r"\['t2m', 'z'\], without"):
         run_forecast(checkpoint, str(weather), "test", steps=2, out=out, progress=False)
     with pytest.raises(ValidationError, match=r"initial time '1.15' is not a valid initial time"):
         run_forecast(checkpoint, str(fluid), "test", steps=2, out=out, inits=["1.15"], progress=False)
@@ -413,31 +406,25 @@ def _static_entry(root: Path) -> Path:
     return path
 
 
-def test_static_fields_are_normalised_as_the_export_records(tmp_path):
-    """An export with static_mean/static_std normalises the forecast dataset's static fields by them (not by
-    whatever statistics exist at forecast time); an export without them falls back to the dataset's."""
-    from earthsim.models import rollout
-
+def test_static_fields_are_normalised_by_the_statistics_the_model_was_trained_with(tmp_path):
+    """The model normalises the forecast dataset's static fields with the static statistics in its spec (recorded
+    at export), not with whatever statistics exist at forecast time."""
     entry = _static_entry(tmp_path)
     windows = WindowDataset(str(entry), "train")
+    spec = DataSpec.from_windows(windows)
+    recorded_mean, recorded_std = spec.statistics.static_mean, spec.statistics.static_std
+    assert len(recorded_mean) == 1 and spec.static == ("orography",)
     torch.manual_seed(5)
-    model = build_model("fno", {"n_modes": [3, 4], "hidden_channels": 8, "n_layers": 2}, channels=1, height=6,
-                        width=8, static_channels=1)
-    base = {**model_spec(model), "state_dict": model.state_dict(), "dataset": "oro", "channels": windows.channels,
-            "variables": windows.variables, "mean": windows.mean, "std": windows.std, "diff_std": windows.diff_std,
-            "stride": 1, "time_step": 1.0, "lead_time": 1.0, "residual": False}
-    recorded_mean, recorded_std = windows.static_statistics()
-    assert recorded_mean.shape == (1,)
-    trained = {"static_channels": ["orography"], "static_mean": torch.tensor(recorded_mean + 150.0),
-               "static_std": torch.tensor(recorded_std * 2.0)}  # as if trained with other statistics
+    config = {"n_modes": [3, 4], "hidden_channels": 8, "n_layers": 2}
+    other = dataclasses.replace(spec.statistics, static_mean=(recorded_mean[0] + 150.0,),
+                                static_std=(recorded_std[0] * 2.0,))  # as if trained with other statistics
     paths = {}
-    for name, extra in (("plain", {}), ("same", {"static_channels": ["orography"],
-                                                 "static_mean": torch.tensor(recorded_mean),
-                                                 "static_std": torch.tensor(recorded_std)}),
-                        ("trained", trained), ("other", {**trained, "static_channels": ["lsm"]})):
-        paths[name] = tmp_path / name / "model.pt"
-        paths[name].parent.mkdir()
-        torch.save({**base, **extra}, paths[name])
+    for name, statistics in (("plain", spec.statistics), ("trained", other)):
+        model = build_model("fno", config, dataclasses.replace(spec, statistics=statistics))
+        if name == "trained":
+            model.load_state_dict(plain_model.state_dict())
+        plain_model = model if name == "plain" else plain_model
+        paths[name] = export_model(model, tmp_path / name / "model.pt", dataset="oro", stride=1, lead_strides=(1,))
 
     def forecast(name):
         out = run_forecast(paths[name], str(entry), "test", steps=2, out=tmp_path / f"{name}.zarr", inits=[
@@ -445,17 +432,19 @@ def test_static_fields_are_normalised_as_the_export_records(tmp_path):
         return xr.open_zarr(out, consolidated=False).t2m.load()
 
     plain = forecast("plain")
-    np.testing.assert_array_equal(forecast("same").values, plain.values)
     shutil.rmtree(tmp_path / "oro.stats.zarr")  # the export alone says how static fields were normalised
     got = forecast("trained")
-    assert not (tmp_path / "oro.stats.zarr").exists()
     assert not np.allclose(got.values, plain.values)
     truth = _truth(entry).t2m.sel(time=got.time.values).values  # [inits, H, W]
     orography = _truth(entry).orography.values.astype(np.float64)
-    static = torch.from_numpy((orography - recorded_mean[0] - 150.0) / (recorded_std[0] * 2.0)).float()[None]
-    x = ((torch.from_numpy(truth) - windows.mean[0]) / windows.std[0])[:, None, None]
-    with torch.no_grad():
-        expected = rollout(model.eval(), x, 2, static=static) * windows.std[0] + windows.mean[0]
-    np.testing.assert_allclose(got.values, expected[:, :, 0].numpy(), rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValidationError, match=r"takes static fields \['lsm'\]; dataset 'oro' has \['orography'\]"):
-        forecast("other")
+    normalised_static = torch.from_numpy((orography - recorded_mean[0] - 150.0) / (recorded_std[0] * 2.0)).float()
+    mean, std = spec.statistics.mean[0], spec.statistics.std[0]
+    x = ((torch.from_numpy(truth) - mean) / std)[:, None, None]
+    with torch.no_grad():  # the same weights, by hand: network on normalised fields, then de-normalised
+        frames = []
+        for _ in range(2):
+            out = plain_model.network(x, normalised_static.expand(x.shape[0], 1, -1, -1), None)
+            frames.append(out * std + mean)
+            x = out
+    expected = torch.cat(frames, dim=1)[:, :, 0].numpy()
+    np.testing.assert_allclose(got.values, expected, rtol=1e-5, atol=1e-4)

@@ -143,7 +143,7 @@ def test_weather_windows_equal_source_slices(weather):
     assert dataset.channel_variables == ["z", "z", "t", "t", "t2m"]  # t2m is not a level of t
     assert len(dataset) == MEMBERS * (8 - 2 * 2)
     _check_windows(dataset, _weather_frames(ds), range(0, 8), t_in=2, t_out=1, stride=2)
-    assert float(dataset[0]["lead_time"]) == 12.0 and dataset.lead_time == 12.0 and dataset.time_step == 6.0
+    assert float(dataset[0]["lead_time"]) == 12.0 and dataset.lead_times == (12.0,) and dataset.time_step == 6.0
     expected_mean = [stats["z"].sel(statistic="mean", level=lv) for lv in LEVELS] + [
         stats["t"].sel(statistic="mean", level=lv) for lv in LEVELS] + [stats["t2m"].sel(statistic="mean")]
     np.testing.assert_allclose(dataset.mean.numpy(), np.array(expected_mean, dtype=np.float32))
@@ -198,7 +198,7 @@ def test_fluid_on_the_sphere_uses_latitude_longitude(tmp_path):
         time={"step": 1.0, "units": "hours"}, splits={"train": {"trajectory": [0, 1]}, "test": {"trajectory": [1, 2]}},
     )
     dataset = WindowDataset(entry, "test", t_in=2, t_out=1, stride=2, normalise=False)
-    assert dataset.channels == ["h", "u"] and len(dataset) == 6 - 4 and dataset.lead_time == 2.0
+    assert dataset.channels == ["h", "u"] and len(dataset) == 6 - 4 and dataset.lead_times == (2.0,)
     source = np.stack([ds["h"].values, ds["u"].values], axis=2)  # [trajectory, time, channel, lat, lon]
     np.testing.assert_array_equal(dataset[1]["x"].numpy(), source[1, [1, 3]])
     np.testing.assert_array_equal(dataset[1]["y"].numpy(), source[1, [5]])
@@ -386,7 +386,7 @@ def test_layout_accessors_and_raw_frame_reads(weather, fluid):
     assert list(dataset.levels) == ["z", "t"] and dataset.levels["z"].tolist() == LEVELS
     np.testing.assert_array_equal(dataset.starts, np.arange(8 - 4))  # train frames 0-7, windows span 5 frames
     assert [dataset.locate(i) for i in range(len(dataset))] == [
-        (sequence, int(start)) for sequence in dataset.sequences for start in dataset.starts]
+        (sequence, int(start), 2) for sequence in dataset.sequences for start in dataset.starts]  # lead = stride
     source = _weather_frames(ds)  # [member, time, channel, lat, lon], physical units
     frames = dataset.read_frames(2, 1, 3)  # raw, not normalised, consecutive frames
     assert frames.dtype == np.float32 and frames.shape == (3, 5, 4, 8)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import subprocess
@@ -13,9 +12,10 @@ import pytest
 import torch
 
 import neuralop.models
+from conftest import small_spec
 from earthsim.errors import EarthsimError, ValidationError
-from earthsim.models import MODELS, build_from_spec, build_model, model_spec
-from earthsim.models import fno as fno_module
+from earthsim.models import MODELS, build_model
+from earthsim.models import sfno as sfno_module
 
 torch.set_num_threads(1)
 
@@ -23,10 +23,14 @@ SMALL = {"n_modes": [8, 8], "hidden_channels": 8, "n_layers": 2}
 GRIDS = {"fno": (16, 16), "tfno": (16, 16), "sfno": (8, 16)}
 
 
-def small(name: str, **overrides):
-    height, width = GRIDS[name]
-    shape = {"channels": 2, "height": height, "width": width, **overrides.pop("shape", {})}
-    return build_model(name, {**SMALL, **overrides}, **shape)
+def spec_for(name: str, channels: int = 2, static: int = 0, **changes):
+    """A spec of ``channels`` inputs (all predicted) and ``static`` fields on the grid ``name`` suits."""
+    return small_spec(inputs=[f"c{i}" for i in range(channels)], static=[f"s{i}" for i in range(static)],
+                      grid="latlon" if name == "sfno" else "box", shape=GRIDS[name], **changes)
+
+
+def small(name: str, channels: int = 2, static: int = 0, **overrides):
+    return build_model(name, {**SMALL, **overrides}, spec_for(name, channels, static))
 
 
 def copy_from_neuralop(reference: torch.nn.Module, model) -> None:
@@ -52,7 +56,7 @@ def reference_operator(name: str, model, **extra):
 
 @pytest.mark.parametrize("name", ["fno", "tfno", "sfno"])
 def test_shapes_and_real_parameters(name):
-    model = small(name, t_in=3, t_out=2, shape={"channels": 4, "static_channels": 2})
+    model = small(name, channels=4, static=2, t_in=3, t_out=2)
     height, width = GRIDS[name]
     x = torch.randn(5, 3, 4, height, width)
     y = model(x, static=torch.randn(2, height, width), lead_time=torch.full((5,), 6.0))
@@ -74,7 +78,7 @@ def test_shapes_and_real_parameters(name):
 def test_equals_neuraloperator_with_same_weights(name, extra):
     """Outputs and gradients equal the unmodified neuraloperator model carrying the same weights."""
     torch.manual_seed(0)
-    model = small(name, positional_embedding="grid", t_in=2, shape={"static_channels": 1}, **extra)
+    model = small(name, static=1, positional_embedding="grid", t_in=2, **extra)
     reference = reference_operator(name, model, positional_embedding="grid", **extra)
     copy_from_neuralop(reference, model)
     height, width = GRIDS[name]
@@ -108,7 +112,7 @@ def test_fully_shard_refuses_unmodified_neuraloperator():
 
 def test_stacking_static_and_coordinate_channels():
     """The operator sees [frames t-major, static, sin/cos coordinates]; its output unstacks t-major."""
-    model = small("fno", t_in=3, t_out=2, shape={"channels": 2, "static_channels": 1})
+    model = small("fno", channels=2, static=1, t_in=3, t_out=2)
     height, width = GRIDS["fno"]
     x = torch.randn(2, 3, 2, height, width)
     static = torch.randn(1, height, width)
@@ -135,7 +139,7 @@ def test_stacking_static_and_coordinate_channels():
 
 
 def test_spherical_coordinates_are_unit_vectors_at_equiangular_points():
-    coords = fno_module.spherical_coordinates(9, 16, "equiangular")
+    coords = sfno_module.spherical_coordinates(9, 16, "equiangular")
     torch.testing.assert_close(coords.pow(2).sum(0), torch.ones(9, 16))
     colatitude = torch.acos(coords[0, :, 0].double())
     torch.testing.assert_close(colatitude, torch.linspace(0, math.pi, 9, dtype=torch.float64), atol=1e-6, rtol=0)
@@ -156,87 +160,101 @@ def test_sfno_uses_equiangular_transform():
     """With identity weights the spherical convolution reproduces a band-limited field sampled on the
     equiangular grid (poles included): Y_1^0 + Re Y_2^1 ∝ cos θ + sin θ cos θ cos φ."""
     height, width = 16, 32
-    shape = {"channels": 1, "height": height, "width": width}
+    spec = small_spec(inputs=["f"], grid="latlon", shape=(height, width))
     config = {"n_modes": [4, 8], "hidden_channels": 2, "n_layers": 1}
     theta = torch.linspace(0, math.pi, height, dtype=torch.float64)[:, None]
     phi = 2 * math.pi * torch.arange(width, dtype=torch.float64)[None, :] / width
     field = (torch.cos(theta) + torch.sin(theta) * torch.cos(theta) * torch.cos(phi)).float()
     field = field.expand(1, 2, height, width)
 
-    model = build_model("sfno", config, **shape)
+    model = build_model("sfno", config, spec)
     conv = _identity_spherical_conv(model)
     assert conv.sht_grids == ["equiangular", "equiangular"]
     torch.testing.assert_close(conv(field), field, atol=1e-5, rtol=0)
 
     # The same samples read as a Gauss grid are not reproduced: the test can tell the grids apart.
-    gauss = _identity_spherical_conv(build_model("sfno", {**config, "grid": "legendre-gauss"}, **shape))
+    gauss = _identity_spherical_conv(build_model("sfno", {**config, "grid": "legendre-gauss"}, spec))
     assert (gauss(field) - field).abs().max() > 1e-2
 
 
 def test_registry_errors():
-    assert {"fno", "tfno", "sfno"} <= set(MODELS)
+    assert {"fno", "tfno", "sfno", "convlstm"} <= set(MODELS)
+    box = small_spec(shape=(8, 8))
     with pytest.raises(EarthsimError, match=r"unknown model 'nope'.*'fno'.*'sfno'.*'tfno'"):
-        build_model("nope", {}, channels=1, height=8, width=8)
+        build_model("nope", {}, box)
     with pytest.raises(EarthsimError, match=r"unknown key\(s\) \['n_mode'\]"):
-        build_model("fno", {"n_mode": [4, 4]}, channels=1, height=8, width=8)
+        build_model("fno", {"n_mode": [4, 4]}, box)
     with pytest.raises(EarthsimError, match=r"hidden_channels: expected int"):
-        build_model("fno", {"hidden_channels": "wide"}, channels=1, height=8, width=8)
+        build_model("fno", {"hidden_channels": "wide"}, box)
     with pytest.raises(EarthsimError, match=r"positional_embedding must be one of"):
-        build_model("fno", {"positional_embedding": "spherical"}, channels=1, height=8, width=8)
-    with pytest.raises(EarthsimError, match=r"data shape needs \['width'\]"):
-        build_model("fno", {}, channels=1, height=8)
-    with pytest.raises(EarthsimError, match=r"unknown data shape key\(s\) \['depth'\]"):
-        build_model("fno", {}, channels=1, height=8, width=8, depth=3)
+        build_model("fno", {"positional_embedding": "spherical"}, box)
     with pytest.raises(EarthsimError, match=r"n_modes \(16, 16\) too large for a 8x8 grid"):
-        build_model("fno", {}, channels=1, height=8, width=8)
+        build_model("fno", {}, box)
+    with pytest.raises(EarthsimError, match=r"data spec: outputs \['b'\] are not inputs \['a'\]"):
+        small_spec(inputs=["a"], outputs=["b"])
+
+
+def test_sfno_checks_its_own_grid():
+    """The family, not the trainer, refuses data it cannot take: SFNO needs a pole-to-pole latitude grid."""
+    with pytest.raises(EarthsimError, match="'sfno' needs a global equiangular latitude grid including both poles"):
+        build_model("sfno", SMALL, small_spec(shape=(8, 16)))
 
 
 def test_input_checks_name_the_expected_shape():
-    model = small("fno", t_in=2, shape={"static_channels": 1})
-    with pytest.raises(ValidationError, match=r"x must be \[B, T_in=2, C=2, H=16, W=16\], got \[1, 1, 2, 16, 16\]"):
+    model = small("fno", static=1, t_in=2)
+    with pytest.raises(ValidationError, match=r"x must hold T_in=2 frames, got 1"):
         model(torch.randn(1, 1, 2, 16, 16), torch.randn(1, 16, 16))
-    with pytest.raises(ValidationError, match="static_channels=1 but no static fields"):
+    with pytest.raises(ValidationError, match=r"x must be \[B, T_in=2, C=2 \(c0, c1\), H=16, W=16\]"):
+        model(torch.randn(1, 2, 3, 16, 16), torch.randn(1, 16, 16))
+    with pytest.raises(ValidationError, match=r"built with static fields \['s0'\] but none given"):
         model(torch.randn(1, 2, 2, 16, 16))
     batched = model(torch.randn(2, 2, 2, 16, 16), torch.randn(2, 1, 16, 16))
     assert batched.shape == (2, 1, 2, 16, 16)
 
 
-def test_spec_and_weights_only_state_rebuild_the_same_model():
-    model = small("tfno", t_out=2)
-    buffer = io.BytesIO()
-    torch.save({"spec": model_spec(model), "state": model.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    assert "_metadata" not in saved["state"]
-    rebuilt = build_from_spec(saved["spec"])
-    assert rebuilt.config == model.config and rebuilt.model_name == "tfno"
-    rebuilt.load_state_dict(saved["state"])
-    x = torch.randn(1, 1, 2, 16, 16)
-    torch.testing.assert_close(rebuilt(x), model(x))
+def test_model_normalises_with_its_spec_and_returns_physical_fields():
+    """The network sees (x - mean) / std and its output is de-normalised: data offset and scaled, with
+    statistics to match, give the same prediction offset and scaled."""
+    torch.manual_seed(0)
+    unit = build_model("fno", SMALL, spec_for("fno"))
+    scaled = build_model("fno", SMALL, spec_for("fno", mean=280.0, std=5.0))
+    scaled.load_state_dict(unit.state_dict())
+    x = torch.randn(2, 1, 2, 16, 16)
+    torch.testing.assert_close(scaled(280.0 + 5.0 * x), 280.0 + 5.0 * unit(x), rtol=1e-5, atol=1e-4)
 
 
-def test_blocks_cover_every_layer_parameter_once():
+def test_fsdp_units_cover_every_layer_parameter_once():
     model = small("sfno", norm="group_norm")
     seen = []
-    for block in model.blocks():
-        modules = block if isinstance(block, list) else [block]
+    for unit in model.fsdp_units():
+        modules = unit if isinstance(unit, list) else [unit]
         seen += [id(p) for m in modules for p in m.parameters()]
     layer_params = [id(p) for p in model.operator.fno_blocks.parameters()]
     assert sorted(seen) == sorted(layer_params)
-    assert len(model.blocks()) == 2 * SMALL["n_layers"]
+    assert len(model.fsdp_units()) == 2 * SMALL["n_layers"]
 
 
-def test_missing_torch_harmonics_fails_at_import_naming_the_working_pair():
+def test_missing_torch_harmonics_fails_sfno_alone_naming_the_working_pair():
+    """Without torch-harmonics the other families import and build; SFNO fails when built, naming the pair."""
     code = ("import sys; sys.modules['torch_harmonics'] = None\n"
-            "import earthsim.models\n")
+            "sys.path.insert(0, 'tests')\n"
+            "from conftest import small_spec\n"
+            "from earthsim.models import build_model\n"
+            "from earthsim.errors import EarthsimError\n"
+            "build_model('fno', {'n_modes': [4, 4]}, small_spec())\n"
+            "build_model('convlstm', {'patch_size': 2}, small_spec())\n"
+            "try:\n"
+            "    build_model('sfno', {'n_modes': [4, 8]}, small_spec(grid='latlon', shape=(8, 16)))\n"
+            "except EarthsimError as error:\n"
+            "    print('refused:', error)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode != 0
-    assert "ImportError" in result.stderr
-    assert "torch 2.13 with torch-harmonics 0.8.0" in result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "refused: model 'sfno' cannot be built" in result.stdout
+    assert "torch 2.13 with torch-harmonics 0.8.0" in result.stdout
 
 
 def test_missing_sfno_in_neuraloperator_is_an_import_error(monkeypatch):
     monkeypatch.delattr(neuralop.models, "SFNO")
     with pytest.raises(ImportError, match="torch 2.13 with torch-harmonics 0.8.0"):
-        fno_module.check_spherical_backend()
+        sfno_module.check_spherical_backend()

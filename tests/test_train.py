@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from earthsim.errors import EarthsimError
-from earthsim.models import build_from_spec
+from earthsim.models import load_exported
 from earthsim.train.config import from_mapping, load_experiment
 from earthsim.train.metrics import read_metrics
 from earthsim.train.trainer import train
@@ -59,8 +59,10 @@ def test_config_errors_name_the_key(fluid_entry):
         from_mapping({**_experiment(fluid_entry), "optimizer": {"lr_max": 1.0}})
     with pytest.raises(EarthsimError, match=r"optimizer.lr: expected float"):
         from_mapping({**_experiment(fluid_entry), "optimizer": {"lr": "fast"}})
-    with pytest.raises(EarthsimError, match="precision"):
-        from_mapping(_experiment(fluid_entry, precision="fp8"))
+    with pytest.raises(EarthsimError, match=r"parallelism.param_dtype: 'fp8' is not one of \['float32', 'bfloat16'\]"):
+        from_mapping(_experiment(fluid_entry, **{"parallelism.param_dtype": "fp8"}))
+    with pytest.raises(EarthsimError, match=r"unknown key\(s\) \['residual'\]"):  # residual is the model's
+        from_mapping(_experiment(fluid_entry, residual=True))
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -69,17 +71,21 @@ def test_config_errors_name_the_key(fluid_entry):
     ({"model": {"name": "fno", "params": {"n_modes": [40, 40]}}}, "too large"),
     ({"model": {"name": "unet", "params": {}}}, "registered models"),
     ({"loss": {"name": "mse", "variable_weights": {"pressure": 2.0}}}, "unknown name"),
+    ({"data": {"dataset": "placeholder", "outputs": ["pressure"]}}, r"data.outputs: \['pressure'\] are not among"),
 ])
 def test_model_data_mismatch_fails_before_training(fluid_entry, tmp_path, changes, message):
     raw = {**_experiment(fluid_entry), **changes}
+    raw["data"] = {**_experiment(fluid_entry)["data"], **{k: v for k, v in changes.get("data", {}).items()
+                                                          if k != "dataset"}}
     with pytest.raises(EarthsimError, match=message):
         train(from_mapping(raw), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_training_lowers_the_loss_and_exports_a_loadable_model(fluid_entry, tmp_path):
-    cfg = from_mapping(_experiment(fluid_entry, epochs=4, residual=True, **{"rollout.max_steps": 2,
-                                                                           "rollout.increase_every": 2}))
+    raw = _experiment(fluid_entry, epochs=4, **{"rollout.max_steps": 2, "rollout.increase_every": 2})
+    raw["model"]["params"]["residual"] = True
+    cfg = from_mapping(raw)
     summary = train(cfg, tmp_path / "run", progress=False)
     records = read_metrics(tmp_path / "run", "train")
     assert {"loss", "lr", "samples_per_s", "peak_memory_mb"} <= set(records[0])
@@ -90,10 +96,9 @@ def test_training_lowers_the_loss_and_exports_a_loadable_model(fluid_entry, tmp_
     assert (tmp_path / "run" / "tensorboard").is_dir()
     assert len(list((tmp_path / "run" / "checkpoints").iterdir())) == 2  # keep: 2
 
-    exported = torch.load(summary["export"], weights_only=True)
-    model = build_from_spec(exported)
-    model.load_state_dict(exported["state_dict"])
-    assert exported["channels"] == ["vorticity"] and exported["residual"] is True
+    model, record = load_exported(summary["export"])
+    assert model.spec.inputs == ("vorticity",) and model.residual is True and record.step == summary["steps"]
+    assert record.dataset == "waves" and record.lead_strides == (1,) and model.spec.time_step == pytest.approx(0.1)
     x = torch.zeros(2, 1, 1, 16, 16)
     assert model(x).shape == (2, 1, 1, 16, 16)
 

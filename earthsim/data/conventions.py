@@ -44,6 +44,9 @@ TRAJECTORY_DIM = "trajectory"
 LATITUDE_DIM = "latitude"
 LONGITUDE_DIM = "longitude"
 Y_DIM, X_DIM = "y", "x"  # a periodic box
+#: Attributes by which a solver-made store records its physics (earthsim.sim writes them; models may read them).
+PHYSICS_ATTRS = ("flow", "viscosity", "reynolds_number", "drag", "forcing", "forcing_wavenumber", "forcing_amplitude",
+                 "domain_length", "solver_dt", "cfl_velocity", "cfl_safety", "radius", "omega", "gravity", "havg")
 LONGITUDE_CONVENTIONS = {"[-180, 180)": -180.0, "[0, 360)": 0.0}
 RECORD_DIMS = (TIME_DIM, "month")
 
@@ -221,3 +224,13 @@ def lead_numbers(leads) -> np.ndarray:
     if np.issubdtype(leads.dtype, np.timedelta64):
         return leads.astype("timedelta64[ns]").astype(np.int64) / 3600e9
     return leads.astype(np.float64)
+
+
+def physics_attributes(attrs) -> dict[str, float | int | str]:
+    """The physics a solver-made store records in its attributes (:data:`PHYSICS_ATTRS`), as plain values."""
+    out = {}
+    for key in PHYSICS_ATTRS:
+        if key in attrs:
+            value = attrs[key]
+            out[key] = value.item() if hasattr(value, "item") else value
+    return out

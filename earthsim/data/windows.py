@@ -1,9 +1,15 @@
 """Windows of consecutive frames from a catalog store, as a map-style torch Dataset.
 
-One sample follows the sample contract in DESIGN.md: ``x`` ``[T_in, C, H, W]`` and ``y``
-``[T_out, C, H, W]`` (float32, normalised per channel), ``lead_time`` (the time between the last
-input frame and the first target, in hours for weather and solver units for fluids) and, when the
-entry has static fields, ``static`` ``[C_s, H, W]``.
+One sample follows the sample contract in docs/architecture.md: ``x`` ``[T_in, C, H, W]`` and ``y``
+``[T_out, C, H, W]`` (float32; normalised per channel, or physical with ``normalise=False``),
+``lead_time`` (the time between the last input frame and the first target, in hours for weather
+and solver units for fluids) and, when the entry has static fields, ``static`` ``[C_s, H, W]``.
+
+Input frames are ``stride`` store frames apart; target frames are ``lead`` store frames apart, after
+the last input. ``lead_strides`` gives a set of leads (ClimaX pretrains with a random lead per
+sample): every window start is then one sample per lead, so a shuffled epoch draws each sample's
+lead from the set, reproducibly for a seed and on any number of ranks and workers. Without it the
+lead is ``stride``.
 
 Channels are the variables in the entry's order (or the order given), each expanded over its levels
 in the store's level order: variable ``z`` on levels 500 and 850 then ``t`` gives ``z500, z850, t``.
@@ -36,7 +42,7 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data.grid import Grid
-from earthsim.data.conventions import LEVEL_DIM, TIME_DIM
+from earthsim.data.conventions import LEVEL_DIM, TIME_DIM, physics_attributes
 from earthsim.errors import ValidationError
 
 STATISTICS = ("mean", "std", "diff_std")
@@ -146,8 +152,9 @@ class WindowDataset(torch.utils.data.Dataset):
     physical units and ``mean``/``std``/``diff_std`` are None.
 
     Attributes for the trainer: ``channels`` (names), ``channel_variables`` (the variable of each
-    channel), ``mean``, ``std``, ``diff_std`` (float32
-    tensors ``[C]``), ``static_channels``, ``time_step``, ``lead_time``, ``grid``.
+    channel), ``mean``, ``std``, ``diff_std`` (float32 tensors ``[C]``, None without statistics),
+    ``static_channels``, ``time_step`` (between store frames), ``lead_strides``, ``lead_times`` (hours
+    or solver units), ``grid``, ``physics`` (the physics attributes of a solver-made store).
 
     For readers other than the loader (forecast runs): ``sequence_dims``, ``sequences``, ``levels``,
     ``starts``, ``dataset`` (the store's coordinates and attributes, lazily) and ``read_frames``
@@ -164,17 +171,23 @@ class WindowDataset(torch.utils.data.Dataset):
         variables: list[str] | None = None,
         normalise: bool = True,
         statistics: xr.Dataset | None = None,
+        lead_strides: list[int] | tuple[int, ...] | None = None,
     ):
         entry = entry_or_name if isinstance(entry_or_name, DatasetEntry) else catalog.get_entry(entry_or_name)
-        for key, value in (("t_in", t_in), ("t_out", t_out), ("stride", stride)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
+        leads = tuple(lead_strides) if lead_strides is not None else (stride,)
+        for key, value in (("t_in", t_in), ("t_out", t_out), ("stride", stride),
+                           *((f"lead_strides[{i}]", v) for i, v in enumerate(leads))):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValidationError(f"dataset {entry.name!r}: {key} must be an integer ≥ 1, got {value!r}")
+        if not leads or len(set(leads)) != len(leads):
+            raise ValidationError(f"dataset {entry.name!r}: lead_strides must be distinct integers, got {list(leads)}")
         self.entry = entry
         self.split = split
         self.t_in, self.t_out, self.stride = int(t_in), int(t_out), int(stride)
+        self.lead_strides = tuple(int(v) for v in leads)
         self.normalise = normalise
         self.time_step = entry.time_step
-        self.lead_time = self.stride * self.time_step
+        self.lead_times = tuple(v * self.time_step for v in self.lead_strides)
         self.grid: Grid = entry.grid
         self._store = entry.store
 
@@ -186,13 +199,14 @@ class WindowDataset(torch.utils.data.Dataset):
         self.channel_variables = [layout.name for layout in self._layouts for _ in range(layout.channels)]
         self._frames, self._sequences = self._split_positions(ds, split)
         self._check_time_step(ds)
-        self._per_sequence = len(self._frames) - (self.t_in + self.t_out - 1) * self.stride
+        reach = (self.t_in - 1) * self.stride + self.t_out * max(self.lead_strides)  # first input to last target
+        self._per_sequence = len(self._frames) - reach
         if self._per_sequence < 1:
-            needed = (self.t_in + self.t_out - 1) * self.stride + 1
+            leads = f" and lead {max(self.lead_strides)}" if self.lead_strides != (self.stride,) else ""
             raise SplitTooShortError(
                 f"dataset {entry.name!r}, split {split!r}: {len(self._frames)} frames per sequence, but a "
-                f"window of t_in={t_in} + t_out={t_out} frames with stride {stride} needs {needed}",
-                frames=len(self._frames), needed=needed,
+                f"window of t_in={t_in} + t_out={t_out} frames with stride {stride}{leads} needs {reach + 1}",
+                frames=len(self._frames), needed=reach + 1,
             )
         self.static_channels = list(entry.static)
         self._static_layouts = self._static_layouts_of(ds)
@@ -387,6 +401,11 @@ class WindowDataset(torch.utils.data.Dataset):
         return {name: values.copy() for name, values in self._levels.items()}
 
     @property
+    def physics(self) -> dict:
+        """The physics attributes of a solver-made store (viscosity, forcing, domain length, ...); {} otherwise."""
+        return physics_attributes(self.dataset.attrs)
+
+    @property
     def starts(self) -> np.ndarray:
         """Store frame positions at which a whole window fits inside the split (the same for every sequence)."""
         return np.array(self._frames[: self._per_sequence], dtype=np.int64)
@@ -426,15 +445,16 @@ class WindowDataset(torch.utils.data.Dataset):
     # -- reading ---------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._sequences) * self._per_sequence
+        return len(self._sequences) * self._per_sequence * len(self.lead_strides)
 
-    def locate(self, index: int) -> tuple[tuple[int, ...], int]:
-        """The sequence (positions along the sequence dims) and store frame where sample ``index`` starts."""
+    def locate(self, index: int) -> tuple[tuple[int, ...], int, int]:
+        """The sequence (positions along the sequence dims), the store frame where sample ``index`` starts,
+        and its lead (store frames from the last input to the first target)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} windows")
-        index %= len(self)
-        sequence, start = divmod(index, self._per_sequence)
-        return self._sequences[sequence], int(self._frames[start])
+        window, lead = divmod(index % len(self), len(self.lead_strides))
+        sequence, start = divmod(window, self._per_sequence)
+        return self._sequences[sequence], int(self._frames[start]), self.lead_strides[lead]
 
     def _open(self) -> None:
         """Open the arrays in this process (first read after construction, unpickling or fork)."""
@@ -443,10 +463,15 @@ class WindowDataset(torch.utils.data.Dataset):
         self._static = None
         self._pid = os.getpid()
 
-    def _start_reads(self, index: int) -> list[Future]:
-        sequence, start = self.locate(index)
-        stop = start + (self.t_in + self.t_out - 1) * self.stride + 1
-        return self._start_frame_reads(sequence, start, stop, self.stride)
+    def _start_reads(self, index: int) -> tuple[list[Future], list[Future] | None, int]:
+        """Reads of sample ``index``: its input and target frames in one strided read per variable when the
+        lead equals the stride (then the second list is None), else the targets' own reads; and its lead."""
+        sequence, start, lead = self.locate(index)
+        last = start + (self.t_in - 1) * self.stride
+        if lead == self.stride:
+            return self._start_frame_reads(sequence, start, last + self.t_out * lead + 1, lead), None, lead
+        return (self._start_frame_reads(sequence, start, last + 1, self.stride),
+                self._start_frame_reads(sequence, last + lead, last + self.t_out * lead + 1, lead), lead)
 
     def _start_frame_reads(self, sequence: tuple[int, ...], start: int, stop: int, step: int) -> list[Future]:
         """One read per variable of frames ``start:stop:step`` of a sequence (store positions), all started."""
@@ -457,11 +482,14 @@ class WindowDataset(torch.utils.data.Dataset):
             for layout, reader in zip(self._layouts, self._readers)
         ]
 
-    def _read_into(self, index: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Read window ``index`` and write it, normalised, into ``x`` [T_in, C, H, W] and ``y`` [T_out, C, H, W]."""
-        blocks = [future.result() for future in self._start_reads(index)]  # all variables in flight at once
-        for layout, block in zip(self._layouts, blocks):
-            block = block.transpose(layout.order)
+    def _read_into(self, index: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Read window ``index`` and write it (normalised unless ``normalise=False``) into ``x`` [T_in, C, H, W]
+        and ``y`` [T_out, C, H, W]; returns its lead time."""
+        inputs, targets, lead = self._start_reads(index)  # all variables in flight at once
+        for k, layout in enumerate(self._layouts):
+            block = inputs[k].result().transpose(layout.order)
+            if targets is not None:
+                block = np.concatenate([block, targets[k].result().transpose(layout.order)])
             if not layout.has_level:
                 block = block[:, None]
             channels = slice(layout.channel_start, layout.channel_start + layout.channels)
@@ -471,14 +499,15 @@ class WindowDataset(torch.utils.data.Dataset):
                     np.multiply(out, self._inverse_std[channels, None, None], out=out)
                 else:
                     out[...] = part
+        return lead * self.time_step
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self._pid != os.getpid():
             self._open()
         x = torch.empty((self.t_in, len(self.channels), *self.grid.shape))
         y = torch.empty((self.t_out, len(self.channels), *self.grid.shape))
-        self._read_into(int(index), x, y)
-        sample = {"x": x, "y": y, "lead_time": torch.tensor(self.lead_time, dtype=torch.float32)}
+        lead_time = self._read_into(int(index), x, y)
+        sample = {"x": x, "y": y, "lead_time": torch.tensor(lead_time, dtype=torch.float32)}
         if self._static_layouts:
             sample["static"] = self.static_fields()
         return sample
@@ -493,9 +522,9 @@ class WindowDataset(torch.utils.data.Dataset):
         count = len(indices)
         x = batch_buffer((count, self.t_in, len(self.channels), *self.grid.shape))
         y = batch_buffer((count, self.t_out, len(self.channels), *self.grid.shape))
-        lead_time = batch_buffer((count,)).fill_(self.lead_time)
+        lead_time = batch_buffer((count,))
         for k, index in enumerate(indices):
-            self._read_into(int(index), x[k], y[k])
+            lead_time[k] = self._read_into(int(index), x[k], y[k])
         static = {"static": self.static_fields()} if self._static_layouts else {}
         return [{"x": x[k], "y": y[k], "lead_time": lead_time[k], **static} for k in range(count)]
 
@@ -545,5 +574,6 @@ class WindowDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (
             f"WindowDataset({self.entry.name!r}, split={self.split!r}, t_in={self.t_in}, t_out={self.t_out}, "
-            f"stride={self.stride}, channels={len(self.channels)}, samples={len(self)})"
+            f"stride={self.stride}, lead_strides={list(self.lead_strides)}, channels={len(self.channels)}, "
+            f"samples={len(self)})"
         )

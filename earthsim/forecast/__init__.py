@@ -13,8 +13,7 @@ import importlib
 
 _EXPORTS = {
     "climatology_forecast": "baselines", "persistence": "baselines", "solver_baseline": "baselines",
-    "InitialConditions": "inputs", "load_exported": "rollout",
-    "run_forecast": "rollout",
+    "InitialConditions": "inputs", "run_forecast": "rollout",
     "LEAD_DIM": "store", "forecast_template": "store",
 }
 

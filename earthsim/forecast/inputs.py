@@ -1,8 +1,8 @@
 """Initial conditions of a forecast: which initial times a split offers and the input frames before them.
 
-An initial time is the valid time of the last input frame. A forecast of ``steps`` frames ``stride``
+An initial time is the valid time of the last input frame. A forecast of ``steps`` frames ``lead``
 store frames apart from initial frame ``f`` reads the ``t_in`` frames ``f - (t_in - 1)·stride … f``
-and predicts ``f + stride … f + steps·stride``; every initial time chosen must have all of those
+and predicts ``f + lead … f + steps·lead``; every initial time chosen must have all of those
 frames inside the split, so that each lead can be scored against the truth. Each sequence of the
 split (fluid trajectory, weather ensemble member) offers the same initial times.
 
@@ -57,25 +57,27 @@ def resolve_entry(dataset: str | DatasetEntry) -> DatasetEntry:
 class InitialConditions:
     """The initial times of ``split`` with ``steps`` frames of truth after them, and their input frames.
 
-    ``variables`` default to the entry's; ``normalise`` loads the entry's statistics (needed only
-    for normalised static fields). Raises ValidationError naming the split, its frame count and
+    ``variables`` default to the entry's; ``lead_stride`` (store frames between forecast frames)
+    defaults to ``stride``. Raises ValidationError naming the split, its frame count and
     what ``steps`` needs when the split is too short, and naming an explicit initial time that is
     not one of the split's valid ones.
     """
 
     def __init__(self, entry: DatasetEntry, split: str, steps: int, t_in: int = 1, stride: int = 1,
-                 variables: list[str] | None = None, inits: list | None = None, normalise: bool = False):
+                 variables: list[str] | None = None, inits: list | None = None, lead_stride: int | None = None):
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
             raise ValidationError(f"steps must be an integer ≥ 1, got {steps!r}")
         self.entry, self.split, self.steps, self.t_in, self.stride = entry, split, int(steps), int(t_in), int(stride)
+        self.lead_stride = self.stride if lead_stride is None else int(lead_stride)
         try:
             self.windows = WindowDataset(entry, split, t_in=self.t_in, t_out=self.steps, stride=self.stride,
-                                         variables=variables, normalise=normalise)
+                                         variables=variables, normalise=False, lead_strides=(self.lead_stride,))
         except SplitTooShortError as error:  # the same check, said in a forecast's terms
+            fit = max(0, (error.frames - 1 - (self.t_in - 1) * self.stride) // self.lead_stride)
             raise ValidationError(
                 f"dataset {entry.name!r}, split {split!r}: {error.frames} frames per sequence, but a forecast of "
-                f"steps={steps} from t_in={t_in} input frames {stride} frame(s) apart needs {error.needed}; "
-                f"at most {max(0, (error.frames - 1) // self.stride - self.t_in + 1)} steps fit") from None
+                f"steps={steps} {self.lead_stride} frame(s) apart from t_in={t_in} input frames {stride} frame(s) "
+                f"apart needs {error.needed}; at most {fit} steps fit") from None
         self.ds = self.windows.dataset  # coordinates and attributes for the forecast store
         self.variables = list(self.windows.variables)
         self.levels = self.windows.levels
@@ -124,7 +126,7 @@ class InitialConditions:
     @property
     def lead_time(self) -> float:
         """Time between forecast frames, in hours (weather) or solver units (fluids)."""
-        return self.stride * self.entry.time_step
+        return self.lead_stride * self.entry.time_step
 
     def sequence_coords(self) -> dict[str, xr.DataArray]:
         """Coordinates of the sequence dims (trajectory, member) of the split."""
@@ -144,7 +146,7 @@ class InitialConditions:
 
     def valid_times(self) -> np.ndarray:
         """Valid times ``[inits, steps]`` of every forecast frame (store time values)."""
-        frames = self.init_frames[:, None] + self.stride * np.arange(1, self.steps + 1)[None, :]
+        frames = self.init_frames[:, None] + self.lead_stride * np.arange(1, self.steps + 1)[None, :]
         return self.ds[TIME_DIM].values[frames]
 
     def blocks(self, size: int) -> list[Block]:
@@ -172,16 +174,25 @@ class InitialConditions:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def read(self, block: Block, frames: int | None = None) -> np.ndarray:
-        """Raw input frames ``[samples, frames, C, H, W]`` (float32) of a block: the ``frames`` (default
-        ``t_in``) frames ``stride`` apart that end at each initial frame; one read per variable and sequence."""
-        frames = self.t_in if frames is None else frames
+    def read(self, block: Block) -> np.ndarray:
+        """Input frames ``[samples, t_in, C, H, W]`` (float32, physical units) of a block: the ``t_in`` frames
+        ``stride`` apart that end at each initial frame; one read per variable and sequence."""
+        return self._read(block, -self.stride * np.arange(self.t_in - 1, -1, -1))
+
+    def read_targets(self, block: Block) -> np.ndarray:
+        """The frames ``[samples, steps, C, H, W]`` at the valid times of the forecast (for the forcing channels
+        a model reads from data while it rolls out)."""
+        return self._read(block, self.lead_stride * np.arange(1, self.steps + 1))
+
+    def _read(self, block: Block, offsets: np.ndarray) -> np.ndarray:
+        """Frames at ``offsets`` (store frames) from each initial frame of a block; one read per variable and
+        sequence covering them all."""
         inits = self.init_frames[block.inits]
-        first, last = int(inits[0]) - (frames - 1) * self.stride, int(inits[-1])
-        offsets = (inits - first)[:, None] - self.stride * np.arange(frames - 1, -1, -1)[None, :]
+        first, last = int(inits[0]) + int(offsets.min()), int(inits[-1]) + int(offsets.max())
+        rows = (inits - first)[:, None] + offsets[None, :]
         positions = [p[s] for p, s in zip(self.sequence_positions, block.sequences)]
-        out = np.empty((block.size // len(inits), len(inits), frames, len(self.channels), *self.entry.grid.shape),
-                       np.float32)
+        out = np.empty((block.size // len(inits), len(inits), len(offsets), len(self.channels),
+                        *self.entry.grid.shape), np.float32)
         for k, sequence in enumerate(itertools.product(*positions)):
-            out[k] = self.windows.read_frames(self._sequence_number[tuple(sequence)], first, last - first + 1)[offsets]
+            out[k] = self.windows.read_frames(self._sequence_number[tuple(sequence)], first, last - first + 1)[rows]
         return out.reshape(-1, *out.shape[2:])

@@ -40,8 +40,10 @@ DONE = "done_blocks"
 PARTIAL_SUFFIX = ".partial"
 
 
-def forecast_template(ic: InitialConditions, members: int | None, block: Block, attrs: dict[str, Any]) -> xr.Dataset:
-    """The forecast store's empty Dataset (lazy zeros) for ``ic``'s initial times and leads, chunked as ``block``.
+def forecast_template(ic: InitialConditions, members: int | None, block: Block, attrs: dict[str, Any],
+                      variables: list[str] | None = None) -> xr.Dataset:
+    """The forecast store's empty Dataset (lazy zeros) for ``ic``'s initial times and leads, chunked as ``block``,
+    holding ``variables`` (default: all of ``ic``'s).
 
     ``members`` adds a ``realization`` dim of that size (forecast ensembles); a dataset with its
     own ``realization`` dim keeps it instead, and then ``members`` must be None.
@@ -70,7 +72,7 @@ def forecast_template(ic: InitialConditions, members: int | None, block: Block, 
     front = [d for d in ic.sequence_dims if d != MEMBER_DIM]
     sizes = {d: len(np.atleast_1d(coords[d].values)) for d in coords}
     data_vars = {}
-    for name in ic.variables:
+    for name in (ic.variables if variables is None else variables):
         dims = (*front, TIME_DIM, LEAD_DIM, *((MEMBER_DIM,) if has_member else ()),
                 *((LEVEL_DIM,) if name in ic.levels else ()), *ic.entry.grid.dims)
         block_chunks = {**{d: s.stop - s.start for d, s in zip(ic.sequence_dims, block.sequences)},
@@ -97,7 +99,7 @@ class ForecastStore:
         self.partial = self.out.with_name(self.out.name + PARTIAL_SUFFIX)
         self.blocks, self.ic = blocks, ic
         self.member_dim = MEMBER_DIM in template.dims
-        self.dims = {name: template[name].dims for name in ic.variables}
+        self.dims = {name: template[name].dims for name in template.data_vars}
         if self.out.exists() and not overwrite:
             raise EarthsimError(f"{self.out} already exists; remove it or pass overwrite")
         if self.partial.exists() and not self._resumable(record, overwrite):
@@ -148,7 +150,7 @@ class ForecastStore:
         model_members = self.member_dim and MEMBER_DIM not in sequence_dims
         region = {TIME_DIM: block.inits, **dict(zip(sequence_dims, block.sequences))}
         channel = 0
-        for name in self.ic.variables:
+        for name in self.dims:
             count = len(self.ic.levels.get(name, [None]))
             part = values[..., channel:channel + count, :, :]
             channel += count
@@ -179,11 +181,11 @@ class ForecastStore:
 def write_forecast(ic: InitialConditions, out: str | os.PathLike, compute: Callable[[Block], np.ndarray], *,
                    producer: str, request: dict, attrs: dict, inputs: list[str], members: int | None = None,
                    block_size: int = 16, progress: bool = True, overwrite: bool = False,
-                   description: str = "forecast") -> Path:
+                   description: str = "forecast", variables: list[str] | None = None) -> Path:
     """Compute every block not yet written with ``compute(block) -> [inits, steps, members, C, H, W]`` and
     write it, then rename ``OUT.partial`` to ``OUT``; the common driver of model runs and baselines."""
     blocks = ic.blocks(block_size)
-    template = forecast_template(ic, members, blocks[0], attrs)
+    template = forecast_template(ic, members, blocks[0], attrs, variables)
     record = provenance(producer, inputs, {**request, "block_size": int(block_size)})
     store = ForecastStore(out, template, blocks, ic, record, overwrite=overwrite)
     pending = store.pending()

@@ -1,25 +1,24 @@
-"""Model families behind one contract (see :mod:`earthsim.models.base`), built by name from typed configs.
+"""Model families behind one contract (:mod:`earthsim.models.base`), built by name from a typed config and a
+:class:`DataSpec`.
 
-``build_model("fno", {"n_modes": [12, 12]}, channels=2, height=64, width=64)`` builds a model;
-``MODELS`` lists the registered names; :func:`parallelize` shards a model with FSDP2.
+    >>> from earthsim.models import MODELS, build_model
+    >>> model = build_model("fno", {"n_modes": [12, 12]}, spec)
+
+``MODELS`` lists the registered names; :func:`parallelize` shards a model with FSDP2;
+:func:`rollout` rolls it out; :func:`export_model` / :func:`load_exported` write and read the one
+exported-model file. Every family module is imported here so that it registers; the third-party
+packages a family needs beyond torch are imported when that family is built.
 """
 
-from earthsim.models.base import (
-    DataShape,
-    EarthsimModel,
-    MODELS,
-    RecurrentModel,
-    build_from_spec,
-    build_model,
-    model_spec,
-    register_model,
-)
-from earthsim.models import fno  # noqa: F401  (registers fno, tfno, sfno)
-from earthsim.models.fno import FNOConfig, SFNOConfig, TFNOConfig
-from earthsim.models.parallelize import default_mesh, parallelize
-from earthsim.models.rollout import rollout
+from earthsim.models.base import MODELS, Batch, EarthsimModel, RecurrentModel, build_model, register_model
+from earthsim.models.spec import DataSpec, Statistics
+from earthsim.models import convlstm, fno, sfno  # noqa: F401  (register convlstm, fno, tfno, sfno)
+from earthsim.models.export import EXPORT_NAME, ExportRecord, export_model, load_exported
+from earthsim.models.parallelize import ParallelismConfig, default_mesh, parallelize
+from earthsim.models.rollout import complete_frames, direct, rollout
 
 __all__ = [
-    "DataShape", "EarthsimModel", "MODELS", "RecurrentModel", "build_from_spec", "build_model",
-    "model_spec", "register_model", "FNOConfig", "TFNOConfig", "SFNOConfig", "default_mesh", "parallelize", "rollout",
+    "MODELS", "Batch", "DataSpec", "EXPORT_NAME", "EarthsimModel", "ExportRecord", "ParallelismConfig",
+    "RecurrentModel", "Statistics", "build_model", "complete_frames", "default_mesh", "direct", "export_model",
+    "load_exported", "parallelize", "register_model", "rollout",
 ]

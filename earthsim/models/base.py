@@ -1,124 +1,239 @@
 """The model contract every family follows, and the registry that builds models by name.
 
-A batch holds ``x`` ``[B, T_in, C, H, W]``, optionally ``static`` ``[C_s, H, W]`` (or
-``[B, C_s, H, W]``) and ``lead_time`` ``[B]``. Every model maps ``(x, static, lead_time)`` to a
-prediction ``[B, T_out, C, H, W]``, declares ``t_in``/``t_out``, names the blocks FSDP shards one by
-one (:meth:`EarthsimModel.blocks`), and carries its typed config (``model.config``) and registry
-name (``model.model_name``) so that a checkpoint can rebuild it (:func:`model_spec`). The rollout
-engine, the trainer and the scorer rely on this contract alone.
+A model is built from its typed config and a :class:`~earthsim.models.spec.DataSpec`. It maps
+``x`` ``[B, T_in, C_in, H, W]`` (physical units; ``C_in`` = ``spec.inputs``), optional ``static``
+``[C_s, H, W]`` or ``[B, C_s, H, W]`` and ``lead_time`` ``[B]`` (hours or solver units) to the next
+``T_out`` frames of its outputs ``[B, T_out, C_out, H, W]`` (physical units; ``spec.outputs``).
+
+What a family declares, and the base class then does for it (so that trainer, rollout and forecast
+need no special cases):
+
+- ``normalised`` (class attribute, default True): the family's :meth:`EarthsimModel.network` sees
+  fields normalised with the spec's statistics and its output is de-normalised; False for a
+  network that works in physical units (a learned solver inside a numerical time stepper).
+- ``residual`` (from its config): the network predicts the change from the last input frame, in
+  units of the one-step-difference std when normalised.
+- ``lead_conditioned`` (class attribute): the output depends on ``lead_time``, so the model can be
+  rolled out directly at a lead as well as iteratively.
+- :meth:`EarthsimModel.fsdp_units`: the modules FSDP2 shards one by one before the root.
+- :meth:`EarthsimModel.training_loss`: the training step's loss; a family may replace it (a
+  parallel scan with teacher forcing over a whole sequence, say) without touching the trainer.
+- :class:`RecurrentModel`: ``init_state``/``step`` with a carried state, through which every rollout
+  runs, so each new frame costs the same whatever the horizon.
+
+Families register with :func:`register_model`; :func:`build_model` builds by name. Third-party
+packages a family needs are imported when it is built, so a missing one fails that family alone,
+by name.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence, TypeVar
 
 import torch
 from torch import nn
 
 from earthsim import config as config_lib
 from earthsim.errors import EarthsimError, ValidationError
+from earthsim.models.spec import DataSpec
 
-#: One FSDP unit: a module, or several modules that together make one block (sharded as one group).
-Block = nn.Module | Sequence[nn.Module]
+#: One FSDP unit: a module, or several modules that together are sharded as one group.
+FSDPUnit = nn.Module | Sequence[nn.Module]
 
 
-@dataclasses.dataclass(frozen=True)
-class DataShape:
-    """What a model needs to know about its data: variables per frame, grid, static fields."""
+@dataclasses.dataclass
+class Batch:
+    """A training or validation batch (the sample contract), on the model's device, in physical units.
 
-    channels: int
-    height: int
-    width: int
-    static_channels: int = 0
+    ``y`` holds every input channel at the target times: the model's outputs are its targets, the
+    other channels the forcings fed to it during an unrolled rollout.
+    """
 
-    def __post_init__(self):
-        for name in ("channels", "height", "width"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise EarthsimError(f"data shape: {name} must be a positive int, got {value!r}")
-        if not isinstance(self.static_channels, int) or self.static_channels < 0:
-            raise EarthsimError(f"data shape: static_channels must be an int >= 0, got {self.static_channels!r}")
+    x: torch.Tensor  # [B, T_in, C_in, H, W]
+    y: torch.Tensor  # [B, T_out, C_in, H, W]
+    lead_time: torch.Tensor  # [B]
+    static: torch.Tensor | None = None  # [C_s, H, W]
+
+    @classmethod
+    def from_mapping(cls, batch: Mapping[str, torch.Tensor], device: torch.device | str) -> "Batch":
+        static = batch.get("static")
+        return cls(batch["x"].to(device), batch["y"].to(device), batch["lead_time"].to(device),
+                   None if static is None else static.to(device))
 
 
 class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
-    """Base class of every model: the forward contract, input checks, FSDP blocks, and the spec to rebuild it.
+    """Base class of every model: the forward contract in physical units, input checks, FSDP units, and the
+    declared normalisation and residual update (see the module docstring).
 
-    Subclasses set ``t_in`` and ``t_out`` (input and output steps) in ``__init__`` and implement
-    :meth:`forward` and :meth:`blocks`; the registry sets ``config``, ``model_name`` and ``data_shape``.
+    Subclasses set ``t_in``, ``t_out`` and (if their config has one) ``residual`` in ``__init__`` and
+    implement :meth:`network` and :meth:`fsdp_units`; :meth:`check_spec` refuses data the family
+    cannot take. The registry sets ``model_name``.
     """
 
     model_name: str
     config: Any
-    data_shape: DataShape
+    spec: DataSpec
     t_in: int
     t_out: int
+    residual: bool = False
+    normalised: ClassVar[bool] = True
+    lead_conditioned: ClassVar[bool] = False
+    #: A tiny configuration (and the grid kind it suits: "box" or "latlon" pole to pole) for tests and docs.
+    example_config: ClassVar[dict] = {}
+    example_grid: ClassVar[str] = "box"
 
-    def __init__(self, config: Any, data_shape: DataShape):
+    def __init__(self, config: Any, spec: DataSpec):
         super().__init__()
         self.config = config
-        self.data_shape = data_shape
+        self.spec = spec
+        self.check_spec(spec)
+        stats = spec.statistics
+        if stats is None:
+            if self.normalised:
+                raise EarthsimError(f"{type(self).__name__} works on normalised fields, so its data spec needs "
+                                    "statistics")
+            mean, std, diff_std = ([0.0] * len(spec.inputs), [1.0] * len(spec.inputs), [1.0] * len(spec.inputs))
+            static_mean, static_std = [0.0] * len(spec.static), [1.0] * len(spec.static)
+        else:
+            mean, std, diff_std, static_mean, static_std = (stats.mean, stats.std, stats.diff_std, stats.static_mean,
+                                                            stats.static_std)
+        outputs = spec.output_index
+        view = (1, 1, -1, 1, 1)
+        for name, values in (("input_mean", mean), ("input_std", std),
+                             ("output_mean", [mean[i] for i in outputs]), ("output_std", [std[i] for i in outputs]),
+                             ("output_diff_std", [diff_std[i] for i in outputs])):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(view), persistent=False)
+        self.register_buffer("static_mean", torch.tensor(static_mean, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("static_std", torch.tensor(static_std, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+
+    # -- what a family provides --------------------------------------------------------------------
+
+    def check_spec(self, spec: DataSpec) -> None:
+        """Raise :class:`~earthsim.errors.EarthsimError` naming what is wrong if the family cannot take this data."""
 
     @abc.abstractmethod
-    def forward(self, x: torch.Tensor, static: torch.Tensor | None = None,
-                lead_time: torch.Tensor | None = None) -> torch.Tensor:
-        """Map ``x`` ``[B, T_in, C, H, W]`` (and optional ``static``, ``lead_time`` ``[B]``) to ``[B, T_out, C, H, W]``."""
+    def network(self, x: torch.Tensor, static: torch.Tensor | None, lead_time: torch.Tensor | None) -> torch.Tensor:
+        """The family's computation: ``x`` ``[B, T_in, C_in, H, W]`` and ``static`` ``[B, C_s, H, W]`` (normalised when
+        ``normalised``) to ``[B, T_out, C_out, H, W]`` in the same units (a change from the last input if ``residual``)."""
 
     @abc.abstractmethod
-    def blocks(self) -> list[Block]:
+    def fsdp_units(self) -> list[FSDPUnit]:
         """The units FSDP shards one by one before the root (each a module or a group of modules)."""
 
-    def check_inputs(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor | None:
-        """Check ``x`` and ``static`` against the declared shape; return ``static`` as ``[B, C_s, H, W]`` or None."""
-        shape = self.data_shape
-        expected = (self.t_in, shape.channels, shape.height, shape.width)
-        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
-            raise ValidationError(
-                f"{self.model_name}: x must be [B, T_in={expected[0]}, C={expected[1]}, H={expected[2]}, "
-                f"W={expected[3]}], got {list(x.shape)}")
-        if shape.static_channels == 0:
+    # -- the contract --------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, static: torch.Tensor | None = None,
+                lead_time: torch.Tensor | None = None) -> torch.Tensor:
+        """The next ``T_out`` frames ``[B, T_out, C_out, H, W]`` of the outputs, physical units in and out."""
+        static = self.check_inputs(x, static)
+        x, static = self.to_network_units(x, static)
+        return self.to_physical_outputs(self.network(x, static, lead_time), x[:, -1:])
+
+    def to_network_units(self, x: torch.Tensor, static: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Physical inputs ``[B, T, C_in, H, W]`` and static fields in the units the network works in (float32 or
+        float64, whatever the caller's dtype: normalisation never runs in reduced precision)."""
+        x = _full_precision(x)
+        if self.normalised:
+            x = (x - self.input_mean) / self.input_std
             if static is not None:
-                raise ValidationError(
-                    f"{self.model_name}: got static fields {list(static.shape)} but the model was built with "
-                    "static_channels=0")
+                static = (_full_precision(static) - self.static_mean) / self.static_std
+        return x, static
+
+    def to_physical_outputs(self, out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The network's output ``[B, T, C_out, H, W]`` as predicted fields in physical units: added to the last
+        input frame ``last`` ``[B, 1, C_in, H, W]`` (network units) when ``residual``, then de-normalised."""
+        out = self.next_network_frames(out, last)
+        return out * self.output_std + self.output_mean if self.normalised else out
+
+    def next_network_frames(self, out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The predicted output channels in network units: ``out`` itself, or ``last`` plus the scaled change."""
+        out = _full_precision(out)
+        if not self.residual:
+            return out
+        scale = self.output_diff_std / self.output_std if self.normalised else 1.0
+        return last[:, :, self.spec.output_index] + out * scale
+
+    def training_loss(self, batch: Batch, unroll: int, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                      ) -> torch.Tensor:
+        """The loss of one batch: ``unroll`` autoregressive steps of ``T_out`` frames, summed over the steps."""
+        from earthsim.models.rollout import rollout
+
+        spec = self.spec
+        frames = unroll * self.t_out
+        forcings = batch.y[:, :, spec.forcing_index] if spec.forcings else None
+        pred = rollout(self, batch.x, frames, batch.static, batch.lead_time, forcings)
+        target = batch.y[:, :frames, spec.output_index]
+        return sum(loss(pred[:, j * self.t_out:(j + 1) * self.t_out], target[:, j * self.t_out:(j + 1) * self.t_out])
+                   for j in range(unroll))
+
+    def check_inputs(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor | None:
+        """Check ``x`` and ``static`` against the spec; return ``static`` as ``[B, C_s, H, W]`` or None."""
+        spec = self.spec
+        expected = (len(spec.inputs), *spec.shape)
+        if x.dim() != 5 or tuple(x.shape[2:]) != expected or x.shape[1] < 1:
+            raise ValidationError(
+                f"{self.model_name}: x must be [B, T_in={self.t_in}, C={expected[0]} ({', '.join(spec.inputs)}), "
+                f"H={expected[1]}, W={expected[2]}], got {list(x.shape)}")
+        if x.shape[1] != self.t_in and not isinstance(self, RecurrentModel):
+            raise ValidationError(f"{self.model_name}: x must hold T_in={self.t_in} frames, got {x.shape[1]}")
+        if not spec.static:
+            if static is not None:
+                raise ValidationError(f"{self.model_name}: got static fields {list(static.shape)} but the model was "
+                                      "built without static fields")
             return None
         if static is None:
-            raise ValidationError(
-                f"{self.model_name}: built with static_channels={shape.static_channels} but no static fields given")
-        grid = (shape.static_channels, shape.height, shape.width)
+            raise ValidationError(f"{self.model_name}: built with static fields {list(spec.static)} but none given")
+        grid = (len(spec.static), *spec.shape)
         if static.dim() == 3 and tuple(static.shape) == grid:
             return static.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
         if static.dim() == 4 and tuple(static.shape[1:]) == grid and static.shape[0] in (1, x.shape[0]):
             return static.expand(x.shape[0], -1, -1, -1)
-        raise ValidationError(
-            f"{self.model_name}: static must be [C_s={grid[0]}, H={grid[1]}, W={grid[2]}] or [B, C_s, H, W], "
-            f"got {list(static.shape)}")
+        raise ValidationError(f"{self.model_name}: static must be [C_s={grid[0]}, H={grid[1]}, W={grid[2]}] or "
+                              f"[B, C_s, H, W], got {list(static.shape)}")
+
+
+def _full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 unless it is float64 already (reduced-precision results are widened)."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
 State = TypeVar("State")
 
 
-@runtime_checkable
-class RecurrentModel(Protocol[State]):
-    """A model that can also advance one frame at a time with a carried state (O(1) cost per frame).
+class RecurrentModel(EarthsimModel):
+    """A model that advances with a carried state, so that each new frame costs the same whatever the horizon.
 
-    ``init_state(x)`` digests the ``T_in`` context frames ``[B, T_in, C, H, W]`` into a state;
-    ``step(x_t, state)`` takes one frame ``[B, C, H, W]`` and returns the next frame's prediction
-    ``[B, C, H, W]`` and the new state. Feeding each prediction back as the next ``x_t`` is a rollout.
+    ``forward`` takes any number ``T >= 1`` of context frames and predicts the ``T_out`` frames after
+    them from the whole context. ``init_state`` digests the context (in parallel where the family
+    can) into a state holding the next ``T_out`` predicted frames; ``step`` returns those frames
+    ``[B, T_out, C_out, H, W]`` (physical units) and advances the state past them, completing their
+    input channels with ``forcings`` ``[B, T_out, C_forcing, H, W]`` (the forcing channels at those
+    valid times, read from data). Rolling out through ``init_state``/``step`` equals calling
+    ``forward`` on the growing history, frame for frame. Under FSDP2 both methods are registered
+    with ``register_fsdp_forward_method``, so their parameters are gathered.
     """
 
-    def init_state(self, x: torch.Tensor) -> State: ...
+    @abc.abstractmethod
+    def init_state(self, x: torch.Tensor, static: torch.Tensor | None = None,
+                   lead_time: torch.Tensor | None = None) -> Any:
+        """The state after the context ``x`` ``[B, T, C_in, H, W]`` (physical units)."""
 
-    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
+    @abc.abstractmethod
+    def step(self, state: Any, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """The next ``T_out`` output frames and the state after them (see the class docstring)."""
 
 
 class _Entry(NamedTuple):
     config_cls: type
-    factory: Callable[[Any, DataShape], EarthsimModel]
+    factory: Callable[[Any, DataSpec], EarthsimModel]
 
 
-#: Registered models: name -> (config dataclass, class or factory taking ``(config, data_shape)``).
+#: Registered models: name -> (config dataclass, class or factory taking ``(config, spec)``).
 MODELS: dict[str, _Entry] = {}
 
 M = TypeVar("M")
@@ -138,41 +253,22 @@ def register_model(name: str, config_cls: type) -> Callable[[M], M]:
     return decorate
 
 
-def build_model(name: str, config: Mapping[str, Any] | Any | None = None, **data_shape: int) -> EarthsimModel:
-    """Build the model registered as ``name`` from its config (mapping or dataclass) and the data shape.
+def build_model(name: str, config: Mapping[str, Any] | Any | None, spec: DataSpec | Mapping[str, Any]) -> EarthsimModel:
+    """Build the model registered as ``name`` from its config (mapping or dataclass) and data spec.
 
-    ``data_shape`` gives ``channels``, ``height``, ``width`` and optionally ``static_channels``.
-    Unknown model names, unknown or mistyped config keys and a bad data shape raise
-    :class:`~earthsim.errors.EarthsimError` naming what is valid.
+    Unknown model names, unknown or mistyped config keys, data the family cannot take and a
+    missing third-party package raise :class:`~earthsim.errors.EarthsimError` naming what is valid.
     """
     if name not in MODELS:
         raise EarthsimError(f"unknown model {name!r}; registered models: {sorted(MODELS)}")
     entry = MODELS[name]
     if dataclasses.is_dataclass(config) and type(config) is not entry.config_cls:
-        raise EarthsimError(
-            f"model {name!r} takes a {entry.config_cls.__name__} config, got {type(config).__name__}")
+        raise EarthsimError(f"model {name!r} takes a {entry.config_cls.__name__} config, got {type(config).__name__}")
     typed = config_lib.build(entry.config_cls, {} if config is None else config, f"model {name!r} config")
-    valid = {f.name for f in dataclasses.fields(DataShape)}
-    unknown = sorted(set(data_shape) - valid)
-    if unknown:
-        raise EarthsimError(f"model {name!r}: unknown data shape key(s) {unknown}; valid: {sorted(valid)}")
-    missing = sorted({"channels", "height", "width"} - set(data_shape))
-    if missing:
-        raise EarthsimError(f"model {name!r}: data shape needs {missing}")
-    model = entry.factory(typed, DataShape(**data_shape))
+    spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
+    try:
+        model = entry.factory(typed, spec)
+    except ImportError as error:  # a package the family needs, imported when it is built
+        raise EarthsimError(f"model {name!r} cannot be built: {error}") from error
     model.model_name = name
     return model
-
-
-def model_spec(model: EarthsimModel) -> dict[str, Any]:
-    """What rebuilds ``model`` with :func:`build_model`: its name, config and data shape, as plain data."""
-    return {
-        "model": model.model_name,
-        "config": config_lib.to_dict(model.config),
-        "data_shape": dataclasses.asdict(model.data_shape),
-    }
-
-
-def build_from_spec(spec: Mapping[str, Any]) -> EarthsimModel:
-    """Rebuild a model (untrained weights) from :func:`model_spec` output, e.g. read from a checkpoint."""
-    return build_model(spec["model"], spec["config"], **spec["data_shape"])

@@ -1,8 +1,10 @@
-"""Fourier neural operators: FNO and TFNO on the periodic box, SFNO on the sphere, built from neuraloperator.
+"""Fourier neural operators on the periodic box: FNO and TFNO, built from neuraloperator (the spherical SFNO
+is in :mod:`earthsim.models.sfno` and shares this module's machinery).
 
-The wrapper stacks the ``T_in`` input frames × ``C`` variables as channels (``t``-major: channel
-``t * C + c``), appends static fields and optional coordinate channels, runs neuraloperator's
-``FNO``/``TFNO``/``SFNO`` and reshapes its ``T_out * C`` output channels to ``[B, T_out, C, H, W]``.
+The wrapper stacks the ``T_in`` input frames × ``C_in`` channels as channels (``t``-major: channel
+``t * C_in + c``), appends static fields and optional coordinate channels, runs neuraloperator's
+operator and reshapes its ``T_out * C_out`` output channels to ``[B, T_out, C_out, H, W]``. The
+operator is fixed-step: ``lead_time`` is not used; longer leads come from autoregressive rollout.
 
 Why the spectral convolutions are replaced: neuraloperator holds spectral weights as complex
 parameters next to real ones, and FSDP2 refuses a parameter group of mixed dtypes ("FSDP expects
@@ -16,43 +18,17 @@ inside the layer, so every parameter is real and sharded, and outputs equal neur
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import torch
+from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.models import FNO, TFNO
+from tltorch.factorized_tensors.factorized_tensors import CPTensor, DenseTensor, TTTensor, TuckerTensor
 from torch import nn
 
 from earthsim.errors import EarthsimError
-from earthsim.models.base import Block, DataShape, EarthsimModel, register_model
-
-WORKING_VERSIONS = "torch 2.13 with torch-harmonics 0.8.0"
-
-
-def check_spherical_backend() -> None:
-    """Fail loudly when SFNO is unavailable: neuraloperator silently drops it if torch-harmonics fails to import."""
-    try:
-        import torch_harmonics  # noqa: F401
-    except Exception as error:  # an ImportError, or a RuntimeError from a torch ABI mismatch
-        raise ImportError(
-            f"earthsim.models.fno needs torch-harmonics for the spherical FNO, and importing it failed "
-            f"({type(error).__name__}: {error}). The pair known to work is {WORKING_VERSIONS} "
-            f"(torch {torch.__version__} is installed); torch-harmonics 0.9.x pins torch 2.14 or fails to "
-            f"import against torch 2.13. Install it with: pip install torch-harmonics==0.8.0") from error
-    import neuralop.models
-
-    if not hasattr(neuralop.models, "SFNO"):
-        raise ImportError(
-            "neuraloperator imported without SFNO (it skips SFNO when torch-harmonics fails inside it); "
-            f"the pair known to work is {WORKING_VERSIONS}: pip install torch-harmonics==0.8.0")
-
-
-check_spherical_backend()
-
-from neuralop.layers.spectral_convolution import SpectralConv  # noqa: E402
-from neuralop.layers.spherical_convolution import SphericalConv  # noqa: E402
-from neuralop.models import FNO, SFNO, TFNO  # noqa: E402
-from torch_harmonics.quadrature import _precompute_latitudes  # noqa: E402
-from tltorch.factorized_tensors.factorized_tensors import CPTensor, DenseTensor, TTTensor, TuckerTensor  # noqa: E402
+from earthsim.models.base import EarthsimModel, FSDPUnit, register_model
+from earthsim.models.spec import DataSpec
 
 # tltorch factorizations and the tensors their constructors take ("factors" is a list).
 _FACTORIZATIONS = (
@@ -120,12 +96,12 @@ def _real_parameter(value: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(torch.view_as_real(value.detach()).clone())
 
 
-class _RealWeightConv:
+class RealWeightConv:
     """Mixin for neuraloperator's spectral convolutions: the weight held as real parameters (FSDP2-shardable).
 
-    The transform and the complex contraction always run in float32, outside autocast:
-    ``view_as_complex`` and the FFTs do not take bfloat16, so FSDP keeps these layers' parameters in
-    float32 (``full_precision``) under a bf16 mixed-precision policy.
+    The transform and the complex contraction run in float32 (float64 for a float64 model), outside
+    autocast: ``view_as_complex`` and the FFTs do not take bfloat16, so FSDP keeps these layers'
+    parameters in float32 (``full_precision``) under a bf16 mixed-precision policy.
     """
 
     full_precision = True
@@ -136,29 +112,25 @@ class _RealWeightConv:
 
     def forward(self, x: torch.Tensor, output_shape=None) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float(), output_shape)
+            return super().forward(x if x.dtype == torch.float64 else x.float(), output_shape)
 
 
-class ShardableSpectralConv(_RealWeightConv, SpectralConv):
+class ShardableSpectralConv(RealWeightConv, SpectralConv):
     """neuraloperator's ``SpectralConv`` (FFT convolution on the periodic box) with real weight storage."""
-
-
-class ShardableSphericalConv(_RealWeightConv, SphericalConv):
-    """neuraloperator's ``SphericalConv`` (SHT convolution, torch-harmonics) with real weight storage."""
 
 
 _NORMS = (None, "group_norm", "instance_norm")
 _SKIPS = ("linear", "identity", "soft-gating")
 
 
-def _check_choice(config, name: str, choices) -> None:
+def check_choice(config, name: str, choices) -> None:
     if getattr(config, name) not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(config, name)!r}")
 
 
 @dataclasses.dataclass
-class _OperatorConfig:
-    """Settings shared by the Fourier family."""
+class OperatorConfig:
+    """Settings shared by the Fourier family (FNO, TFNO and the spherical SFNO)."""
 
     t_in: int = dataclasses.field(default=1, metadata={"help": "input frames stacked as channels"})
     t_out: int = dataclasses.field(default=1, metadata={"help": "output frames predicted at once"})
@@ -177,6 +149,9 @@ class _OperatorConfig:
     fno_skip: str = dataclasses.field(
         default="linear", metadata={"help": "skip connection around each spectral convolution",
                                     "choices": list(_SKIPS)})
+    residual: bool = dataclasses.field(
+        default=False, metadata={"help": "predict the change from the last input frame, in units of the "
+                                         "one-step-difference std"})
 
     def __post_init__(self):
         for name in ("t_in", "t_out", "hidden_channels", "n_layers"):
@@ -184,12 +159,12 @@ class _OperatorConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if len(self.n_modes) != 2 or min(self.n_modes) < 1:
             raise ValueError(f"n_modes must be two positive ints (H, W), got {self.n_modes}")
-        _check_choice(self, "norm", _NORMS)
-        _check_choice(self, "fno_skip", _SKIPS)
+        check_choice(self, "norm", _NORMS)
+        check_choice(self, "fno_skip", _SKIPS)
 
 
 @dataclasses.dataclass
-class FNOConfig(_OperatorConfig):
+class FNOConfig(OperatorConfig):
     """FNO on a periodic box (or any regular grid)."""
 
     positional_embedding: str = dataclasses.field(
@@ -200,7 +175,7 @@ class FNOConfig(_OperatorConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_choice(self, "positional_embedding", ("periodic", "grid", "none"))
+        check_choice(self, "positional_embedding", ("periodic", "grid", "none"))
 
 
 @dataclasses.dataclass
@@ -214,29 +189,9 @@ class TFNOConfig(FNOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_choice(self, "factorization", ("tucker", "cp", "tt"))
+        check_choice(self, "factorization", ("tucker", "cp", "tt"))
         if not 0 < self.rank <= 1:
             raise ValueError(f"rank must be in (0, 1], got {self.rank}")
-
-
-@dataclasses.dataclass
-class SFNOConfig(_OperatorConfig):
-    """Spherical FNO: spectral convolutions in the spherical-harmonic basis (torch-harmonics)."""
-
-    grid: str = dataclasses.field(
-        default="equiangular", metadata={
-            "help": "latitude quadrature of the data grid (equiangular includes both poles)",
-            "choices": ["equiangular", "legendre-gauss", "lobatto"]})
-    positional_embedding: str = dataclasses.field(
-        default="spherical", metadata={
-            "help": "coordinate channels: spherical (unit vector, 3 channels), grid (neuraloperator's "
-                    "[0, 1) ramps, 2 channels) or none",
-            "choices": ["spherical", "grid", "none"]})
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_choice(self, "grid", ("equiangular", "legendre-gauss", "lobatto"))
-        _check_choice(self, "positional_embedding", ("spherical", "grid", "none"))
 
 
 def periodic_coordinates(height: int, width: int) -> torch.Tensor:
@@ -247,77 +202,43 @@ def periodic_coordinates(height: int, width: int) -> torch.Tensor:
     return torch.stack([yy.sin(), yy.cos(), xx.sin(), xx.cos()]).float()
 
 
-def spherical_coordinates(height: int, width: int, grid: str) -> torch.Tensor:
-    """``[3, H, W]``: the unit vector (cos θ, sin θ cos φ, sin θ sin φ) at torch-harmonics' grid points.
-
-    θ is the colatitude of the ``grid`` quadrature (row 0 nearest the north pole, as the SHT reads
-    rows) and φ = 2π·j/W.
-    """
-    colatitude, _ = _precompute_latitudes(height, grid=grid)
-    longitude = 2 * math.pi * torch.arange(width, dtype=torch.float64) / width
-    theta, phi = torch.meshgrid(colatitude.to(torch.float64), longitude, indexing="ij")
-    return torch.stack([theta.cos(), theta.sin() * phi.cos(), theta.sin() * phi.sin()]).float()
-
-
 class FourierOperator(EarthsimModel):
-    """A neuraloperator FNO/TFNO/SFNO wrapped to the earthsim contract.
+    """A neuraloperator FNO/TFNO wrapped to the earthsim contract (the base of the spherical SFNO too)."""
 
-    ``lead_time`` is accepted and not used: the operator maps ``T_in`` frames to the next ``T_out``
-    at the fixed step of its training data; longer leads come from autoregressive rollout.
-    """
+    example_config = {"n_modes": [4, 4], "hidden_channels": 8, "n_layers": 2}
 
-    def __init__(self, config: _OperatorConfig, data_shape: DataShape, kind: str):
-        super().__init__(config, data_shape)
-        self.model_name = kind
-        self.t_in = config.t_in
-        self.t_out = config.t_out
-        channels, height, width = data_shape.channels, data_shape.height, data_shape.width
-        self._check_modes(kind, config.n_modes, height, width)
-
-        embedding = config.positional_embedding
-        coordinates = None
-        if embedding == "periodic":
-            coordinates = periodic_coordinates(height, width)
-        elif embedding == "spherical":
-            coordinates = spherical_coordinates(height, width, config.grid)
+    def __init__(self, config: OperatorConfig, spec: DataSpec):
+        super().__init__(config, spec)
+        self.t_in, self.t_out, self.residual = config.t_in, config.t_out, config.residual
+        coordinates = self.coordinate_channels()
         self.register_buffer("coordinates", None if coordinates is None else coordinates.unsqueeze(0),
                              persistent=False)
-        in_channels = config.t_in * channels + data_shape.static_channels
+        in_channels = config.t_in * len(spec.inputs) + len(spec.static)
         if coordinates is not None:
             in_channels += coordinates.shape[0]
-
-        common = dict(
-            n_modes=tuple(config.n_modes), in_channels=in_channels, out_channels=config.t_out * channels,
+        self.operator = self.build_operator(
+            n_modes=tuple(config.n_modes), in_channels=in_channels, out_channels=config.t_out * len(spec.outputs),
             hidden_channels=config.hidden_channels, n_layers=config.n_layers,
             lifting_channel_ratio=config.lifting_channel_ratio,
             projection_channel_ratio=config.projection_channel_ratio,
             channel_mlp_expansion=config.channel_mlp_expansion,
-            positional_embedding="grid" if embedding == "grid" else None,
+            positional_embedding="grid" if config.positional_embedding == "grid" else None,
             norm=config.norm, fno_skip=config.fno_skip)
-        if kind == "sfno":
-            self.operator = SFNO(conv_module=functools.partial(ShardableSphericalConv, sht_grids=config.grid),
-                                 **common)
-        elif kind == "tfno":
-            self.operator = TFNO(conv_module=ShardableSpectralConv, factorization=config.factorization,
-                                 rank=config.rank, **common)
-        else:
-            self.operator = FNO(conv_module=ShardableSpectralConv, **common)
 
-    @staticmethod
-    def _check_modes(kind: str, n_modes, height: int, width: int) -> None:
-        if kind == "sfno":
-            if n_modes[0] > height or n_modes[1] // 2 > width // 2 + 1:
-                raise EarthsimError(
-                    f"{kind}: n_modes {tuple(n_modes)} too large for a {height}x{width} grid; need "
-                    f"n_modes[0] (lmax) <= {height} and n_modes[1] // 2 (mmax) <= {width // 2 + 1}")
-        elif n_modes[0] > height or n_modes[1] > width:
-            raise EarthsimError(
-                f"{kind}: n_modes {tuple(n_modes)} too large for a {height}x{width} grid; need "
-                f"n_modes <= ({height}, {width})")
+    def check_spec(self, spec: DataSpec) -> None:
+        height, width = spec.shape
+        if self.config.n_modes[0] > height or self.config.n_modes[1] > width:
+            raise EarthsimError(f"{type(self).__name__}: n_modes {tuple(self.config.n_modes)} too large for a "
+                                f"{height}x{width} grid; need n_modes <= ({height}, {width})")
 
-    def forward(self, x: torch.Tensor, static: torch.Tensor | None = None,
-                lead_time: torch.Tensor | None = None) -> torch.Tensor:
-        static = self.check_inputs(x, static)
+    def coordinate_channels(self) -> torch.Tensor | None:
+        """The coordinate channels appended to the input ``[K, H, W]``, or None."""
+        return periodic_coordinates(*self.spec.shape) if self.config.positional_embedding == "periodic" else None
+
+    def build_operator(self, **common) -> nn.Module:
+        return FNO(conv_module=ShardableSpectralConv, **common)
+
+    def network(self, x: torch.Tensor, static: torch.Tensor | None, lead_time: torch.Tensor | None) -> torch.Tensor:
         batch = x.shape[0]
         parts = [x.reshape(batch, -1, *x.shape[-2:])]
         if static is not None:
@@ -325,9 +246,9 @@ class FourierOperator(EarthsimModel):
         if self.coordinates is not None:
             parts.append(self.coordinates.to(x.dtype).expand(batch, -1, -1, -1))
         y = self.operator(torch.cat(parts, dim=1))
-        # A copy, not a view: under FSDP2 an in-place op by the caller on a view output (pred += x_last)
-        # would drop the root's pre-backward hook.
-        return y.reshape(batch, self.t_out, self.data_shape.channels, *y.shape[-2:]).clone()
+        # A copy, not a view: under FSDP2 an in-place op by the caller on a view output would drop the root's
+        # pre-backward hook.
+        return y.reshape(batch, self.t_out, len(self.spec.outputs), *y.shape[-2:]).clone()
 
     def state_dict(self, *args, **kwargs):
         """Tensors only: drops the ``_metadata`` entry (init kwargs holding classes and functions) that
@@ -336,10 +257,10 @@ class FourierOperator(EarthsimModel):
         state.pop("_metadata", None)
         return state
 
-    def blocks(self) -> list[Block]:
+    def fsdp_units(self) -> list[FSDPUnit]:
         """Per Fourier layer: its spectral convolution, then the rest of the layer (skips, channel MLP, norms)."""
         layers = self.operator.fno_blocks
-        units: list[Block] = []
+        units: list[FSDPUnit] = []
         for i in range(layers.n_layers):
             units.append(layers.convs[i])
             rest = [layers.fno_skips[i] if layers.fno_skips is not None else None,
@@ -355,15 +276,16 @@ class FourierOperator(EarthsimModel):
 
 
 @register_model("fno", FNOConfig)
-def _build_fno(config: FNOConfig, data_shape: DataShape) -> FourierOperator:
-    return FourierOperator(config, data_shape, "fno")
+class FourierNeuralOperator(FourierOperator):
+    """FNO (Li et al. 2021) on a regular grid, periodic coordinates by default."""
 
 
 @register_model("tfno", TFNOConfig)
-def _build_tfno(config: TFNOConfig, data_shape: DataShape) -> FourierOperator:
-    return FourierOperator(config, data_shape, "tfno")
+class TensorizedFourierNeuralOperator(FourierOperator):
+    """TFNO (Kossaifi et al. 2023): FNO with spectral weights in a low-rank factorisation."""
 
+    example_config = {**FourierOperator.example_config, "rank": 0.5}
 
-@register_model("sfno", SFNOConfig)
-def _build_sfno(config: SFNOConfig, data_shape: DataShape) -> FourierOperator:
-    return FourierOperator(config, data_shape, "sfno")
+    def build_operator(self, **common) -> nn.Module:
+        return TFNO(conv_module=ShardableSpectralConv, factorization=self.config.factorization,
+                    rank=self.config.rank, **common)

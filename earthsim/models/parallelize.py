@@ -1,21 +1,58 @@
-"""FSDP2 for the model families: ``fully_shard`` each block a model names, then the root.
+"""FSDP2 for every family: activation checkpointing, ``torch.compile`` and ``fully_shard`` per unit, then the root.
 
-Each family decides its FSDP units through :meth:`EarthsimModel.blocks` (for the Fourier family: per
-layer, the spectral convolution, then the rest of the layer); :func:`parallelize` applies
-``fully_shard`` to them in order and then to the whole model, as torchtitan's ``parallelize``
-functions do. World size 1 runs the same code path.
+Each family names its FSDP units (:meth:`EarthsimModel.fsdp_units`); :func:`parallelize` applies the
+experiment's :class:`ParallelismConfig` to each unit in the order torchtitan does (activation
+checkpointing, then compile, then ``fully_shard``) and shards the whole model last. World size 1
+runs the same code path. A :class:`~earthsim.models.base.RecurrentModel`'s ``init_state`` and
+``step``, and a family's own ``training_loss``, are registered as forward methods, so that FSDP
+gathers the parameters they use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
+from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-from earthsim.models.base import EarthsimModel
+from earthsim.errors import EarthsimError
+from earthsim.models.base import EarthsimModel, RecurrentModel
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclasses.dataclass
+class ParallelismConfig:
+    """How a model is sharded and run in training (the ``parallelism`` section of an experiment)."""
+
+    param_dtype: str = dataclasses.field(default="float32", metadata={
+        "help": "dtype parameters are gathered and computed in (FSDP2 mixed precision; bfloat16 runs the forward "
+                "under autocast); units marked full_precision stay float32", "choices": list(DTYPES)})
+    reduce_dtype: str = dataclasses.field(default="float32", metadata={
+        "help": "dtype of the gradient reduce-scatter", "choices": list(DTYPES)})
+    reshard_after_forward: bool = dataclasses.field(default=True, metadata={
+        "help": "free each unit's gathered parameters after its forward (less memory, one more all-gather)"})
+    activation_checkpointing: bool = dataclasses.field(default=False, metadata={
+        "help": "recompute each FSDP unit's activations in backward instead of keeping them"})
+    compile: bool = dataclasses.field(default=False, metadata={"help": "torch.compile each FSDP unit"})
+
+    def __post_init__(self):
+        for name in ("param_dtype", "reduce_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise EarthsimError(f"parallelism.{name}: {getattr(self, name)!r} is not one of {list(DTYPES)}")
+
+    def policy(self) -> MixedPrecisionPolicy:
+        return MixedPrecisionPolicy(param_dtype=DTYPES[self.param_dtype], reduce_dtype=DTYPES[self.reduce_dtype])
+
+    def autocast(self, device: torch.device):
+        """The forward's autocast context: bfloat16 compute when parameters are gathered in bfloat16."""
+        if self.param_dtype == "float32":
+            return nullcontext()
+        return torch.autocast(device.type, dtype=DTYPES[self.param_dtype])
 
 
 def default_mesh() -> DeviceMesh:
@@ -27,24 +64,43 @@ def default_mesh() -> DeviceMesh:
 
 
 def _full_precision(policy: MixedPrecisionPolicy) -> MixedPrecisionPolicy:
-    """The policy for a block whose parameters must stay float32 (complex views, FFTs)."""
+    """The policy for a unit whose parameters must stay float32 (complex views, FFTs)."""
     return dataclasses.replace(policy, param_dtype=torch.float32, reduce_dtype=torch.float32)
 
 
-def parallelize(model: EarthsimModel, mesh: DeviceMesh, mp_policy: MixedPrecisionPolicy | None = None,
-                reshard_after_forward: bool = True) -> EarthsimModel:
-    """Shard ``model`` in place with FSDP2 over ``mesh`` and return it.
+def parallelize(model: EarthsimModel, mesh: DeviceMesh, parallelism: ParallelismConfig | None = None
+                ) -> EarthsimModel:
+    """Shard ``model`` in place with FSDP2 over ``mesh`` as ``parallelism`` says, and return it.
 
-    Blocks whose modules set ``full_precision = True`` (the spectral convolutions) keep float32
-    parameters and gradient reduction under any ``mp_policy``. The root is not resharded after
-    forward (its parameters are needed again at once by backward).
+    Units whose modules set ``full_precision = True`` (the spectral convolutions) keep float32
+    parameters and reduction under any policy. The root keeps its inputs as given (physical fields
+    are normalised in float32 before any cast) and is not resharded after forward (backward needs
+    its parameters at once).
     """
-    policy = mp_policy or MixedPrecisionPolicy()
-    for block in model.blocks():
-        modules = list(block) if isinstance(block, (list, tuple)) else [block]
+    parallelism = parallelism or ParallelismConfig()
+    policy = parallelism.policy()
+    for unit in model.fsdp_units():
+        modules = list(unit) if isinstance(unit, (list, tuple)) else [unit]
+        for module in modules:
+            if parallelism.activation_checkpointing:
+                checkpoint(module)
+            if parallelism.compile:
+                module.compile(dynamic=False)  # training shapes are fixed; dynamic shapes trip tltorch's einsum
         keep_fp32 = any(getattr(m, "full_precision", False) for m in modules)
         fully_shard(modules if len(modules) > 1 else modules[0], mesh=mesh,
-                    reshard_after_forward=reshard_after_forward,
+                    reshard_after_forward=parallelism.reshard_after_forward,
                     mp_policy=_full_precision(policy) if keep_fp32 else policy)
-    fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=policy)
+    fully_shard(model, mesh=mesh, reshard_after_forward=False,
+                mp_policy=dataclasses.replace(policy, cast_forward_inputs=False))
+    for method in forward_methods(model):
+        register_fsdp_forward_method(model, method)
     return model
+
+
+def forward_methods(model: EarthsimModel) -> list[str]:
+    """Methods besides ``forward`` that use the model's parameters: a recurrent model's ``init_state`` and
+    ``step``, and a family's own ``training_loss``. FSDP2 must gather parameters around them too."""
+    methods = ["init_state", "step"] if isinstance(model, RecurrentModel) else []
+    if type(model).training_loss is not EarthsimModel.training_loss:
+        methods.append("training_loss")
+    return methods

@@ -1,4 +1,4 @@
-"""Sharded training checkpoints with torch.distributed.checkpoint, and the consolidated model export.
+"""Sharded training checkpoints with torch.distributed.checkpoint (the model export is earthsim.models.export).
 
 A checkpoint directory ``step-00000100`` holds the model and optimiser shards written by every
 rank (DCP), plus one small ``trainer-rank{r}.pt`` per rank with the step, scheduler, RNG states and
@@ -19,17 +19,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from earthsim.errors import EarthsimError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
-EXPORT_NAME = "model.pt"  # the consolidated export in a run directory
 
 
 def rng_state() -> dict:
@@ -119,20 +113,3 @@ class Checkpointer:
         if own.exists():  # same world size: continue each rank's random stream exactly
             set_rng_state(trainer["rng"])
         return {"step": trainer["step"], "loader": trainer["loader"]}
-
-
-def export_model(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any]) -> Path | None:
-    """Write one file with the model's name, config, data metadata and full (unsharded) weights.
-
-    Every rank must call this (gathering the shards is collective); rank 0 writes the file through
-    a temporary name. It loads with ``torch.load(path, weights_only=True)`` on any number of ranks.
-    """
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    path = Path(path)
-    if _rank() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({**metadata, "state_dict": state}, tmp)
-        os.replace(tmp, path)
-    _barrier()
-    return path

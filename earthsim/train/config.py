@@ -16,10 +16,19 @@ import yaml
 from earthsim import config
 from earthsim.catalog import catalog_dirs
 from earthsim.errors import EarthsimError
+from earthsim.models.parallelize import ParallelismConfig
 
 
 @dataclass
 class DataConfig:
+    """Which windows of which dataset a model trains on.
+
+    ``variables`` are read (default: the entry's); ``outputs`` are the variables predicted (default: all
+    read; the others are forcings, read from data at every step). Input frames are ``stride`` store
+    frames apart; each sample's lead is drawn from ``lead_strides`` (a set) or ``lead_stride_range``
+    (``[first, last]``, inclusive), in store frames, else it is ``stride``.
+    """
+
     dataset: str
     t_in: int = 1
     t_out: int = 1
@@ -27,6 +36,23 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     variables: list[str] | None = None
+    outputs: list[str] | None = None
+    lead_strides: list[int] | None = None
+    lead_stride_range: list[int] | None = None
+
+    def __post_init__(self):
+        if self.lead_strides is not None and self.lead_stride_range is not None:
+            raise EarthsimError("data: give lead_strides or lead_stride_range, not both")
+        if self.lead_stride_range is not None and (len(self.lead_stride_range) != 2
+                                                   or not 1 <= self.lead_stride_range[0] <= self.lead_stride_range[1]):
+            raise EarthsimError(f"data.lead_stride_range: expected [first, last] with 1 <= first <= last, got "
+                                f"{self.lead_stride_range}")
+
+    def leads(self) -> tuple[int, ...] | None:
+        """The lead strides samples are drawn from, or None for ``stride`` alone."""
+        if self.lead_stride_range is not None:
+            return tuple(range(self.lead_stride_range[0], self.lead_stride_range[1] + 1))
+        return None if self.lead_strides is None else tuple(self.lead_strides)
 
 
 @dataclass
@@ -49,9 +75,17 @@ class OptimizerConfig:
 
 @dataclass
 class LossConfig:
+    """The loss on the predicted channels: ``space`` normalised (fields scaled by the data's statistics, as
+    weather models train) or physical (as learned solvers train)."""
+
     name: str = "mse"
     p: float = 2.0
     variable_weights: dict = field(default_factory=dict)
+    space: str = "normalised"
+
+    def __post_init__(self):
+        if self.space not in ("normalised", "physical"):
+            raise EarthsimError(f"loss.space: {self.space!r} is not one of ['normalised', 'physical']")
 
 
 @dataclass
@@ -84,17 +118,14 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
     epochs: int = 5
     max_steps: int | None = None
     seed: int = 0
-    residual: bool = False
-    precision: str = "auto"
     device: str = "auto"
     log_every: int = 1
 
     def __post_init__(self):
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise EarthsimError(f"precision: {self.precision!r} is not one of ['auto', 'fp32', 'bf16']")
         if self.device not in ("auto", "cpu", "cuda"):
             raise EarthsimError(f"device: {self.device!r} is not one of ['auto', 'cpu', 'cuda']")
         if self.rollout.max_steps < self.rollout.start_steps:

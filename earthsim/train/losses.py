@@ -88,3 +88,31 @@ def get_loss(name: str) -> Callable[..., torch.Tensor]:
     if name not in LOSSES:
         raise EarthsimError(f"unknown loss {name!r}; valid losses: {sorted(LOSSES)}")
     return LOSSES[name]
+
+
+class TrainingLoss:
+    """An experiment's loss on a model's predicted channels ``[B, T, C_out, H, W]`` (physical units in).
+
+    With ``mean`` and ``std`` (``[C_out]``) prediction and target are first normalised channel by
+    channel, so that variables of different units weigh alike (the ``normalised`` loss space);
+    without them the loss is taken in physical units.
+    """
+
+    def __init__(self, name: str, channel_weights: torch.Tensor, lat_weights=None, p: float = 2.0,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        self.fn = get_loss(name)
+        self.channel_weights, self.lat_weights, self.p = channel_weights, lat_weights, p
+        self.mean = None if mean is None else mean.view(1, 1, -1, 1, 1)
+        self.std = None if std is None else std.view(1, 1, -1, 1, 1)
+
+    def to(self, device) -> "TrainingLoss":
+        for name in ("channel_weights", "mean", "std"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, target = pred.float(), target.float()
+        if self.std is not None:
+            pred, target = (pred - self.mean) / self.std, (target - self.mean) / self.std
+        return self.fn(pred, target, channel_weights=self.channel_weights, lat_weights=self.lat_weights, p=self.p)

@@ -8,43 +8,43 @@ autoregressive steps (loss summed over them), ``k`` raised by a curriculum from 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 import torch.distributed as dist
+import yaml
 from tqdm import tqdm
 
 from earthsim import catalog
 from earthsim import config as config_lib
+from earthsim.data.grid import latitude_weights
 from earthsim.data.loader import make_loader
-from earthsim.data.stats import compute_statistics
+from earthsim.data.stats import compute_statistics, load_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import EarthsimError
-from earthsim.models import build_model, model_spec, parallelize, rollout
-from earthsim.train.checkpoint import EXPORT_NAME, Checkpointer, export_model
+from earthsim.models import (EXPORT_NAME, MODELS, Batch, DataSpec, EarthsimModel, build_model, export_model,
+                             parallelize, rollout)
+from earthsim.train.checkpoint import Checkpointer
 from earthsim.train.config import TrainConfig, to_yaml
 from earthsim.train.distributed import World, init_world
-from earthsim.data.grid import latitude_weights
-from earthsim.train.losses import get_loss
+from earthsim.train.losses import TrainingLoss
 from earthsim.train.metrics import MetricsLogger, truncate_metrics
 from earthsim.train.schedule import warmup_cosine
 
 
 @dataclass
 class Data:
-    """The datasets of a run and what the loss needs to know about them."""
+    """The datasets of a run (physical units) and the data spec its model is built for."""
 
     train: WindowDataset
     validation: WindowDataset
-    channel_weights: torch.Tensor
-    lat_weights: np.ndarray | None
+    spec: DataSpec
 
 
 def prepare_data(cfg: TrainConfig, world: World) -> None:
@@ -57,45 +57,51 @@ def prepare_data(cfg: TrainConfig, world: World) -> None:
 
 
 def build_data(cfg: TrainConfig) -> Data:
-    """Training windows hold enough targets for the longest unroll; validation for the rollout check."""
+    """Training windows hold enough targets for the longest unroll; validation for the rollout check.
+
+    Windows are read in physical units (the model normalises itself with the spec's statistics).
+    """
     entry = catalog.get_entry(cfg.data.dataset)
-    common = dict(t_in=cfg.data.t_in, stride=cfg.data.stride, variables=cfg.data.variables)
+    statistics = load_statistics(entry, progress=False)
+    common = dict(t_in=cfg.data.t_in, stride=cfg.data.stride, variables=cfg.data.variables, normalise=False,
+                  statistics=statistics, lead_strides=cfg.data.leads())
     train = WindowDataset(entry, "train", t_out=cfg.data.t_out * cfg.rollout.max_steps, **common)
     validation = WindowDataset(entry, "validation", t_out=cfg.data.t_out * cfg.validation.rollout_steps, **common)
-    weights = []
-    known = set(train.channels) | set(train.variables)
+    return Data(train, validation, DataSpec.from_windows(train, cfg.data.outputs))
+
+
+def build_loss(cfg: TrainConfig, data: Data) -> TrainingLoss:
+    """The experiment's loss on the predicted channels, weighted per variable or channel as it says."""
+    spec, train = data.spec, data.train
+    known = set(spec.outputs) | {v for c, v in zip(train.channels, train.channel_variables) if c in spec.outputs}
     unknown = sorted(set(cfg.loss.variable_weights) - known)
     if unknown:
-        raise EarthsimError(f"loss.variable_weights: unknown name(s) {unknown}; valid: {sorted(known)}")
-    for channel, variable in zip(train.channels, train.channel_variables):
-        weights.append(float(cfg.loss.variable_weights.get(channel, cfg.loss.variable_weights.get(variable, 1.0))))
-    lat = entry.grid.latitudes()
-    return Data(train, validation, torch.tensor(weights), latitude_weights(lat) if lat is not None else None)
+        raise EarthsimError(f"loss.variable_weights: unknown name(s) {unknown}; valid (predicted channels and their "
+                            f"variables): {sorted(known)}")
+    variable_of = dict(zip(train.channels, train.channel_variables))
+    weights = [float(cfg.loss.variable_weights.get(c, cfg.loss.variable_weights.get(variable_of[c], 1.0)))
+               for c in spec.outputs]
+    lat = spec.grid.latitudes()
+    scale = {}
+    if cfg.loss.space == "normalised":
+        outputs = spec.output_index
+        scale = {"mean": torch.tensor([spec.statistics.mean[i] for i in outputs]),
+                 "std": torch.tensor([spec.statistics.std[i] for i in outputs])}
+    return TrainingLoss(cfg.loss.name, torch.tensor(weights), latitude_weights(lat) if lat is not None else None,
+                        p=cfg.loss.p, **scale)
 
 
-def build_training_model(cfg: TrainConfig, data: Data):
-    """Build the model for the data, failing on any mismatch of time steps, channels or grid."""
+def build_training_model(cfg: TrainConfig, spec: DataSpec) -> EarthsimModel:
+    """Build the model for the data; the family refuses data it cannot take, and the time steps must agree."""
     params = dict(cfg.model.params)
+    fields = {f.name for f in dataclasses.fields(MODELS[cfg.model.name].config_cls)} if cfg.model.name in MODELS \
+        else set()
     for key, value in (("t_in", cfg.data.t_in), ("t_out", cfg.data.t_out)):
         if key in params and params[key] != value:
             raise EarthsimError(f"model.params.{key}={params[key]} does not match data.{key}={value}")
-        params[key] = value
-    entry = data.train.entry
-    if cfg.model.name == "sfno":
-        lat = entry.grid.latitude
-        if lat is None or not (math.isclose(abs(lat.start), 90) and math.isclose(abs(lat.stop), 90)):
-            raise EarthsimError(
-                f"model 'sfno' needs a global equiangular latitude grid including both poles; dataset "
-                f"{entry.name!r} has grid {entry.grid}")
-    height, width = entry.grid.shape
-    return build_model(cfg.model.name, params, channels=len(data.train.channels), height=height, width=width,
-                       static_channels=len(data.train.static_channels))
-
-
-def _autocast(cfg: TrainConfig, world: World):
-    use_bf16 = cfg.precision == "bf16" or (
-        cfg.precision == "auto" and world.device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return torch.autocast(world.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        if key in fields:
+            params[key] = value
+    return build_model(cfg.model.name, params, spec)
 
 
 def _peak_memory_mb(world: World) -> float:
@@ -113,9 +119,9 @@ class Trainer:
         torch.use_deterministic_algorithms(self.world.device.type == "cpu", warn_only=True)
         prepare_data(cfg, self.world)
         self.data = build_data(cfg)
-        model = build_training_model(cfg, self.data).to(self.world.device)
-        self.spec = model_spec(model)
-        self.model = parallelize(model, self.world.mesh)
+        self.loss = build_loss(cfg, self.data).to(self.world.device)
+        model = build_training_model(cfg, self.data.spec).to(self.world.device)
+        self.model = parallelize(model, self.world.mesh, cfg.parallelism)
         opt = cfg.optimizer
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2),
                                            weight_decay=opt.weight_decay)
@@ -130,9 +136,6 @@ class Trainer:
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.scheduler = warmup_cosine(self.optimizer, opt.warmup_steps, self.total_steps, opt.min_lr_ratio)
-        self.loss_fn = get_loss(cfg.loss.name)
-        train_ds = self.data.train  # residual: the model predicts the change in units of the difference std
-        self.residual_scale = (train_ds.diff_std / train_ds.std).to(self.world.device) if cfg.residual else None
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.checkpoint.keep)
         self.step = 0
         self._prepare_run_dir(resume)
@@ -161,7 +164,7 @@ class Trainer:
         """A resumed run must keep everything that decides which samples and learning rates come next."""
         saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
         now = config_lib.to_dict(self.cfg)
-        keys = ("data", "model", "optimizer", "loss", "rollout", "epochs", "max_steps", "seed", "residual")
+        keys = ("data", "model", "optimizer", "loss", "rollout", "parallelism", "epochs", "max_steps", "seed")
         changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in keys if saved.get(k) != now[k]]
         state = self.run_dir / "world.yaml"
         if state.exists() and yaml.safe_load(state.read_text())["world_size"] != self.world.size:
@@ -178,27 +181,15 @@ class Trainer:
         r = self.cfg.rollout
         return min(r.max_steps, r.start_steps + epoch // r.increase_every)
 
-    def _to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        device = self.world.device
-        static = batch.get("static")
-        return batch["x"].to(device), batch["y"].to(device), None if static is None else static.to(device)
-
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(pred.float(), target, channel_weights=self.data.channel_weights.to(pred.device),
-                            lat_weights=self.data.lat_weights, p=self.cfg.loss.p)
-
     def train_step(self, micro_batches: list[dict], k: int) -> float:
         """One optimiser step over ``micro_batches`` with ``k`` unrolled steps; returns the global mean loss."""
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.world.device)
-        t_out = self.cfg.data.t_out
-        for i, batch in enumerate(micro_batches):
-            x, y, static = self._to_device(batch)
+        for i, micro in enumerate(micro_batches):
+            batch = Batch.from_mapping(micro, self.world.device)
             self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-            with _autocast(self.cfg, self.world):
-                pred = rollout(self.model, x, k * t_out, static, self.residual_scale)
-            loss = sum(self._loss(pred[:, j * t_out:(j + 1) * t_out], y[:, j * t_out:(j + 1) * t_out])
-                       for j in range(k))
+            with self.cfg.parallelism.autocast(self.world.device):
+                loss = self.model.training_loss(batch, k, self.loss)
             (loss / len(micro_batches)).backward()
             total += loss.detach() / len(micro_batches)
         if self.cfg.optimizer.grad_clip > 0:
@@ -212,32 +203,40 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """One-step loss and rollout RMSE per channel (physical units, area-weighted on latitude grids)."""
-        cfg, ds = self.cfg, self.data.validation
+        """One-step loss and rollout RMSE per predicted channel at the last validation step (physical units,
+        area-weighted on latitude grids)."""
+        cfg, ds, spec = self.cfg, self.data.validation, self.data.spec
         loader = make_loader(ds, cfg.data.batch_size, 0, shuffle=False, rank=self.world.rank,
                              world_size=self.world.size, drop_last=True)  # every rank runs the same batches
         steps, t_out = cfg.validation.rollout_steps, cfg.data.t_out
-        weights = torch.ones(ds.grid.shape[0]) if self.data.lat_weights is None else torch.as_tensor(
-            self.data.lat_weights, dtype=torch.float32)
+        lat = spec.grid.latitudes()
+        weights = torch.ones(spec.shape[0]) if lat is None else torch.as_tensor(latitude_weights(lat),
+                                                                                 dtype=torch.float32)
         weights = weights.to(self.world.device).view(1, 1, 1, -1, 1)
-        std = ds.std.to(self.world.device).view(1, 1, -1, 1, 1)
-        sums = torch.zeros(2 + len(ds.channels), dtype=torch.float64, device=self.world.device)
-        for b, batch in enumerate(loader):
+        sums = torch.zeros(2 + len(spec.outputs), dtype=torch.float64, device=self.world.device)
+        forcing = spec.forcing_index
+        for b, micro in enumerate(loader):
             if b == cfg.validation.max_batches:
                 break
-            x, y, static = self._to_device(batch)
-            with _autocast(cfg, self.world):
-                pred = rollout(self.model, x, steps * t_out, static, self.residual_scale).float()
-            sums[0] += self._loss(pred[:, :t_out], y[:, :t_out]) * x.shape[0]
-            sums[1] += x.shape[0]
-            sq = (((pred[:, -1:] - y[:, -1:]) * std) ** 2 * weights).mean(dim=(1, 3, 4))  # last lead: [B, C]
+            batch = Batch.from_mapping(micro, self.world.device)
+            with cfg.parallelism.autocast(self.world.device):
+                pred = rollout(self.model, batch.x, steps * t_out, batch.static, batch.lead_time,
+                               batch.y[:, :, forcing] if forcing else None).float()
+            target = batch.y[:, :, spec.output_index]
+            count = batch.x.shape[0]
+            sums[0] += self.loss(pred[:, :t_out], target[:, :t_out]) * count
+            sums[1] += count
+            sq = ((pred[:, -1:] - target[:, -1:]) ** 2 * weights).mean(dim=(1, 3, 4))  # last step: [B, C_out]
             sums[2:] += sq.sum(dim=0).double()
         dist.all_reduce(sums)
         count = max(sums[1].item(), 1.0)
         result = {"loss": sums[0].item() / count}
-        lead = steps * t_out * ds.lead_time
-        for c, name in enumerate(ds.channels):
-            result[f"rmse_{name}_lead{lead:g}"] = math.sqrt(sums[2 + c].item() / count)
+        if len(ds.lead_times) == 1:
+            where = f"lead{steps * t_out * ds.lead_times[0]:g}"
+        else:  # leads drawn from a set: name the step, not one lead
+            where = f"step{steps * t_out}"
+        for c, name in enumerate(spec.outputs):
+            result[f"rmse_{name}_{where}"] = math.sqrt(sums[2 + c].item() / count)
         return result
 
     def fit(self) -> dict:
@@ -286,23 +285,10 @@ class Trainer:
         self.metrics.close()
         return {"steps": self.step, "validation": validation, "export": str(self.run_dir / EXPORT_NAME)}
 
-    def export(self) -> Path | None:
+    def export(self) -> Path:
         ds = self.data.train
-        static_mean, static_std = ds.static_statistics()  # what static_fields() normalised with in training
-        metadata = {
-            **self.spec,
-            "dataset": ds.entry.name,
-            "channels": list(ds.channels),
-            "variables": list(ds.variables),
-            "mean": ds.mean, "std": ds.std, "diff_std": ds.diff_std,
-            "stride": ds.stride, "time_step": float(ds.time_step), "lead_time": float(ds.lead_time),
-            "residual": self.cfg.residual,
-            "static_channels": list(ds.static_channels),
-            "static_mean": torch.from_numpy(static_mean), "static_std": torch.from_numpy(static_std),
-            "train_config": config_lib.to_dict(self.cfg),
-            "step": self.step,
-        }
-        return export_model(self.model, self.run_dir / EXPORT_NAME, metadata)
+        return export_model(self.model, self.run_dir / EXPORT_NAME, dataset=ds.entry.name, stride=ds.stride,
+                            lead_strides=ds.lead_strides, step=self.step, train_config=config_lib.to_dict(self.cfg))
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
