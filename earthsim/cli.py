@@ -191,7 +191,7 @@ def _run_forecast(args) -> int:
 
 
 def _add_score(subparsers) -> None:
-    from earthsim.score import GROUPS
+    from earthsim.score import METRICS
 
     parser = _parser(subparsers, "score", "Score forecast stores against a catalog dataset: scorecard (netCDF, CSV, "
                                           "Markdown) and PNG plots.", """
@@ -206,7 +206,7 @@ def _add_score(subparsers) -> None:
     parser.add_argument("--climatology", help="climatology store for ACC (default: the truth entry's; weather only)")
     parser.add_argument("--leads", nargs="+", metavar="LEAD",
                         help="lead times to score (weather: 6h, 1D or hours; fluids: solver units); default all")
-    parser.add_argument("--metrics", nargs="+", metavar="METRIC", choices=sorted(GROUPS),
+    parser.add_argument("--metrics", nargs="+", metavar="METRIC", choices=sorted(METRICS),
                         help="compute only these scores (default: every score that applies)")
     parser.add_argument("--video", action="store_true", help="also per-frame MSE, MAE, SSIM and PSNR")
     parser.add_argument("--data-range", type=float,

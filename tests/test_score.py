@@ -15,7 +15,7 @@ from conftest import write_store_entry
 from earthsim import catalog
 from earthsim.data.store import open_zarr, write_zarr
 from earthsim.score import AlignmentError, evaluate, score
-from earthsim.score import metrics as m
+from earthsim.score import formulas as m
 
 xs = pytest.importorskip("xskillscore", reason="xskillscore is the independent reference (pip install xskillscore)")
 
@@ -433,7 +433,7 @@ def test_score_writes_scorecard_files_and_video_scores(tmp_path, capsys):
     markdown = (out / "scorecard.md").read_text()
     assert "| noisy | vorticity |" in markdown and "## ssim" in markdown
     plots = sorted(p.name for p in (out / "plots").iterdir())
-    assert plots == ["fields_noisy_vorticity.png", "scores_vorticity.png", "spectrum_vorticity.png"]
+    assert plots == ["energy_spectrum_vorticity.png", "fields_noisy_vorticity.png", "scores_vorticity.png"]
     assert all((out / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 
 

@@ -1,11 +1,16 @@
 """Rollout scoring as the weather and neural-PDE communities do it: forecast stores in, scorecards out.
 
 ``score(forecasts, truth, out)`` aligns forecast stores (WeatherBench 2 layout) with a catalog truth by
-valid time and writes a scorecard (netCDF, CSV, Markdown, PNG plots). Scoring reads stores only.
+valid time (:mod:`~earthsim.score.align`), feeds them block by block to the metrics that apply
+(:mod:`~earthsim.score.metrics`, one class per score) and writes the scorecard
+(:mod:`~earthsim.score.output`: netCDF, CSV, Markdown; :mod:`~earthsim.score.plots`: PNG plots).
+Scoring reads stores only.
 """
 
 from earthsim.score.align import AlignmentError
-from earthsim.score.scorecard import CONVENTIONS, GROUPS, Evaluation, evaluate, markdown_table, score, write_scorecard
+from earthsim.score.evaluate import Evaluation, evaluate, score
+from earthsim.score.metrics import METRICS, conventions
+from earthsim.score.output import markdown_table, write_scorecard
 
-__all__ = ["AlignmentError", "CONVENTIONS", "GROUPS", "Evaluation", "evaluate", "markdown_table", "score",
+__all__ = ["AlignmentError", "Evaluation", "METRICS", "conventions", "evaluate", "markdown_table", "score",
            "write_scorecard"]

@@ -14,8 +14,9 @@ attributes must agree where both sides state them, and every forecast variable, 
 trajectory must exist in the truth. Each failure raises :class:`AlignmentError` naming the store,
 the variable and the mismatch.
 
-Only the truth frames that some forecast frame needs are read, once per store, into memory; the
-forecast itself stays lazy and is read block by block by the scorer.
+Nothing is read here but coordinates: the scorer reads the forecast block by block of initial times,
+and for each block only the truth frames valid at its forecast frames (:meth:`Aligned.read_truth`),
+so memory stays bounded however long the forecast.
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ class Truth:
 class Aligned:
     """One forecast store lined up with the truth.
 
-    ``frames[var]``: the truth frames the forecast needs, float32 in memory, shape
-    ``(n_valid, R, K, H, W)`` (R trajectories, K levels, 1 where absent); ``frame_index``
-    ``(n_init, n_lead)``: the row of ``frames`` valid at each forecast frame; ``valid_times``
-    ``(n_valid,)``: their times.
+    ``valid_times`` ``(n_valid,)``: the distinct valid times of the forecast frames, sorted;
+    ``frame_index`` ``(n_init, n_lead)``: the one each forecast frame is valid at; ``truth_rows``
+    ``(n_valid,)``: their positions along the truth's ``time``; ``truth``: the truth's variables
+    (lazily), its trajectories those of the forecast.
     """
 
     label: str
@@ -75,10 +76,26 @@ class Aligned:
     inits: np.ndarray
     trajectories: np.ndarray | None
     members: int
-    frames: dict[str, np.ndarray]
     frame_index: np.ndarray
     valid_times: np.ndarray
+    truth_rows: np.ndarray
+    truth: xr.Dataset
     units: dict[str, str]
+    grid_dims: tuple[str, str]
+
+    def read_truth(self, name: str, valid: np.ndarray) -> np.ndarray:
+        """The truth of variable ``name`` at the valid times numbered ``valid`` (indices into ``valid_times``):
+        float32 ``[n, R, K, H, W]`` (R trajectories, K levels, 1 where absent)."""
+        da = self.truth[name].isel({INIT_DIM: self.truth_rows[valid]})
+        if self.levels[name] is not None:
+            da = da.sel({LEVEL_DIM: self.levels[name]}, method="nearest")
+        order = [INIT_DIM] + [d for d in (TRAJECTORY_DIM, LEVEL_DIM) if d in da.dims] + list(self.grid_dims)
+        values = np.asarray(da.transpose(*order).values, dtype=np.float32)
+        if TRAJECTORY_DIM not in da.dims:
+            values = values[:, None]
+        if LEVEL_DIM not in da.dims:
+            values = values[:, :, None]
+        return values
 
     @property
     def samples_per_lead(self) -> int:
@@ -342,46 +359,36 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:
     else:
         valid = inits.astype(np.float64)[:, None] + lead_values.astype(np.float64)[None, :]
     valid_times, rows, frame_index = _frame_rows(label, truth, valid)
-
-    frames = {}
-    for name in variables:
-        da = truth_ds[name].isel({INIT_DIM: rows})
-        if levels[name] is not None:
-            da = da.sel(level=levels[name], method="nearest")
-        order = [INIT_DIM] + [d for d in (TRAJECTORY_DIM, LEVEL_DIM) if d in da.dims] + list(truth.grid.dims)
-        values = np.asarray(da.transpose(*order).values, dtype=np.float32)
-        if TRAJECTORY_DIM not in da.dims:
-            values = values[:, None]
-        if LEVEL_DIM not in da.dims:
-            values = values[:, :, None]
-        frames[name] = values
     members = fc.sizes.get(MEMBER_DIM, 1)
-    return Aligned(label, path, fc, variables, levels, lead_values, inits, trajectories, members, frames,
-                   frame_index, valid_times, units)
+    return Aligned(label, path, fc, variables, levels, lead_values, inits, trajectories, members, frame_index,
+                   valid_times, rows, truth_ds[variables], units, truth.grid.dims)
 
 
-def climatology_frames(climatology: xr.Dataset, aligned: Aligned, truth: Truth, where: str) -> dict[str, np.ndarray]:
-    """The climatology at each valid time of ``aligned`` (by hour × day of year), shaped like its truth frames."""
-    grid = truth.grid
+def check_climatology(climatology: xr.Dataset, aligned: Aligned, truth: Truth, where: str) -> None:
+    """The climatology must be on the truth's grid, with the forecast's variables in the truth's units."""
     for name in (LATITUDE_DIM, LONGITUDE_DIM):
         if name not in climatology.dims:
             raise AlignmentError(f"climatology {where}: no {name!r} dim; dims: {dict(climatology.sizes)}")
     try:
-        grid.check_coordinates(climatology[LATITUDE_DIM].values, climatology[LONGITUDE_DIM].values,
-                               f"climatology {where}, against the grid of the truth {truth.name!r}")
+        truth.grid.check_coordinates(climatology[LATITUDE_DIM].values, climatology[LONGITUDE_DIM].values,
+                                     f"climatology {where}, against the grid of the truth {truth.name!r}")
     except EarthsimError as error:
         raise AlignmentError(str(error)) from error
-    out = {}
     for name in aligned.variables:
         clim_units, units = (climatology[name].attrs.get("units") if name in climatology else None,
                              aligned.units.get(name))
         if clim_units is not None and units and str(clim_units) != units:
             raise AlignmentError(f"climatology {where}: variable {name!r} has units {clim_units!r}, the truth "
                                  f"{units!r}")
-        try:
-            values = climatology_at(climatology, name, aligned.valid_times, aligned.levels[name], tuple(grid.dims),
-                                    f"climatology {where}")
-        except ValidationError as error:
-            raise AlignmentError(str(error)) from error
-        out[name] = values[:, None]
-    return out
+
+
+def climatology_frames(climatology: xr.Dataset, aligned: Aligned, name: str, valid: np.ndarray,
+                       where: str) -> np.ndarray:
+    """The climatology of ``name`` at the valid times numbered ``valid`` (by hour × day of year), shaped like
+    :meth:`Aligned.read_truth`'s frames ``[n, 1, K, H, W]``."""
+    try:
+        values = climatology_at(climatology, name, aligned.valid_times[valid], aligned.levels[name],
+                                aligned.grid_dims, f"climatology {where}")
+    except ValidationError as error:
+        raise AlignmentError(str(error)) from error
+    return values[:, None]

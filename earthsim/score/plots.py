@@ -3,7 +3,7 @@
 - ``scores_<variable>.png``: each score against lead time, all models and baselines on one axis per score;
 - ``fields_<model>_<variable>.png``: forecast, truth and error at the map lead times (first initial time,
   first trajectory, ensemble mean);
-- ``spectrum_<variable>.png``: forecast and truth spectra at the last lead scored (isotropic on boxes,
+- ``<spectrum>_<variable>.png`` (``energy_spectrum_vorticity.png``): forecast and truth spectra at the last lead scored (isotropic on boxes,
   zonal per latitude band on the sphere), log-log.
 
 Every file is written to a temporary name and renamed when complete.
@@ -22,9 +22,16 @@ from matplotlib.figure import Figure
 from earthsim.data.store import atomic_output
 from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LONGITUDE_DIM, lead_numbers
 from earthsim.score.align import format_lead
+from earthsim.score.metrics import METRICS
+from earthsim.score.output import spectra
 
-LINE_SCORES = ("rmse", "rmse_per_init", "acc", "bias", "mae", "crps", "spread", "spread_skill", "rel_l2",
-               "correlation", "frame_mse", "frame_mae", "ssim", "psnr")
+
+
+def _line_scores(card: xr.Dataset) -> list[str]:
+    """The headline scores along the lead (model × variable × lead), in the scorecard's order."""
+    headline = {key for cls in METRICS.values() if cls.headline for key in cls.output_dims()}
+    return [key for key, da in card.data_vars.items()
+            if key in headline and set(da.dims) == {"model", "variable", LEAD_DIM}]
 
 
 def _safe(text: str) -> str:
@@ -48,7 +55,7 @@ def _lead_axis(card: xr.Dataset) -> tuple[np.ndarray, str]:
 def plot_scores(card: xr.Dataset, out: Path) -> list[Path]:
     """One figure per variable: a panel per score against lead time, every model on each panel."""
     leads, xlabel = _lead_axis(card)
-    scores = [key for key in LINE_SCORES if key in card]
+    scores = _line_scores(card)
     written = []
     for variable in card["variable"].values:
         present = [k for k in scores if np.isfinite(card[k].sel(variable=variable).values).any()]
@@ -110,13 +117,18 @@ def plot_fields(fields: xr.Dataset, out: Path) -> list[Path]:
 
 
 def plot_spectra(card: xr.Dataset, out: Path) -> list[Path]:
-    """Forecast and truth spectra (log-log) at the last lead scored, one figure per variable (a panel per band)."""
-    if "energy_spectrum" in card:
-        key, wavenumber, bands = "energy_spectrum", "wavenumber", [None]
-    elif "zonal_spectrum" in card:
-        key, wavenumber, bands = "zonal_spectrum", "zonal_wavenumber", list(card["lat_band"].values)
-    else:
-        return []
+    """Forecast and truth spectra (log-log) at the last lead scored, one figure per variable and spectrum (a panel
+    per latitude band, or per other dim between lead and wavenumber)."""
+    written = []
+    for key in spectra(card):
+        written += _plot_spectrum(card, key, out)
+    return written
+
+
+def _plot_spectrum(card: xr.Dataset, key: str, out: Path) -> list[Path]:
+    wavenumber = card[key].dims[-1]
+    between = [d for d in card[key].dims if d not in ("model", "variable", LEAD_DIM, wavenumber)]
+    bands = list(card[between[0]].values) if between else [None]
     lead = card[LEAD_DIM].values[-1]
     written = []
     k = card[wavenumber].values
@@ -125,7 +137,7 @@ def plot_spectra(card: xr.Dataset, out: Path) -> list[Path]:
         figure = Figure(figsize=(4.5 * len(bands), 3.8))
         for column, band in enumerate(bands):
             ax = figure.add_subplot(1, len(bands), column + 1)
-            select = {"variable": variable, LEAD_DIM: lead, **({"lat_band": band} if band else {})}
+            select = {"variable": variable, LEAD_DIM: lead, **({between[0]: band} if band else {})}
             truth_drawn = False
             for model in card["model"].values:
                 values = card[key].sel(model=model, **select).values
@@ -145,12 +157,12 @@ def plot_spectra(card: xr.Dataset, out: Path) -> list[Path]:
             if column == 0:
                 ax.legend(fontsize=8)
         figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.9, wspace=0.3)
-        written.append(_save(figure, out / f"spectrum_{_safe(variable)}.png"))
+        written.append(_save(figure, out / f"{key}_{_safe(variable)}.png"))
     return written
 
 
 def plot_all(result, out: str | Path) -> list[Path]:
-    """Every plot of an :class:`earthsim.score.scorecard.Evaluation` into ``out``."""
+    """Every plot of an :class:`earthsim.score.evaluate.Evaluation` into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return plot_scores(result.scorecard, out) + plot_fields(result.fields, out) + plot_spectra(result.scorecard, out)

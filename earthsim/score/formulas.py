@@ -1,4 +1,5 @@
-"""Score formulas on numpy arrays, accumulated in float64, vectorised over every leading axis.
+"""Score formulas on numpy arrays, in float64, vectorised over every leading axis (the metric classes of
+:mod:`earthsim.score.metrics` call them).
 
 Conventions (each stated again in the scorecard's attributes):
 

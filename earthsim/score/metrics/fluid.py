@@ -1,0 +1,104 @@
+"""Fluid scores as neural-PDE papers report them: relative L2, vorticity correlation and the time it stays high,
+and isotropic energy spectra on the periodic box."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from earthsim.data.conventions import LEAD_DIM
+from earthsim.score import formulas
+from earthsim.score.metrics import SAMPLES, Metric, PerSampleMean, Piece, levels_first, register
+
+THRESHOLDS = (0.95, 0.8)
+
+
+@register
+class RelativeL2(PerSampleMean):
+    name = "rel_l2"
+    needs = "fluid"
+    convention = f"relative L2 error sqrt(sum w (f-y)^2 / sum w y^2) per frame, {SAMPLES}"
+
+    def values(self, piece: Piece) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sqrt(piece.squared_error / ((piece.truth * piece.truth) @ piece.weights))
+
+
+@register
+class Correlation(PerSampleMean):
+    name = "correlation"
+    needs = "fluid"
+    convention = ("uncentred (cosine) correlation over the domain sum w f y / sqrt(sum w f^2 sum w y^2) per frame "
+                  "(jax-cfd's correlation, Kochkov et al. 2021, TSM; equals Pearson's r for zero-mean vorticity), "
+                  f"{SAMPLES}")
+
+    def values(self, piece: Piece) -> np.ndarray:
+        return piece.correlation
+
+
+@register
+class DecorrelationTime(Correlation):
+    name = "decorrelation_time"
+    convention = ("lead time at which the averaged correlation first falls below the threshold, linearly "
+                  "interpolated between the last lead at or above it and the first below it; NaN: it "
+                  "stays above over all leads scored; the first lead if it starts below")
+    outputs = {"decorrelation_time": ("threshold",)}
+    missing_text = "> last lead"
+
+    def finish(self) -> dict[str, np.ndarray]:
+        curve = self.sample_mean(self.samples)  # [L, K]
+        leads = self.context.leads
+        return {self.name: np.array([[formulas.threshold_crossing(leads, curve[:, k], t) for t in THRESHOLDS]
+                                     for k in range(curve.shape[1])])}
+
+    def coords(self) -> dict[str, list]:
+        return {"threshold": list(THRESHOLDS)}
+
+
+@register
+class EnergySpectrum(Metric):
+    name = "energy_spectrum"
+    needs = "box"
+    convention = ("isotropic spectrum per integer wavenumber shell round(|n|): from vorticity the kinetic "
+                  "energy E(k) = sum_shell |w_hat|^2 / (2|k|^2) with w_hat = fft2(w)/(H W) and k = 2 pi n / L "
+                  "(sums to 0.5 mean |u|^2); other fields 0.5 sum_shell |u_hat|^2; shells up to min(H, W)//2; "
+                  "mean over initial times and trajectories")
+    outputs = {"energy_spectrum": (LEAD_DIM, "wavenumber"), "energy_spectrum_truth": (LEAD_DIM, "wavenumber"),
+               "spectrum_log_ratio": (LEAD_DIM, "band")}
+
+    @classmethod
+    def conventions(cls) -> dict[str, str]:
+        return {"energy_spectrum": cls.convention,
+                "energy_spectrum_truth": "energy_spectrum of the truth at the same valid times",
+                "spectrum_log_ratio": ("mean over the shells of each band of ln(E_forecast(k) / E_truth(k)): bands low "
+                                       "[1, K/4], mid (K/4, K/2], high (K/2, K] with K = min(H, W)//2; 0 is right, "
+                                       "< 0 too little energy")}
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.sums = {}
+
+    def accumulate(self, piece: Piece) -> None:
+        grid = self.context.grid
+        for key, values in (("energy_spectrum", piece.mean), ("energy_spectrum_truth", piece.truth)):
+            spectrum = formulas.isotropic_energy_spectrum(piece.fields(values), grid.box_length,
+                                                          from_vorticity=self.context.vorticity).sum(axis=(0, 2))
+            if key not in self.sums:
+                self.sums[key] = np.zeros((self.context.shape[1],) + spectrum.shape[1:])
+            self.sums[key][piece.where[1]] += spectrum
+
+    def finish(self) -> dict[str, np.ndarray]:
+        count = self.context.shape[0] * self.context.shape[2]
+        forecast, truth = (self.sums[k] / count for k in ("energy_spectrum", "energy_spectrum_truth"))
+        last = self._last_shell()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bands = formulas.band_log_ratio(forecast, truth, last)
+        ratio = np.stack([bands[b] for b in formulas.spectrum_bands(last)], axis=-1)
+        return {"energy_spectrum": levels_first(forecast), "energy_spectrum_truth": levels_first(truth),
+                "spectrum_log_ratio": levels_first(ratio)}
+
+    def _last_shell(self) -> int:
+        return min(self.context.grid.shape) // 2
+
+    def coords(self) -> dict[str, list]:
+        return {"wavenumber": list(range(self._last_shell() + 1)),
+                "band": list(formulas.spectrum_bands(self._last_shell()))}

@@ -1,0 +1,137 @@
+"""The scorecard written out: netCDF, CSV (scores and spectra in long form) and Markdown, each to a temporary
+name renamed when complete (plots are :mod:`earthsim.score.plots`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from earthsim.data import store
+from earthsim.data.conventions import LEAD_DIM, lead_numbers
+from earthsim.score.align import format_lead
+from earthsim.score.metrics import METRICS
+
+def _atomic_write(path: Path, write) -> Path:
+    with store.atomic_output(path, overwrite=True) as tmp:
+        write(tmp)
+    return path
+
+
+def _lead_units(card: xr.Dataset) -> str:
+    if np.issubdtype(card[LEAD_DIM].dtype, np.timedelta64):
+        return "hours"
+    return str(card[LEAD_DIM].attrs.get("units", "solver time units"))
+
+
+def _lead_series(values: pd.Series) -> pd.Series:
+    """A column of leads as numbers: hours for timedeltas, solver units otherwise."""
+    return pd.Series(lead_numbers(values.to_numpy()), index=values.index, name=values.name)
+
+
+def spectra(card: xr.Dataset) -> list[str]:
+    """The spectra in the scorecard: scores with a ``<name>_truth`` companion."""
+    return [key for key in card.data_vars if f"{key}_truth" in card.data_vars]
+
+
+def _extra_dims(da: xr.DataArray) -> list[str]:
+    return [d for d in da.dims if d not in ("model", "variable", LEAD_DIM)]
+
+
+def _scores(card: xr.Dataset) -> list[str]:
+    """Scores with at most one dim besides model, variable and lead (threshold, band, ...); spectra excluded."""
+    pairs = set(spectra(card)) | {f"{key}_truth" for key in spectra(card)}
+    return [key for key, da in card.data_vars.items()
+            if "variable" in da.dims and key not in pairs and len(_extra_dims(da)) <= 1]
+
+
+def scores_frame(card: xr.Dataset) -> pd.DataFrame:
+    """The scorecard's scores (all but the spectra) in long form: model, variable, level, lead, metric, value."""
+    rows = []
+    for key in _scores(card):
+        da = card[key]
+        frame = da.drop_vars([c for c in da.coords if c not in da.dims]).to_dataframe(name="value").reset_index()
+        extra = _extra_dims(da)
+        frame["metric"] = key if not extra else key + "_" + frame[extra[0]].astype(str)
+        frame["lead"] = _lead_series(frame[LEAD_DIM]) if LEAD_DIM in frame else np.nan
+        rows.append(frame[["model", "variable", "lead", "metric", "value"]])
+    frame = pd.concat(rows, ignore_index=True)
+    frame["lead_units"] = _lead_units(card)
+    level = dict(zip(card["variable"].values.tolist(), card["level"].values.tolist()))
+    frame["level"] = frame["variable"].map(level)
+    return frame[["model", "variable", "level", "lead", "lead_units", "metric", "value"]]
+
+
+def spectra_frame(card: xr.Dataset) -> pd.DataFrame | None:
+    """Spectra in long form (model, variable, lead, [lat_band], wavenumber, forecast, truth), or None."""
+    parts = []
+    for key in spectra(card):
+        wavenumber = card[key].dims[-1]
+        pair = xr.Dataset({"forecast": card[key], "truth": card[key + "_truth"]})
+        pair = pair.drop_vars([c for c in pair.coords if c not in pair.dims])
+        frame = pair.to_dataframe().reset_index().rename(columns={wavenumber: "wavenumber"})
+        frame["spectrum"] = key
+        frame["lead"] = _lead_series(frame[LEAD_DIM])
+        parts.append(frame)
+    if not parts:
+        return None
+    frame = pd.concat(parts, ignore_index=True)
+    frame["lead_units"] = _lead_units(card)
+    extra = [c for c in frame.columns if c not in ("model", "variable", LEAD_DIM, "lead", "lead_units", "spectrum",
+                                                    "wavenumber", "forecast", "truth")]
+    return frame[["model", "variable", "lead", "lead_units", "spectrum", *extra, "wavenumber", "forecast", "truth"]]
+
+
+def _fmt(value: float, missing: str = "—") -> str:
+    return missing if not np.isfinite(value) else f"{value:.4g}"
+
+
+def markdown_table(card: xr.Dataset, max_leads: int = 8) -> str:
+    """The scorecard as Markdown: a table per headline score (rows model × variable, columns leads), and per score
+    with another dim a table of its values along that dim (at the last lead)."""
+    leads = card[LEAD_DIM].values
+    chosen = np.unique(np.linspace(0, len(leads) - 1, min(max_leads, len(leads))).round().astype(int))
+    header_leads = [format_lead(leads[i]) for i in chosen]
+    lines = [f"# Scorecard against {card.attrs.get('truth', '?')}", ""]
+    owners = {key: cls for cls in METRICS.values() for key in cls.output_dims()}
+    for key in _scores(card):
+        da, owner = card[key], owners.get(key)
+        extra = _extra_dims(da)
+        if not extra and (LEAD_DIM not in da.dims or owner is None or not owner.headline):
+            continue  # not a headline score along the lead (mse, data_range, ...)
+        convention = da.attrs.get("convention", "") + (f"; units {da.attrs['units']}" if "units" in da.attrs else "")
+        if extra:
+            title = f"{key} at lead {format_lead(leads[-1])}" if LEAD_DIM in da.dims else key
+            columns = [f"{extra[0]} {v:g}" if isinstance(v, (float, np.floating)) else str(v)
+                       for v in card[extra[0]].values]
+        else:
+            title, columns = key, header_leads
+        lines += [f"## {title}", "", f"_{convention}_", "", "| model | variable | " + " | ".join(columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
+        missing = owner.missing_text if owner is not None else "—"
+        for model in card["model"].values:
+            for variable in card["variable"].values:
+                values = da.sel(model=model, variable=variable)
+                row = values.isel({LEAD_DIM: -1}).values if extra and LEAD_DIM in da.dims else \
+                    values.values if extra else values.values[chosen]
+                if np.isfinite(row).any() or missing != "—":
+                    lines.append(f"| {model} | {variable} | " + " | ".join(_fmt(v, missing) for v in row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_scorecard(card: xr.Dataset, out: str | os.PathLike) -> dict[str, Path]:
+    """Write ``scorecard.nc``, ``scorecard.csv``, ``spectra.csv`` (if any) and ``scorecard.md`` atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"netcdf": _atomic_write(out / "scorecard.nc", lambda tmp: card.to_netcdf(tmp)),
+               "csv": _atomic_write(out / "scorecard.csv", lambda tmp: scores_frame(card).to_csv(tmp, index=False))}
+    table = spectra_frame(card)
+    if table is not None:
+        written["spectra"] = _atomic_write(out / "spectra.csv", lambda tmp: table.to_csv(tmp, index=False))
+    text = markdown_table(card)
+    written["markdown"] = _atomic_write(out / "scorecard.md", lambda tmp: tmp.write_text(text + "\n"))
+    return written
