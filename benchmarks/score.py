@@ -17,7 +17,9 @@ and a day-of-year × hour climatology, then computes in one run, on the same dat
 
 Each scorer runs ``--repeat`` times after one warm-up (page cache warm); the fastest counts (the
 machine may be shared). The table gives seconds, the speed-up over xskillscore and the largest
-relative difference to the float64 reference over leads and variables.
+relative difference to the float64 reference over leads and variables. A second table gives
+the memory earthsim's scorer allocates at its peak (tracemalloc) at the store's size and at four
+times as many initial times: it reads forecast and truth block by block, so the peak stays flat.
 
     python benchmarks/score.py                  # 206 MB store
     python benchmarks/score.py --quick --json score.json
@@ -29,6 +31,7 @@ import argparse
 import os
 import platform
 import shutil
+import tracemalloc
 import sys
 import tempfile
 import time
@@ -80,6 +83,7 @@ def build(root: Path, inits: int, leads: int, height: int, width: int, chunk: in
                                                                                width))
         forecast[name] = (("time", "prediction_timedelta", "latitude", "longitude"), fc, {"units": units})
     space = {"latitude": lat, "longitude": lon}
+    root.mkdir(parents=True, exist_ok=True)
     paths = {"forecast": root / "forecast.zarr", "truth": root / "truth.zarr", "climatology": root / "clim.zarr"}
     write_zarr(xr.Dataset(forecast, coords={"time": times[:inits], "prediction_timedelta":
                                             pd.to_timedelta(np.arange(leads) * STEP_HOURS, "h").values, **space}),
@@ -111,6 +115,7 @@ def store_bytes(path: Path) -> int:
 def run_earthsim(paths: dict) -> dict:
     from earthsim.score import evaluate
 
+
     card = evaluate([f"earthsim={paths['forecast']}"], str(paths["entry"]), climatology=str(paths["climatology"]),
                     progress=False, metrics=("rmse", "acc")).scorecard.sel(model="earthsim", variable=list(VARIABLES))
     return {"rmse": card["rmse"].transpose("variable", "prediction_timedelta").values,
@@ -126,6 +131,16 @@ def _aligned_xarray(paths: dict):
     truth_at = truth.sel(time=valid).drop_vars("time").assign_coords(time=forecast.time)
     clim_at = clim.sel(dayofyear=valid.dt.dayofyear, hour=valid.dt.hour).drop_vars(["dayofyear", "hour"])
     return forecast, truth_at, clim_at
+
+
+def peak_memory(paths: dict) -> dict:
+    """Peak memory earthsim's scorer allocates (tracemalloc: Python and numpy buffers) while scoring, in MB."""
+    tracemalloc.start()
+    try:
+        run_earthsim(paths)
+        return {"peak_mb": tracemalloc.get_traced_memory()[1] / 1e6}
+    finally:
+        tracemalloc.stop()
 
 
 def run_xskillscore(paths: dict, weights: np.ndarray) -> dict:
@@ -204,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         print(f"building stores in {root} ...", file=sys.stderr)
         paths = build(root, inits, args.leads, args.height, args.width, chunk=40)
-        from earthsim.score.metrics import latitude_weights
+        from earthsim.data.grid import latitude_weights
 
         weights = latitude_weights(grid(args.height, args.width)[0])
         size = args.leads * inits * len(VARIABLES) * args.height * args.width * 4
@@ -226,7 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
                 "max_rel_diff_acc": relative(result["acc"], acc_reference),
                 "acc": "centred (pearson_r on anomalies)" if name == "xskillscore" else "uncentred (WB2)",
             })
+        print("peak memory at two sizes ...", file=sys.stderr)
+        memory = [{"initial_times": inits, "data_bytes": size, **peak_memory(paths)}]
+        larger = build(root / "larger", 4 * inits, args.leads, args.height, args.width, chunk=40)
+        memory.append({"initial_times": 4 * inits, "data_bytes": 4 * size, **peak_memory(larger)})
         report = {
+            "memory": memory,
             "store": {"initial_times": inits, "leads": args.leads, "variables": len(VARIABLES),
                       "grid": [args.height, args.width], "dtype": "float32", "data_bytes": size,
                       "bytes_on_disk": store_bytes(paths["forecast"]), "chunk_initial_times": 40},
@@ -242,6 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
                  "|---|---|---|---|---|---|"]
         lines += [f"| {row['scorer']} | {row['seconds']:.3f} | {row['speedup_vs_xskillscore']:.1f}× | "
                   f"{row['max_rel_diff_rmse']:.1e} | {row['max_rel_diff_acc']:.1e} | {row['acc']} |" for row in rows]
+        lines += ["", "earthsim's peak allocated memory while scoring (tracemalloc; RMSE and ACC as above):", "",
+                  "| initial times | forecast data (MB) | peak allocated (MB) |", "|---|---|---|"]
+        lines += [f"| {m['initial_times']} | {m['data_bytes'] / 1e6:.0f} | {m['peak_mb']:.0f} |" for m in memory]
         publish("\n".join(lines), report, args.json)
         return report
     finally:
