@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 import yaml
@@ -314,8 +313,10 @@ def build_store(entry: DatasetEntry, progress: bool = True) -> Path:
     return ingest_entry(entry, progress=progress)
 
 
-def open_dataset(name: str | DatasetEntry, split: str | None = None, generate: bool = True) -> xr.Dataset:
-    """Open a catalog dataset lazily, making its store first if it is missing and ``generate`` is set."""
+def open_dataset(name: str | DatasetEntry, split: str | None = None, generate: bool = True,
+                 dask: bool = True) -> xr.Dataset:
+    """Open a catalog dataset lazily, making its store first if it is missing and ``generate`` is set (``dask``:
+    see :func:`earthsim.data.store.open_zarr`)."""
     from earthsim.data.store import open_zarr
 
     entry = name if isinstance(name, DatasetEntry) else get_entry(name)
@@ -323,7 +324,7 @@ def open_dataset(name: str | DatasetEntry, split: str | None = None, generate: b
         if not generate:
             entry.require_store()
         build_store(entry)
-    ds = open_zarr(entry.store, group=entry.group)
+    ds = open_zarr(entry.store, group=entry.group, dask=dask)
     if split is not None:
         ds = entry.split(split).select(ds)
     return ds

@@ -418,13 +418,11 @@ def test_static_fields_are_normalised_by_the_statistics_the_model_was_trained_wi
     config = {"n_modes": [3, 4], "hidden_channels": 8, "n_layers": 2}
     other = dataclasses.replace(spec.statistics, static_mean=(recorded_mean[0] + 150.0,),
                                 static_std=(recorded_std[0] * 2.0,))  # as if trained with other statistics
-    paths = {}
-    for name, statistics in (("plain", spec.statistics), ("trained", other)):
-        model = build_model("fno", config, dataclasses.replace(spec, statistics=statistics))
-        if name == "trained":
-            model.load_state_dict(plain_model.state_dict())
-        plain_model = model if name == "plain" else plain_model
-        paths[name] = export_model(model, tmp_path / name / "model.pt", dataset="oro", stride=1, lead_strides=(1,))
+    plain_model = build_model("fno", config, spec)
+    trained_model = build_model("fno", config, dataclasses.replace(spec, statistics=other))
+    trained_model.load_state_dict(plain_model.state_dict())  # the same weights, other static statistics
+    paths = {name: export_model(model, tmp_path / name / "model.pt", dataset="oro", stride=1, lead_strides=(1,))
+             for name, model in (("plain", plain_model), ("trained", trained_model))}
 
     def forecast(name):
         out = run_forecast(paths[name], str(entry), "test", steps=2, out=tmp_path / f"{name}.zarr", inits=[

@@ -17,7 +17,7 @@ from earthsim.data.stats import compute_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import ValidationError
 from earthsim.forecast import run_forecast
-from earthsim.models import MODELS, DataSpec, EarthsimModel, build_model, export_model, load_exported, register_model
+from earthsim.models import MODELS, DataSpec, EarthsimModel, build_model, export_model, load_exported
 from earthsim.models.base import _Entry
 from earthsim.train.config import from_mapping
 from earthsim.train.trainer import train

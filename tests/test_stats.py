@@ -11,7 +11,7 @@ import yaml
 from conftest import SAMPLE_DATA, write_store_entry
 from earthsim import catalog
 from earthsim.data import stats
-from earthsim.data.store import open_zarr, write_zarr
+from earthsim.data.store import open_zarr
 from earthsim.errors import CatalogError, ValidationError
 
 

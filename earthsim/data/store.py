@@ -116,8 +116,9 @@ def _compute(delayed, progress: bool) -> None:
         delayed.compute()
 
 
-def open_zarr(path: str | os.PathLike, group: str | None = None) -> xr.Dataset:
-    """Open a Zarr store lazily (dask-backed) from a local path or an fsspec URL."""
+def open_zarr(path: str | os.PathLike, group: str | None = None, dask: bool = True) -> xr.Dataset:
+    """Open a Zarr store lazily from a local path or an fsspec URL: dask-backed, or (``dask=False``) as lazily
+    indexed arrays that read just the region selected, into one array, when their values are asked for."""
     if not is_url(path) and not Path(path).exists():
         raise EarthsimError(f"no Zarr store at {path}")
-    return xr.open_zarr(str(path), group=group, consolidated=False, chunks={})
+    return xr.open_zarr(str(path), group=group, consolidated=False, chunks={} if dask else None)

@@ -8,7 +8,7 @@ Scoring reads stores only.
 """
 
 from earthsim.score.align import AlignmentError
-from earthsim.score.evaluate import Evaluation, evaluate, score
+from earthsim.score.evaluation import Evaluation, evaluate, score
 from earthsim.score.metrics import METRICS, conventions
 from earthsim.score.output import markdown_table, write_scorecard
 

@@ -116,7 +116,7 @@ def parse_forecast(spec: str) -> tuple[str, str]:
 def open_truth(truth: str | os.PathLike | DatasetEntry) -> Truth:
     """Open the truth: a catalog name, a catalog YAML file or an entry."""
     entry = truth if isinstance(truth, DatasetEntry) else catalog.get_entry(truth)
-    ds = catalog.open_dataset(entry, generate=False)  # scoring reads stores; it never makes them
+    ds = catalog.open_dataset(entry, generate=False, dask=False)  # scoring reads stores; it never makes them
     where = f"truth {entry.name!r} ({entry.store})"
     if INIT_DIM not in ds.dims:
         raise AlignmentError(f"{where} has no 'time' dim; dims: {dict(ds.sizes)}")
@@ -148,7 +148,7 @@ def open_forecast(spec: str) -> tuple[str, str, xr.Dataset]:
     """Open one forecast store (``label=path`` or ``path``) lazily and check its layout."""
     label, path = parse_forecast(spec)
     try:
-        ds = store.open_zarr(path)
+        ds = store.open_zarr(path, dask=False)  # read block by block by the scorer, each region into one array
     except EarthsimError as error:
         raise AlignmentError(f"forecast {label!r}: {error}") from error
     missing = [d for d in (INIT_DIM, LEAD_DIM) if d not in ds.dims]

@@ -162,7 +162,7 @@ def _plot_spectrum(card: xr.Dataset, key: str, out: Path) -> list[Path]:
 
 
 def plot_all(result, out: str | Path) -> list[Path]:
-    """Every plot of an :class:`earthsim.score.evaluate.Evaluation` into ``out``."""
+    """Every plot of an :class:`earthsim.score.evaluation.Evaluation` into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return plot_scores(result.scorecard, out) + plot_fields(result.fields, out) + plot_spectra(result.scorecard, out)

@@ -90,7 +90,8 @@ def _blocks(aligned: Aligned, name: str) -> list[tuple[int, int]]:
     """Ranges of initial times read at once: whole store chunks along ``time``, about BLOCK_BYTES each."""
     da = aligned.forecast[name]
     n = da.sizes[INIT_DIM]
-    chunks = da.chunks[da.get_axis_num(INIT_DIM)] if da.chunks is not None else (n,)
+    chunk = (da.encoding.get("chunks") or (n,) * da.ndim)[da.get_axis_num(INIT_DIM)]
+    chunks = [min(chunk, n - start) for start in range(0, n, chunk)]
     per_init = da.dtype.itemsize * int(np.prod([s for d, s in da.sizes.items() if d != INIT_DIM]))
     blocks, start, size = [], 0, 0
     for chunk in chunks:
@@ -195,30 +196,41 @@ def _score_variable(aligned: Aligned, truth: Truth, name: str, selected: list[ty
                       vorticity="vorticity" in name.lower(), data_range=value_range)
     metrics = [cls(context) for cls in selected]
     acc = any(cls.needs == "climatology" for cls in selected)
-    forecast_map = truth_map = None
-    size = grid.shape[0] * grid.shape[1]
+    maps = None
     for start, stop in _blocks(aligned, name):
-        block = _read_block(aligned, name, start, stop)
-        frames, valid, rows = _truth_block(aligned, name, start, stop)
-        clim = climatology_frames(climatology, aligned, name, valid, "(ACC)") if acc else None
-        for piece, where in _pieces(block, start):
-            s, n_l, n_r, n_m, n_k = piece.shape[:5]
-            index = rows[where[0].start - start:where[0].stop - start, where[1]]
-            shared = Piece(piece.reshape(s, n_l, n_r, n_m, n_k, size).astype(np.float64),
-                           frames[index].reshape(s, n_l, n_r, n_k, size).astype(np.float64),
-                           None if clim is None else clim[index].reshape(s, n_l, 1, n_k, size).astype(np.float64),
-                           where, context)
-            for metric in metrics:
-                metric.accumulate(shared)
-        if start == 0:  # maps: the first initial time, first trajectory, ensemble mean
-            forecast_map = block[0, map_index, 0].mean(axis=1).swapaxes(0, 1).astype(np.float64)
-            truth_map = frames[rows[0, map_index], 0].swapaxes(0, 1).astype(np.float64)
+        first = _accumulate_block(aligned, name, start, stop, metrics, context, climatology if acc else None,
+                                  map_index if start == 0 else None)
+        maps = first if start == 0 else maps
         bar.update(stop - start)
     outputs, coords = {}, {}
     for metric in metrics:
         outputs.update(metric.finish())
         coords.update(metric.coords())
-    return outputs, coords, value_range, forecast_map, truth_map
+    return outputs, coords, value_range, *maps
+
+
+def _accumulate_block(aligned: Aligned, name: str, start: int, stop: int, metrics: list[Metric], context: Context,
+                      climatology: xr.Dataset | None, map_index: list[int] | None):
+    """Read one block of initial times and its truth, and hand each piece to every metric; with ``map_index``, return
+    the forecast and truth maps of its first initial time (first trajectory, ensemble mean) ``[K, map_lead, H, W]``.
+    A function of its own, so that nothing of one block is alive when the next is read."""
+    size = context.grid.shape[0] * context.grid.shape[1]
+    block = _read_block(aligned, name, start, stop)
+    frames, valid, rows = _truth_block(aligned, name, start, stop)
+    clim = None if climatology is None else climatology_frames(climatology, aligned, name, valid, "(ACC)")
+    for piece, where in _pieces(block, start):
+        s, n_l, n_r, n_m, n_k = piece.shape[:5]
+        index = rows[where[0].start - start:where[0].stop - start, where[1]]
+        shared = Piece(piece.reshape(s, n_l, n_r, n_m, n_k, size).astype(np.float64),
+                       frames[index].reshape(s, n_l, n_r, n_k, size).astype(np.float64),
+                       None if clim is None else clim[index].reshape(s, n_l, 1, n_k, size).astype(np.float64),
+                       where, context)
+        for metric in metrics:
+            metric.accumulate(shared)
+    if map_index is None:
+        return None
+    return (block[0, map_index, 0].astype(np.float64).mean(axis=1).swapaxes(0, 1),
+            frames[rows[0, map_index], 0].swapaxes(0, 1).astype(np.float64))
 
 
 def _score_store(aligned: Aligned, truth: Truth, selected: list[type[Metric]], climatology: xr.Dataset | None,
@@ -341,7 +353,7 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
         "climatology": ("given" if climatology is not None else "the truth entry's") if clim is not None
         else "none (no ACC)",
         "variable_labels": "one entry per variable and level: name followed by the level (z500), or the name alone",
-        "provenance": json.dumps(store.provenance("earthsim.score.evaluate", [opened.entry.store, *forecasts],
+        "provenance": json.dumps(store.provenance("earthsim.score.evaluation", [opened.entry.store, *forecasts],
                                                   {"leads": [str(v) for v in leads] if leads else None,
                                                    "video": video, "metrics": list(metrics) if metrics else None})),
     })
