@@ -419,3 +419,20 @@ def test_coarse_resolution_must_fit_the_solver_and_the_forcing():
         ns.NavierStokesConfig(resolution=64, coarse_spinup_time=1.0, coarse_resolution=128)
     with pytest.raises(EarthsimError, match="coarse_resolution"):
         ns.NavierStokesConfig(resolution=64, coarse_spinup_time=1.0, coarse_resolution=8)  # 2/3 cutoff 2 < forcing wavenumber 4
+
+
+def test_solver_is_a_module_whose_operators_move_with_it_and_ignore_autocast():
+    """A learned solver carries the numerical one as a layer: its operators are buffers, moved by .to(), and
+    a step under a bfloat16 autocast is the float64 step."""
+    solver = ns.NavierStokes2D(16, 1e-3, 0.01, drag=0.1, forcing=ns.kolmogorov_forcing(16, 4, 1.0))
+    assert isinstance(solver, torch.nn.Module) and solver.device.type == "cpu"
+    names = {name for name, _ in solver.named_buffers()}
+    assert {"mask", "linear", "velocity_u", "forcing_hat", "implicit_0", "explicit_0"} <= names
+    omega = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 16, 16)))
+    state = solver.to_spectral(omega)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = solver(state)
+    assert under_autocast.dtype == torch.complex128
+    torch.testing.assert_close(under_autocast, solver.step(state), rtol=0, atol=0)
+    moved = solver.to("meta")
+    assert {buffer.device.type for buffer in moved.buffers()} == {"meta"} and moved.device.type == "meta"

@@ -1,9 +1,9 @@
 """earthsim's conventions for weather fields, and the conversion of opened netCDF/GRIB data into them.
 
-A dataset in the conventions (DESIGN.md, "Conventions for data") has:
+A dataset in the conventions (docs/architecture.md, "Data conventions") has:
 
 - dims in the order ``time``, ``prediction_timedelta`` (forecasts only), ``realization`` (ensemble
-  member: DESIGN.md's name for ensembles, and the CF ``standard_name`` of GRIB's ``number``),
+  member: the name docs/architecture.md uses for ensembles, and the CF ``standard_name`` of GRIB's ``number``),
   ``level`` (pressure in hPa, increasing), ``latitude`` (degrees north, increasing), ``longitude``
   (degrees east, increasing, wrapped into one stated convention, ``[-180, 180)`` or ``[0, 360)``,
   recorded in the ``longitude_convention`` attribute); variables without ``time`` are static fields;

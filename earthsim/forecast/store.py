@@ -1,6 +1,6 @@
 """Forecast stores: the WeatherBench 2 layout, written block by block and resumable.
 
-Layout (DESIGN.md): every variable keeps the data's name, units and float32, with dims
+Layout (docs/architecture.md, "Data conventions"): every variable keeps the data's name, units and float32, with dims
 ``[sequence dims,] time, prediction_timedelta, [realization,] [level,] <grid>``: ``time`` is the
 initialisation (the valid time of the last input frame, datetime64 for weather, solver time for
 fluids), ``prediction_timedelta`` the lead (timedelta64 for weather; float with a ``units``

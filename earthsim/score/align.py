@@ -1,6 +1,6 @@
 """Forecast stores aligned with their truth by valid time, checked before any score is computed.
 
-A forecast store (DESIGN.md, WeatherBench 2 layout) has dims ``time`` (initialisation),
+A forecast store (docs/architecture.md, WeatherBench 2 layout) has dims ``time`` (initialisation),
 ``prediction_timedelta`` (lead), optional ``realization`` (ensemble member), and the field's own
 dims: ``[level], latitude, longitude`` for weather, ``trajectory, y, x`` (or ``trajectory,
 latitude, longitude`` for fluids on the sphere) for fluids. Weather stores use datetime64 ``time``

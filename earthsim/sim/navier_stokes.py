@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from earthsim import config as config_lib
 from earthsim.errors import EarthsimError
@@ -253,38 +254,57 @@ def random_vorticity(
     return vorticity * (max_velocity / speed)
 
 
-class NavierStokes2D:
+class NavierStokes2D(nn.Module):
     """Batched pseudo-spectral solver of the vorticity equation on [0, 2π)², one fixed time step.
 
     States are vorticity fields [B, n, n] (y rows, x columns, points at j·2π/n) in physical space for
     :meth:`advance` and :meth:`rollout`, or their rfft2 coefficients (``norm="forward"``) for
-    :meth:`step`. ``forcing`` is the vorticity forcing F on the grid (the curl of the body force).
+    :meth:`step` (also the module's ``forward``). ``forcing`` is the vorticity forcing F on the grid
+    (the curl of the body force). A module, so that a model using it as a layer carries it: its
+    spectral operators are buffers that move with ``.to(device)``; its precision is ``dtype``, fixed
+    at construction, and it runs with autocast off.
     """
 
     def __init__(self, resolution: int, viscosity: float, dt: float, drag: float = 0.0,
                  forcing: torch.Tensor | None = None, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
         if resolution < 4 or resolution % 2:
             raise EarthsimError(f"NavierStokes2D: resolution must be an even integer ≥ 4, got {resolution}")
         if not dt > 0:
             raise EarthsimError(f"NavierStokes2D: dt must be > 0, got {dt}")
         self.resolution, self.viscosity, self.drag, self.dt = resolution, viscosity, drag, dt
-        self.device, self.dtype = torch.device(device), dtype
-        ky, kx = _wavenumbers(resolution, self.device, dtype)
+        device = torch.device(device)
+        ky, kx = _wavenumbers(resolution, device, dtype)
         k2 = kx**2 + ky**2
         inverse_k2 = torch.where(k2 > 0, 1.0 / torch.where(k2 > 0, k2, torch.ones_like(k2)), torch.zeros_like(k2))
-        self._mask = _dealias_mask(resolution, self.device, dtype)
-        # Multipliers taking ω̂ to û and v̂, and the fluxes (uω)^, (vω)^ to their dealiased divergence.
-        self._velocity = (1j * ky * inverse_k2, -1j * kx * inverse_k2)
-        self._divergence = (1j * kx * self._mask, 1j * ky * self._mask)
-        self.linear = -viscosity * k2 - drag
-        self._forcing_hat = None if forcing is None else _rfft2(
-            torch.as_tensor(forcing, dtype=dtype, device=self.device)) * self._mask
-        self._stages = []
+        mask = _dealias_mask(resolution, device, dtype)
+        linear = -viscosity * k2 - drag
+        buffers = {
+            "mask": mask, "linear": linear,
+            # Multipliers taking ω̂ to û and v̂, and the fluxes (uω)^, (vω)^ to their dealiased divergence.
+            "velocity_u": 1j * ky * inverse_k2, "velocity_v": -1j * kx * inverse_k2,
+            "divergence_x": 1j * kx * mask, "divergence_y": 1j * ky * mask,
+            "forcing_hat": None if forcing is None else _rfft2(torch.as_tensor(forcing, dtype=dtype, device=device))
+            * mask,
+        }
+        self.betas = []
         for k, (beta, gamma) in enumerate(zip(_BETAS, _GAMMAS)):
             mu = 0.5 * dt * (_ALPHAS[k + 1] - _ALPHAS[k])
-            solve = 1.0 / (1.0 - mu * self.linear)
-            self._stages.append((beta, (1.0 + mu * self.linear) * solve, gamma * dt * solve))
+            solve = 1.0 / (1.0 - mu * linear)
+            self.betas.append(beta)
+            buffers[f"implicit_{k}"] = (1.0 + mu * linear) * solve
+            buffers[f"explicit_{k}"] = gamma * dt * solve
+        for name, value in buffers.items():
+            self.register_buffer(name, value, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mask.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.mask.dtype
 
     @classmethod
     def from_config(cls, config: NavierStokesConfig, resolution: int | None = None) -> "NavierStokes2D":
@@ -308,7 +328,7 @@ class NavierStokes2D:
         if vorticity.shape[-2:] != (self.resolution, self.resolution):
             raise EarthsimError(f"NavierStokes2D: expected vorticity [..., {self.resolution}, {self.resolution}], "
                                 f"got {tuple(vorticity.shape)}")
-        return _rfft2(torch.as_tensor(vorticity).to(device=self.device, dtype=self.dtype)) * self._mask
+        return _rfft2(torch.as_tensor(vorticity).to(device=self.device, dtype=self.dtype)) * self.mask
 
     def to_physical(self, vorticity_hat: torch.Tensor, resolution: int | None = None) -> torch.Tensor:
         """Physical vorticity from coefficients, on the solver grid or resampled (see :func:`resample`) to ``resolution``."""
@@ -323,19 +343,22 @@ class NavierStokes2D:
         Each field gets its own transform: stacking them into one call is several times slower on CPU.
         """
         n = self.resolution
-        u, v = (_irfft2(m * vorticity_hat, n) for m in self._velocity)
+        u, v = (_irfft2(m * vorticity_hat, n) for m in (self.velocity_u, self.velocity_v))
         omega = _irfft2(vorticity_hat, n)
-        d_dx, d_dy = self._divergence
-        terms = -(d_dx * _rfft2(u * omega) + d_dy * _rfft2(v * omega))
-        return terms if self._forcing_hat is None else terms + self._forcing_hat
+        terms = -(self.divergence_x * _rfft2(u * omega) + self.divergence_y * _rfft2(v * omega))
+        return terms if self.forcing_hat is None else terms + self.forcing_hat
 
     def step(self, vorticity_hat: torch.Tensor) -> torch.Tensor:
         """One time step dt of the Crank–Nicolson/RK4 scheme on rfft2 coefficients [..., n, n/2 + 1]."""
-        h = torch.zeros_like(vorticity_hat)
-        for beta, implicit, explicit in self._stages:
-            h = self.explicit_terms(vorticity_hat) + beta * h
-            vorticity_hat = implicit * vorticity_hat + explicit * h
-        return vorticity_hat
+        with torch.autocast(vorticity_hat.device.type, enabled=False):
+            h = torch.zeros_like(vorticity_hat)
+            for k, beta in enumerate(self.betas):
+                h = self.explicit_terms(vorticity_hat) + beta * h
+                vorticity_hat = getattr(self, f"implicit_{k}") * vorticity_hat + getattr(self, f"explicit_{k}") * h
+            return vorticity_hat
+
+    def forward(self, vorticity_hat: torch.Tensor) -> torch.Tensor:
+        return self.step(vorticity_hat)
 
     def steps_for(self, duration: float) -> int:
         """Number of steps that make ``duration``; it must be a whole number of steps dt."""
@@ -364,7 +387,7 @@ class NavierStokes2D:
 
     def max_courant(self, vorticity_hat: torch.Tensor) -> float:
         """max |u|·dt/dx over the batch: the Courant number the state runs at."""
-        u, v = (self.to_physical(m * vorticity_hat) for m in self._velocity)
+        u, v = (self.to_physical(m * vorticity_hat) for m in (self.velocity_u, self.velocity_v))
         return float(torch.sqrt(u**2 + v**2).max()) * self.dt / (LENGTH / self.resolution)
 
 
