@@ -116,3 +116,18 @@ def test_fully_shard_refuses_unmodified_neuraloperator(mesh):
         errors[name] = str(caught.value)
     assert "FSDP expects uniform original parameter dtype" in errors["FNO"]
     assert "view_as_real is only supported for complex tensors" in errors["SFNO"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_rollouts_under_fsdp_equal_the_unsharded_model(name, mesh):
+    """Forecasts go through forward, or through init_state and step for a model that carries its state: FSDP2
+    must gather parameters around each (registered forward methods), or this fails on sharded tensors."""
+    from test_model_contract import example_data, example_model
+    from earthsim.models import rollout
+
+    plain, sharded = example_model(name).eval(), example_model(name).eval()
+    parallelize(sharded, mesh)
+    x, static, forcings = example_data(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(rollout(sharded, x, 4, static, None, forcings),
+                                   rollout(plain, x, 4, static, None, forcings), rtol=1e-5, atol=1e-5)

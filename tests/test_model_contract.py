@@ -200,3 +200,32 @@ def test_two_gloo_ranks_under_fsdp2_equal_one_process(tmp_path):
                                        msg=f"{name}: sharded losses differ")
     for name in FAMILIES:
         assert expected[name][-1] < expected[name][0], f"{name}: the steps trained nothing"
+
+
+def test_a_model_declaring_physical_units_sees_and_returns_physical_fields():
+    """``normalised = False`` (a learned solver inside a numerical time stepper): no statistics are applied;
+    with ``normalised = True`` the network sees (x - mean) / std and its output is de-normalised."""
+    from earthsim.models import EarthsimModel
+
+    seen = []
+
+    class Last(EarthsimModel):
+        t_in = t_out = 1
+
+        def network(self, x, static, lead_time):
+            seen.append(x)
+            return x[:, -1:, self.spec.output_index]
+
+        def fsdp_units(self):
+            return []
+
+    class PhysicalLast(Last):
+        normalised = False
+
+    spec = example_spec("fno")
+    x = 1.0 + 2.0 * torch.randn(2, 1, 3, 16, 16)
+    static = torch.randn(1, 16, 16)
+    torch.testing.assert_close(PhysicalLast({}, spec)(x, static), x[:, :, :2])
+    torch.testing.assert_close(seen[-1], x)
+    torch.testing.assert_close(Last({}, spec)(x, static), x[:, :, :2], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(seen[-1], (x - 1.0) / 2.0)  # the spec's mean 1 and std 2

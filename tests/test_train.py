@@ -198,3 +198,33 @@ def test_gradient_accumulation_equals_the_larger_batch(fluid_entry, tmp_path):
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-5)
+
+
+def test_a_recurrent_family_trains_validates_and_forecasts_through_its_carried_state(fluid_entry, tmp_path,
+                                                                                     monkeypatch):
+    """ConvLSTM trains teacher-forced (its own training step); validation and forecasts roll it out through
+    init_state and step, one call per frame."""
+    from earthsim.forecast import run_forecast
+    from earthsim.models.convlstm import ConvLSTM
+
+    calls = {"init_state": 0, "step": 0, "training_loss": 0}
+    for method in calls:
+        original = getattr(ConvLSTM, method)
+
+        def counted(self, *args, _original=original, _method=method, **kwargs):
+            calls[_method] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ConvLSTM, method, counted)
+    raw = _experiment(fluid_entry, epochs=1, **{"rollout.max_steps": 2, "rollout.start_steps": 2})
+    raw["data"]["t_in"] = 2
+    raw["model"] = {"name": "convlstm", "params": {"hidden": [8], "kernel_size": 3, "patch_size": 2}}
+    summary = train(from_mapping(raw), tmp_path / "run", progress=False)
+    assert calls["training_loss"] == summary["steps"] > 0
+    validation = read_metrics(tmp_path / "run", "validation")
+    assert calls["step"] == 2 * calls["init_state"] > 0  # validation: 2 rollout steps per batch
+    assert validation[-1]["loss"] > 0 and "rmse_vorticity_lead0.2" in validation[-1]
+    before = dict(calls)
+    run_forecast(tmp_path / "run", str(fluid_entry), "test", steps=3, out=tmp_path / "f.zarr", batch_size=64,
+                 progress=False)
+    assert calls["init_state"] - before["init_state"] == 1 and calls["step"] - before["step"] == 3
