@@ -183,4 +183,4 @@ def conventions() -> dict[str, str]:
     return out
 
 
-from earthsim.score.metrics import ensemble, fluid, video, weather  # noqa: E402,F401  (register the metrics)
+from earthsim.score.metrics import weather, ensemble, fluid, video  # noqa: E402,F401,I001  (register, in this order)
