@@ -136,8 +136,10 @@ class Metric(abc.ABC):
 
 class PerSampleMean(Metric):
     """A metric kept per sample ``[I, L, R, K]`` (initial time, lead, trajectory, level) and averaged over initial
-    times and trajectories; subclasses give :meth:`values` of a piece (NaN where a sample has no value: the mean
-    skips it, as WeatherBench 2's ACC does where the climatology has none)."""
+    times and trajectories (its square root after the mean with ``root``); subclasses give :meth:`values` of a
+    piece."""
+
+    root: ClassVar[bool] = False
 
     def __init__(self, context: Context):
         super().__init__(context)
@@ -151,7 +153,8 @@ class PerSampleMean(Metric):
         self.samples[piece.where] = self.values(piece)
 
     def finish(self) -> dict[str, np.ndarray]:
-        return {self.name: levels_first(self.sample_mean(self.samples))}
+        mean = self.sample_mean(self.samples)
+        return {self.name: levels_first(np.sqrt(mean) if self.root else mean)}
 
     @staticmethod
     def sample_mean(samples: np.ndarray) -> np.ndarray:

@@ -24,12 +24,10 @@ class EnsembleMeanRMSE(PerSampleMean):
     name = "ensemble_mean_rmse"
     needs = "ensemble"
     convention = "RMSE of the ensemble mean: square root of the time-mean MSE of the ensemble mean"
+    root = True
 
     def values(self, piece: Piece) -> np.ndarray:
         return piece.squared_error
-
-    def finish(self) -> dict[str, np.ndarray]:
-        return {self.name: levels_first(np.sqrt(self.sample_mean(self.samples)))}
 
 
 @register
@@ -38,12 +36,10 @@ class Spread(PerSampleMean):
     needs = "ensemble"
     convention = ("square root of the time-mean spatially averaged ensemble variance (unbiased, M - 1 denominator), "
                   "WB2's EnsembleVariance")
+    root = True
 
     def values(self, piece: Piece) -> np.ndarray:
         return piece.ensemble_variance
-
-    def finish(self) -> dict[str, np.ndarray]:
-        return {self.name: levels_first(np.sqrt(self.sample_mean(self.samples)))}
 
 
 @register

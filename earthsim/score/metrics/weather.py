@@ -26,10 +26,8 @@ class MSE(PerSampleMean):
 class RMSE(MSE):
     name = "rmse"
     headline = True
+    root = True
     convention = "square root of the time-mean MSE (WeatherBench 2's headline RMSE: sqrt after the time mean)"
-
-    def finish(self) -> dict[str, np.ndarray]:
-        return {self.name: levels_first(np.sqrt(self.sample_mean(self.samples)))}
 
 
 @register
