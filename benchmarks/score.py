@@ -5,7 +5,7 @@ Builds a weather forecast store in the WeatherBench 2 layout (default 840 initia
 times, Zarr's default compression), its truth (a catalog entry over a store of every valid time)
 and a day-of-year × hour climatology, then computes in one run, on the same data:
 
-- earthsim: ``earthsim.score.evaluation(..., metrics=("rmse", "acc"))``: latitude-weighted RMSE (sqrt of
+- earthsim: ``earthsim.score.evaluate(..., metrics=("rmse", "acc"))``: latitude-weighted RMSE (sqrt of
   the time-mean MSE) and the uncentred ACC, from opening the stores to the scorecard;
 - xskillscore: the same alignment with xarray (truth and climatology selected at each valid time),
   ``xs.mse(..., weights=w)`` averaged over initial times then square-rooted, and ``xs.pearson_r`` on

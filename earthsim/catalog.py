@@ -25,6 +25,7 @@ import xarray as xr
 import yaml
 
 from earthsim import config
+from earthsim.data.conventions import TIME_DIM, TRAJECTORY_DIM
 from earthsim.data.grid import Axis, Grid
 from earthsim.errors import CatalogError, EarthsimError
 
@@ -110,8 +111,8 @@ class Split:
     def select(self, ds: xr.Dataset) -> xr.Dataset:
         """The part of ``ds`` in this split."""
         if self.trajectory is not None:
-            return ds.isel(trajectory=slice(*self.trajectory))
-        return ds.sel(time=slice(self.start, self.stop))
+            return ds.isel({TRAJECTORY_DIM: slice(*self.trajectory)})
+        return ds.sel({TIME_DIM: slice(self.start, self.stop)})
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ def get_entry(name: str | os.PathLike) -> DatasetEntry:
 def build_store(entry: DatasetEntry, progress: bool = True) -> Path:
     """Make the entry's store from its recorded source: ingest its raw files or run its solver."""
     if entry.source is None:
-        entry.require_store()
+        raise CatalogError(f"dataset {entry.name!r}: the entry has no 'source' to make its store {entry.store} from")
     if entry.source.solver is not None:
         from earthsim.sim import generate
 

@@ -20,7 +20,7 @@ def _parser(subparsers, name: str, help_text: str, examples: str) -> argparse.Ar
 
 def _add_simulate(subparsers) -> None:
     from earthsim import config
-    from earthsim.sim import SOLVERS, solver
+    from earthsim.sim import SOLVERS
 
     parser = _parser(subparsers, "simulate", "Run a physics solver and write its frames to a Zarr v3 store.", """
         earthsim simulate navier-stokes --out data/kolmogorov.zarr --trajectories 4 --frames 20
@@ -31,8 +31,7 @@ def _add_simulate(subparsers) -> None:
     parser.add_argument("--entry", help="make the store of this solver-backed catalog entry")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     solvers = parser.add_subparsers(dest="solver", metavar="SOLVER")
-    for name in SOLVERS:
-        config_cls, _ = solver(name)
+    for name, (config_cls, _) in SOLVERS.items():
         sub = _parser(solvers, name, (config_cls.__doc__ or name).strip().splitlines()[0], f"""
             earthsim simulate {name} --out data/{name}.zarr
         """)
@@ -44,12 +43,12 @@ def _add_simulate(subparsers) -> None:
 
 def _run_simulate(args) -> int:
     from earthsim import catalog, config
-    from earthsim.sim import generate, solver
+    from earthsim.sim import SOLVERS, generate
 
     if args.entry:
         path = generate(catalog.get_entry(args.entry), overwrite=args.overwrite)
     elif args.solver:
-        config_cls, simulate = solver(args.solver)
+        config_cls, simulate = SOLVERS[args.solver]
         path = simulate(config.from_arguments(config_cls, args), args.out, overwrite=args.overwrite)
     else:
         print("earthsim simulate: name a SOLVER or --entry NAME (see --help)", file=sys.stderr)

@@ -58,9 +58,10 @@ def write_store_entry(folder: Path, name: str, ds, kind: str, *, entry_folder: P
 
 
 def small_spec(inputs=("a",), outputs=None, static=(), grid: str = "box", shape=(16, 16), time_step: float = 0.1,
-               mean: float = 0.0, std: float = 1.0, **changes):
+               mean=0.0, std=1.0, **changes):
     """A DataSpec for model tests: ``grid`` "box" (periodic, ``shape``) or "latlon" (pole to pole, ``shape``),
-    statistics ``mean``/``std`` for every channel (0 and 1: normalisation is the identity)."""
+    statistics ``mean``/``std`` (a number for every channel, or one per input channel; 0 and 1: normalisation is
+    the identity; static fields get the first channel's; the difference std is half the std)."""
     from earthsim.data.grid import Axis, Grid
     from earthsim.models import DataSpec, Statistics
 
@@ -71,7 +72,9 @@ def small_spec(inputs=("a",), outputs=None, static=(), grid: str = "box", shape=
         grid = Grid(latitude=Axis(-90.0, 90.0, height), longitude=Axis(0.0, 360.0 - 360.0 / width, width),
                     longitude_convention="[0, 360)")
     n, k = len(inputs), len(static)
-    statistics = Statistics(mean=(mean,) * n, std=(std,) * n, diff_std=(std / 2,) * n, static_mean=(mean,) * k,
-                            static_std=(std,) * k)
+    mean = tuple(float(v) for v in mean) if isinstance(mean, (list, tuple)) else (float(mean),) * n
+    std = tuple(float(v) for v in std) if isinstance(std, (list, tuple)) else (float(std),) * n
+    statistics = Statistics(mean=mean, std=std, diff_std=tuple(s / 2 for s in std), static_mean=(mean[0],) * k,
+                            static_std=(std[0],) * k)
     return DataSpec(inputs=tuple(inputs), outputs=tuple(outputs or inputs), grid=grid, static=tuple(static),
                     time_step=time_step, statistics=statistics, **changes)

@@ -70,10 +70,10 @@ def test_every_entry_parses(name):
 
 
 def _fluid_trajectories(entry: catalog.DatasetEntry) -> int:
-    from earthsim.sim import SOLVERS, solver
+    from earthsim.sim import SOLVERS
 
     assert entry.source is not None and entry.source.solver in SOLVERS, f"{entry.name}: needs a solver source"
-    solver_config = config.build(solver(entry.source.solver)[0], entry.source.params, entry.name)
+    solver_config = config.build(SOLVERS[entry.source.solver][0], entry.source.params, entry.name)
     return solver_config.trajectories
 
 

@@ -446,3 +446,16 @@ def test_static_fields_are_normalised_by_the_statistics_the_model_was_trained_wi
             x = out
     expected = torch.cat(frames, dim=1)[:, :, 0].numpy()
     np.testing.assert_allclose(got.values, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_model_refuses_a_dataset_on_another_grid_of_the_same_size(weather, tmp_path):
+    """Same shape, other region: the export's grid is checked, not its size alone."""
+    checkpoint = _export(weather, tmp_path / "model.pt")
+    moved = yaml.safe_load(weather.read_text())
+    moved.update(name="wx-east", grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 6},
+                                       "longitude": {"start": 5.0, "stop": 19.0, "size": 8}})
+    other = tmp_path / "wx-east.yaml"
+    other.write_text(yaml.safe_dump(moved))
+    with pytest.raises(ValidationError, match=r"dataset 'wx-east' against the grid model .* was trained on: "
+                                              r"longitude differs from the grid by up to 10 degrees"):
+        run_forecast(checkpoint, str(other), "test", steps=2, out=tmp_path / "f.zarr", progress=False)

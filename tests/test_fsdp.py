@@ -26,9 +26,9 @@ def mesh():
     return init_device_mesh("cpu", (1,))
 
 
-def _step(name: str, mesh, parallelism: ParallelismConfig | None):
+def _step(name: str, mesh, parallelism: ParallelismConfig | None, **config):
     """Loss and gradients of one training step, sharded as ``parallelism`` says (None: no FSDP at all)."""
-    model, batch = _case(name)
+    model, batch = _case(name, **config)
     if parallelism is not None:
         parallelize(model, mesh, parallelism)
     with (parallelism or ParallelismConfig()).autocast(torch.device("cpu")):
@@ -46,9 +46,12 @@ def _assert_same_step(a, b, rtol: float) -> None:
                                    msg=key)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_default_sharding_equals_the_unsharded_step(name, mesh):
-    _assert_same_step(_step(name, mesh, ParallelismConfig()), _step(name, mesh, None), rtol=1e-5)
+@pytest.mark.parametrize("name,config", [(name, {}) for name in FAMILIES] + [("convlstm", {"teacher_forcing": False})])
+def test_default_sharding_equals_the_unsharded_step(name, config, mesh):
+    """Every family's training step; ConvLSTM also free-running (its registered training_loss rolling out through
+    its registered init_state and step)."""
+    _assert_same_step(_step(name, mesh, ParallelismConfig(), **config), _step(name, mesh, None, **config),
+                      rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -87,10 +90,11 @@ def test_compiled_units_give_the_same_step(name, mesh):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_bfloat16_parameters_train_close_to_float32(name, mesh):
-    """FSDP2 mixed precision with bfloat16 parameters and autocast; the spectral convolutions keep float32
-    parameters (FFTs and complex views take no bfloat16), so every family runs."""
-    low = _step(name, mesh, ParallelismConfig(param_dtype="bfloat16"))
+@pytest.mark.parametrize("reduce_dtype", ["float32", "bfloat16"])
+def test_bfloat16_parameters_train_close_to_float32(name, reduce_dtype, mesh):
+    """FSDP2 mixed precision with bfloat16 parameters and autocast (and gradients reduced in either dtype); the
+    spectral convolutions keep float32 parameters (FFTs and complex views take no bfloat16), so every family runs."""
+    low = _step(name, mesh, ParallelismConfig(param_dtype="bfloat16", reduce_dtype=reduce_dtype))
     full = _step(name, mesh, ParallelismConfig())
     assert low[0] == pytest.approx(full[0], rel=3e-2)
     cosine = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in low[1].values()]),
@@ -123,7 +127,7 @@ def test_rollouts_under_fsdp_equal_the_unsharded_model(name, mesh):
     """Forecasts go through forward, or through init_state and step for a model that carries its state: FSDP2
     must gather parameters around each (registered forward methods), or this fails on sharded tensors."""
     from test_model_contract import example_data, example_model
-    from earthsim.models import rollout
+    from earthsim.models import RecurrentModel, rollout
 
     plain, sharded = example_model(name).eval(), example_model(name).eval()
     parallelize(sharded, mesh)
@@ -131,3 +135,8 @@ def test_rollouts_under_fsdp_equal_the_unsharded_model(name, mesh):
     with torch.no_grad():
         torch.testing.assert_close(rollout(sharded, x, 4, static, None, forcings),
                                    rollout(plain, x, 4, static, None, forcings), rtol=1e-5, atol=1e-5)
+        if isinstance(plain, RecurrentModel):  # step alone, first call on a freshly sharded model
+            fresh = parallelize(example_model(name).eval(), mesh)
+            state = plain.init_state(x, static)
+            torch.testing.assert_close(fresh.step(state, forcings[:, :1])[0], plain.step(state, forcings[:, :1])[0],
+                                       rtol=1e-5, atol=1e-5)

@@ -151,7 +151,7 @@ def forced(tmp_path, monkeypatch):
 def test_a_model_predicting_fewer_channels_than_it_reads_trains_and_forecasts_with_forcings(forced, tmp_path):
     entry, ds = forced
     cfg = from_mapping({
-        "data": {"dataset": str(entry), "batch_size": 4, "outputs": ["vorticity"]},
+        "data": {"dataset": str(entry), "batch_size": 4, "output_variables": ["vorticity"]},
         "model": {"name": "fno", "params": {"n_modes": [4, 4], "hidden_channels": 8, "n_layers": 2}},
         "rollout": {"start_steps": 2, "max_steps": 2}, "epochs": 1, "max_steps": 2, "device": "cpu",
         "validation": {"rollout_steps": 2, "max_batches": 1}})

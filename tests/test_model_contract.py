@@ -1,8 +1,9 @@
 """The model contract, checked over every registered model: a new family joins these tests by registering.
 
 Each family is built from its ``example_config`` on a small data spec with three input channels,
-two of them predicted (the third a forcing read from data), one static field and non-trivial
-statistics, on the grid the family declares.
+the first and last predicted and the middle one a forcing read from data, one static field and
+different statistics per channel (so that a channel taken for another shows), on the grid the
+family declares.
 """
 
 from __future__ import annotations
@@ -25,10 +26,20 @@ FAMILIES = sorted(MODELS)
 BATCH = 4
 
 
+MEAN, STD = (1.0, -3.0, 5.0), (2.0, 0.5, 3.0)  # per input channel: a, forcing f, b
+OUTPUTS, FORCING = [0, 2], [1]
+
+
 def example_spec(name: str):
     grid = MODELS[name].factory.example_grid
-    return small_spec(inputs=("a", "b", "f"), outputs=("a", "b"), static=("s",), grid=grid,
-                      shape=(8, 16) if grid == "latlon" else (16, 16), mean=1.0, std=2.0)
+    return small_spec(inputs=("a", "f", "b"), outputs=("a", "b"), static=("s",), grid=grid,
+                      shape=(8, 16) if grid == "latlon" else (16, 16), mean=MEAN, std=STD)
+
+
+def _fields(shape, generator, dtype=torch.float32) -> torch.Tensor:
+    """Random fields ``[..., C=3, H, W]`` with each channel's mean and std."""
+    noise = torch.randn(*shape, generator=generator, dtype=dtype)
+    return torch.tensor(MEAN, dtype=dtype).view(-1, 1, 1) + torch.tensor(STD, dtype=dtype).view(-1, 1, 1) * noise
 
 
 def example_model(name: str, seed: int = 0, **config):
@@ -40,9 +51,9 @@ def example_data(model, frames: int = 4, batch: int = 2, seed: int = 1, dtype=to
     """Inputs ``x``, a static field and the forcing channel at ``frames`` predicted frames, in physical units."""
     g = torch.Generator().manual_seed(seed)
     height, width = model.spec.shape
-    x = 1.0 + 2.0 * torch.randn(batch, model.t_in, 3, height, width, generator=g, dtype=dtype)
+    x = _fields((batch, model.t_in, 3, height, width), g, dtype)
     static = torch.randn(1, height, width, generator=g, dtype=dtype)
-    forcings = 1.0 + 2.0 * torch.randn(batch, frames, 1, height, width, generator=g, dtype=dtype)
+    forcings = _fields((batch, frames, 3, height, width), g, dtype)[:, :, FORCING]
     return x, static, forcings
 
 
@@ -51,7 +62,7 @@ def test_forward_predicts_the_output_channels(name):
     model = example_model(name)
     x, static, _ = example_data(model)
     out = model(x, static, torch.full((2,), 0.1))
-    assert out.shape == (2, model.t_out, 2, *model.spec.shape)
+    assert out.shape == (2, model.t_out, len(OUTPUTS), *model.spec.shape)
     assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
@@ -80,6 +91,19 @@ def test_seeded_builds_and_forwards_are_deterministic(name):
         assert torch.equal(once, rollout(first, x, 3, static, None, forcings))
     assert not torch.equal(example_model(name, seed=8).state_dict()[next(iter(first.state_dict()))],
                            first.state_dict()[next(iter(first.state_dict()))])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_seeded_training_steps_are_deterministic(name):
+    updated = []
+    for _ in range(2):
+        model, batch = _case(name)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+        model.training_loss(batch, UNROLL, lambda p, t: ((p - t) ** 2).mean()).backward()
+        optimizer.step()
+        updated.append(model.state_dict())
+    for key in updated[0]:
+        assert torch.equal(updated[0][key], updated[1][key]), key
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -116,8 +140,8 @@ def test_rollout_feeds_back_predictions_and_reads_forcings_at_their_valid_times(
 @pytest.mark.parametrize("name", FAMILIES)
 def test_training_loss_reaches_every_parameter(name):
     model = example_model(name)
-    x, static, forcings = example_data(model, batch=BATCH)
-    y = torch.cat([1.0 + 2.0 * torch.randn(BATCH, 2, 2, *model.spec.shape), forcings[:, :2]], dim=2)
+    x, static, _ = example_data(model, batch=BATCH)
+    y = _fields((BATCH, 2, 3, *model.spec.shape), torch.Generator().manual_seed(4))
     loss = model.training_loss(Batch(x, y, torch.full((BATCH,), 0.1), static), 2, lambda p, t: ((p - t) ** 2).mean())
     loss.backward()
     assert loss.ndim == 0 and bool(torch.isfinite(loss))
@@ -131,13 +155,11 @@ def test_training_loss_reaches_every_parameter(name):
 STEPS, UNROLL, LR = 3, 2, 1e-2
 
 
-def _case(name: str):
+def _case(name: str, **config):
     """A model with fixed initial weights and a fixed global batch (targets with the forcing channel)."""
-    model = example_model(name)
-    x, static, forcings = example_data(model, frames=UNROLL * model.t_out, batch=BATCH, seed=2)
-    g = torch.Generator().manual_seed(3)
-    outputs = 1.0 + 2.0 * torch.randn(BATCH, UNROLL * model.t_out, 2, *model.spec.shape, generator=g)
-    y = torch.cat([outputs, forcings], dim=2)
+    model = example_model(name, **config)
+    x, static, _ = example_data(model, batch=BATCH, seed=2)
+    y = _fields((BATCH, UNROLL * model.t_out, 3, *model.spec.shape), torch.Generator().manual_seed(3))
     return model, Batch(x, y, torch.full((BATCH,), 0.1), static)
 
 
@@ -223,9 +245,10 @@ def test_a_model_declaring_physical_units_sees_and_returns_physical_fields():
         normalised = False
 
     spec = example_spec("fno")
-    x = 1.0 + 2.0 * torch.randn(2, 1, 3, 16, 16)
+    x = _fields((2, 1, 3, 16, 16), torch.Generator().manual_seed(0))
     static = torch.randn(1, 16, 16)
-    torch.testing.assert_close(PhysicalLast({}, spec)(x, static), x[:, :, :2])
+    torch.testing.assert_close(PhysicalLast({}, spec)(x, static), x[:, :, OUTPUTS])
     torch.testing.assert_close(seen[-1], x)
-    torch.testing.assert_close(Last({}, spec)(x, static), x[:, :, :2], rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(seen[-1], (x - 1.0) / 2.0)  # the spec's mean 1 and std 2
+    torch.testing.assert_close(Last({}, spec)(x, static), x[:, :, OUTPUTS], rtol=1e-6, atol=1e-5)
+    mean, std = torch.tensor(MEAN).view(-1, 1, 1), torch.tensor(STD).view(-1, 1, 1)
+    torch.testing.assert_close(seen[-1], (x - mean) / std)  # each channel by its own statistics

@@ -436,3 +436,5 @@ def test_solver_is_a_module_whose_operators_move_with_it_and_ignore_autocast():
     torch.testing.assert_close(under_autocast, solver.step(state), rtol=0, atol=0)
     moved = solver.to("meta")
     assert {buffer.device.type for buffer in moved.buffers()} == {"meta"} and moved.device.type == "meta"
+    with pytest.raises(EarthsimError, match="runs in the precision it was built with"):
+        solver.float()

@@ -59,7 +59,7 @@ def test_config_errors_name_the_key(fluid_entry):
         from_mapping({**_experiment(fluid_entry), "optimizer": {"lr_max": 1.0}})
     with pytest.raises(EarthsimError, match=r"optimizer.lr: expected float"):
         from_mapping({**_experiment(fluid_entry), "optimizer": {"lr": "fast"}})
-    with pytest.raises(EarthsimError, match=r"parallelism.param_dtype: 'fp8' is not one of \['float32', 'bfloat16'\]"):
+    with pytest.raises(EarthsimError, match=r"parallelism.param_dtype: 'fp8' is not one of \['auto', 'float32', 'bfloat16'\]"):
         from_mapping(_experiment(fluid_entry, **{"parallelism.param_dtype": "fp8"}))
     with pytest.raises(EarthsimError, match=r"unknown key\(s\) \['residual'\]"):  # residual is the model's
         from_mapping(_experiment(fluid_entry, residual=True))
@@ -71,7 +71,9 @@ def test_config_errors_name_the_key(fluid_entry):
     ({"model": {"name": "fno", "params": {"n_modes": [40, 40]}}}, "too large"),
     ({"model": {"name": "unet", "params": {}}}, "registered models"),
     ({"loss": {"name": "mse", "variable_weights": {"pressure": 2.0}}}, "unknown name"),
-    ({"data": {"dataset": "placeholder", "outputs": ["pressure"]}}, r"data.outputs: \['pressure'\] are not among"),
+    ({"data": {"dataset": "placeholder", "output_variables": ["pressure"]}},
+     r"data.output_variables: \['pressure'\] are not among"),
+    ({"data": {"dataset": "placeholder", "lead_strides": [1, 2]}}, "need a lead-conditioned model reading one frame"),
 ])
 def test_model_data_mismatch_fails_before_training(fluid_entry, tmp_path, changes, message):
     raw = {**_experiment(fluid_entry), **changes}

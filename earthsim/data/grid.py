@@ -79,6 +79,17 @@ class Grid:
         return lat is not None and math.isclose(abs(lat.start), 90) and math.isclose(abs(lat.stop), 90) \
             and lat.start * lat.stop < 0
 
+    def check_same(self, other: "Grid", where: str) -> None:
+        """Raise naming ``where`` unless ``other`` is this grid (same kind and size; latitudes and longitudes within
+        GRID_TOLERANCE_DEG, or the same box side)."""
+        if other.kind != self.kind or other.shape != self.shape:
+            raise EarthsimError(f"{where}: a {other.kind} grid of {other.shape}, not this {self.kind} grid of "
+                                f"{self.shape}")
+        if self.kind == LATLON:
+            self.check_coordinates(other.latitudes(), other.longitudes(), where)
+        elif not math.isclose(self.box_length, other.box_length, rel_tol=1e-9):
+            raise EarthsimError(f"{where}: a box of side {other.box_length:g}, not {self.box_length:g}")
+
     def check_coordinates(self, latitude, longitude, where: str) -> None:
         """Raise naming ``where`` if coordinate values differ from this grid by more than GRID_TOLERANCE_DEG."""
         for name, got, expected in ((LATITUDE_DIM, latitude, self.latitudes()),

@@ -26,12 +26,15 @@ import pandas as pd
 import xarray as xr
 
 from earthsim.catalog import DatasetEntry
-from earthsim.data.conventions import CONVENTIONS, LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, MEMBER_DIM, TIME_DIM, X_DIM, Y_DIM, record_dim, to_conventions
+from earthsim.data.grid import GRID_TOLERANCE_DEG
+from earthsim.data.conventions import (
+    CONVENTIONS, LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, MEMBER_DIM, RECORD_DIMS,
+    TIME_DIM, X_DIM, Y_DIM, record_dim, to_conventions,
+)
 from earthsim.data.store import PROVENANCE_ATTR, provenance, write_zarr
 from earthsim.errors import CatalogError, EarthsimError, ValidationError
 
 TIME_CHUNK_BYTES = 2**20  # target size of one stored chunk (float32), a block of whole time steps
-GRID_TOLERANCE = 1e-6  # degrees
 LISTED = 10  # times (or fields) listed by name per difference before summarising the rest
 _GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
 
@@ -161,7 +164,7 @@ def open_input(path: str | os.PathLike, time_chunk: int | None = None) -> xr.Dat
     except Exception as error:  # the engines raise many types (OSError, ValueError, KeyError, EcCodesError)
         kind = "GRIB" if engine == "cfgrib" else "netCDF"
         raise EarthsimError(f"{path}: cannot read as {kind}: {type(error).__name__}: {error}") from error
-    record = next((d for d in (TIME_DIM, "valid_time", "month") if d in ds.dims), None)
+    record = next((d for d in (TIME_DIM, "valid_time", *RECORD_DIMS) if d in ds.dims), None)
     chunks = {dim: -1 for dim in ds.dims}
     if record is not None:
         chunks[record] = min(time_chunk or default_time_chunk(ds, record, itemsize=None), ds.sizes[record])
@@ -212,7 +215,7 @@ def _read_errors(where: str):
 def validate_against_entry(ds: xr.Dataset, entry: DatasetEntry, where: str, progress: bool = False) -> None:
     """Check ``ds`` (in the conventions) against what ``entry`` declares; raise one ValidationError listing
     every difference: variables, units, levels, members, times (range, step, duplicates, order), grid
-    (values within GRID_TOLERANCE degrees, or sizes) and fields that are entirely NaN.
+    (values within GRID_TOLERANCE_DEG degrees, or sizes) and fields that are entirely NaN.
 
     The NaN check is the only pass over the data: dask reduces each field to one flag.
     """
@@ -247,7 +250,7 @@ def _variable_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
 def _level_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
     if not entry.levels:
         if LEVEL_DIM in ds.dims:
-            return [f"extra level dim with levels {_numbers(ds['level'].values)} hPa; the entry lists no levels"]
+            return [f"extra level dim with levels {_numbers(ds[LEVEL_DIM].values)} hPa; the entry lists no levels"]
         return []
     if LEVEL_DIM not in ds.dims:
         return [f"no level dim; entry expects levels {list(entry.levels)} hPa"]
@@ -328,7 +331,7 @@ def _grid_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
             problems.append(f"{name} grid mismatch: {found.size} points {_span(found)}; entry expects {want}")
             continue
         error = np.abs(found - axis.values())
-        if error.max() > GRID_TOLERANCE:
+        if error.max() > GRID_TOLERANCE_DEG:
             i = int(np.argmax(error))
             problems.append(
                 f"{name} grid mismatch: values {_span(found)} differ from the entry's {want} by up to "

@@ -228,8 +228,8 @@ def _climatology(da: xr.DataArray, hours: np.ndarray, weights: np.ndarray) -> xr
         chosen = np.flatnonzero(hour_of_sample == hour)
         to_days = xr.DataArray(_day_of_year_rows(doy[chosen], leap[chosen]) @ weights, dims=(TIME_DIM, "dayofyear"),
                                coords={"dayofyear": np.arange(1, DAYS_IN_YEAR + 1)})
-        total = xr.dot(values.isel(time=chosen), to_days, dim=TIME_DIM)
-        weight = xr.dot(counts.isel(time=chosen), to_days, dim=TIME_DIM)
+        total = xr.dot(values.isel({TIME_DIM: chosen}), to_days, dim=TIME_DIM)
+        weight = xr.dot(counts.isel({TIME_DIM: chosen}), to_days, dim=TIME_DIM)
         means.append(total / weight.where(weight > 0))
     mean = xr.concat(means, dim=xr.DataArray(hours, dims="hour")).astype(np.float32)
     order = ["hour", "dayofyear"] + [d for d in (LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM) if d in mean.dims]
@@ -309,7 +309,7 @@ def climatology_at(climatology: xr.Dataset, name: str, valid_times, levels=None,
         selection["hour"] = xr.DataArray(np.asarray(times.hour), dims="valid")
     field = climatology[name]
     if levels is not None:
-        field = field.sel(level=list(levels))
+        field = field.sel({LEVEL_DIM: list(levels)})
     field = field.sel(selection)
     order = ["valid"] + ([LEVEL_DIM] if LEVEL_DIM in field.dims else []) + list(spatial)
     values = np.asarray(field.transpose(*order).values, dtype=np.float32)

@@ -144,7 +144,8 @@ def batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Windows of ``t_in`` input and ``t_out`` target frames, ``stride`` frames apart, from one split.
+    """Windows of ``t_in`` input frames ``stride`` apart and ``t_out`` target frames a lead apart (``stride``, or
+    each of ``lead_strides``), from one split.
 
     ``statistics`` is an xarray Dataset with, per variable, dims ``("statistic", [level])`` and
     ``statistic`` = mean, std, diff_std (the layout of ``earthsim.data.stats.load_statistics``,

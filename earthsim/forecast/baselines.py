@@ -8,7 +8,7 @@
   baseline the learned-interpolation (Kochkov et al. 2021) and TSM (Sun et al. 2023) papers beat.
 
 Baselines take one input frame, so their initial times are every frame of the split with
-``steps`` frames after it (``stride`` frames apart); a model forecast with ``t_in`` > 1 starts
+``steps`` frames after it (``lead_stride`` store frames apart); a model forecast with ``t_in`` > 1 starts
 later, and the scorer aligns them by valid time.
 """
 
@@ -35,7 +35,7 @@ SOLVER_ATTRS = ("flow", "viscosity", "drag", "forcing_wavenumber", "forcing_ampl
 
 def _request(kind: str, entry: DatasetEntry, split: str, ic: InitialConditions, inits: list | None, **extra) -> dict:
     return {"baseline": kind, "dataset": entry.name, "store": entry.store, "split": split, "steps": ic.steps,
-            "inits": None if inits is None else [str(v) for v in inits], "stride": ic.stride,
+            "inits": None if inits is None else [str(v) for v in inits], "lead_stride": ic.lead_stride,
             "lead_time": ic.lead_time, **extra}
 
 
@@ -44,11 +44,11 @@ def _attrs(kind: str, entry: DatasetEntry, split: str) -> dict:
 
 
 def persistence(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
-                inits: list | None = None, stride: int = 1, batch_size: int = 64, progress: bool = True,
+                inits: list | None = None, lead_stride: int = 1, batch_size: int = 64, progress: bool = True,
                 overwrite: bool = False) -> Path:
     """Persistence forecast store: the value at every lead is the truth at the initial time."""
     entry = resolve_entry(dataset)
-    ic = InitialConditions(entry, split, steps, t_in=1, stride=stride, inits=inits)
+    ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
 
     def compute(block: Block) -> np.ndarray:
         first = ic.read(block)  # [inits, 1, C, H, W]
@@ -61,7 +61,7 @@ def persistence(dataset: str | DatasetEntry, split: str = "test", *, steps: int,
 
 
 def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
-                         inits: list | None = None, stride: int = 1, batch_size: int = 64, progress: bool = True,
+                         inits: list | None = None, lead_stride: int = 1, batch_size: int = 64, progress: bool = True,
                          overwrite: bool = False) -> Path:
     """Climatology forecast store (weather): the day-of-year × hour climatology at each valid time,
     selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does."""
@@ -71,7 +71,7 @@ def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, st
     if entry.kind != "weather":
         raise ValidationError(f"dataset {entry.name!r} is a {entry.kind} dataset; a climatology forecast needs a "
                               "weather dataset (for fluids use persistence or the solver baseline)")
-    ic = InitialConditions(entry, split, steps, t_in=1, stride=stride, inits=inits)
+    ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
     climatology = load_climatology(entry, progress=progress)
     where = f"climatology of {entry.name!r} ({entry.climatology})"
     valid = pd.DatetimeIndex(ic.valid_times().ravel())
@@ -121,16 +121,16 @@ def navier_stokes_solver(entry: DatasetEntry, ic: InitialConditions, dtype: torc
 
 
 def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
-                    inits: list | None = None, stride: int = 1, batch_size: int = 16, progress: bool = True,
+                    inits: list | None = None, lead_stride: int = 1, batch_size: int = 16, progress: bool = True,
                     device: str = "cpu", overwrite: bool = False) -> Path:
     """Numerical-solver forecast store (Navier–Stokes fluid datasets): the solver at the dataset's
     resolution, in float64, started from the stored coarse frame at each initial time, saving a
-    frame every ``stride`` store frames."""
+    frame every ``lead_stride`` store frames."""
     entry = resolve_entry(dataset)
     if entry.kind != "fluid":
         raise ValidationError(f"dataset {entry.name!r} is a {entry.kind} dataset; the solver baseline needs a "
                               "Navier–Stokes fluid dataset")
-    ic = InitialConditions(entry, split, steps, t_in=1, stride=stride, inits=inits)
+    ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
     solver = navier_stokes_solver(entry, ic, device=device)
 
     def compute(block: Block) -> np.ndarray:

@@ -25,13 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="initial times × members per model call (default 32; baselines 64, solver 16)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--baseline", choices=BASELINES, help="write a baseline instead of a model forecast")
-    parser.add_argument("--stride", type=int, default=1, help="baselines: store frames between forecast frames")
     parser.add_argument("--mode", choices=("iterative", "direct"), default="iterative",
                         help="models: feed predictions back (iterative), or call a lead-conditioned model once per "
                              "lead from the initial state (direct)")
     parser.add_argument("--lead-stride", type=int,
-                        help="models: store frames between forecast frames (default: the model's training lead; "
-                             "needed for a model trained at several leads)")
+                        help="store frames between forecast frames (default: 1 for baselines; a model's training "
+                             "lead, to be chosen for a model trained at several)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
 
 
@@ -44,21 +43,19 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline is not None:
         if args.checkpoint is not None:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline, not both")
-        if args.members != 1 or args.perturbation or args.mode != "iterative" or args.lead_stride is not None:
-            raise EarthsimError("--members, --perturbation, --mode and --lead-stride apply to model forecasts, not to "
-                                "--baseline")
+        if args.members != 1 or args.perturbation or args.mode != "iterative":
+            raise EarthsimError("--members, --perturbation and --mode apply to model forecasts, not to --baseline")
         batch = {} if args.batch_size is None else {"batch_size": args.batch_size}
+        lead = {} if args.lead_stride is None else {"lead_stride": args.lead_stride}
         if args.baseline == "persistence":
-            path = persistence(args.dataset, args.split, stride=args.stride, **batch, **common)
+            path = persistence(args.dataset, args.split, **lead, **batch, **common)
         elif args.baseline == "climatology":
-            path = climatology_forecast(args.dataset, args.split, stride=args.stride, **batch, **common)
+            path = climatology_forecast(args.dataset, args.split, **lead, **batch, **common)
         else:
-            path = solver_baseline(args.dataset, args.split, stride=args.stride, device=args.device, **batch, **common)
+            path = solver_baseline(args.dataset, args.split, device=args.device, **lead, **batch, **common)
     else:
         if args.checkpoint is None:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline")
-        if args.stride != 1:
-            raise EarthsimError("--stride is for baselines; a model forecasts at the stride it was trained with")
         path = run_forecast(args.checkpoint, args.dataset, args.split, members=args.members,
                             perturbation=args.perturbation, seed=args.seed, device=args.device, mode=args.mode,
                             lead_stride=args.lead_stride,

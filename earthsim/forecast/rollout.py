@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from earthsim.catalog import DatasetEntry
-from earthsim.errors import ValidationError
+from earthsim.errors import EarthsimError, ValidationError
 from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
 from earthsim.forecast.store import write_forecast
 from earthsim.models import DataSpec, ExportRecord, direct, load_exported, rollout
@@ -44,8 +44,10 @@ def _check_compatible(record: ExportRecord, spec: DataSpec, ic: InitialCondition
     if list(spec.static) != list(ic.windows.static_channels):
         raise ValidationError(f"{where} takes static fields {list(spec.static)}; dataset {ic.entry.name!r} has "
                               f"{list(ic.windows.static_channels)}")
-    if tuple(ic.entry.grid.shape) != tuple(spec.shape):
-        raise ValidationError(f"{where} takes a {spec.shape} grid; dataset {ic.entry.name!r} has {ic.entry.grid.shape}")
+    try:
+        spec.grid.check_same(ic.entry.grid, f"dataset {ic.entry.name!r} against the grid {where} was trained on")
+    except EarthsimError as error:
+        raise ValidationError(str(error)) from None
     if not math.isclose(spec.time_step, record.stride * ic.entry.time_step, rel_tol=1e-9):
         raise ValidationError(f"{where} steps {spec.time_step} {spec.time_units} between input frames; dataset "
                               f"{ic.entry.name!r} with stride {record.stride} gives {record.stride * ic.entry.time_step}")
@@ -82,7 +84,7 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
         raise ValidationError(f"seed must be an integer ≥ 0, got {seed!r}")
     spec = model.spec
     lead = _lead_stride(record, lead_stride, mode, steps, where)
-    variables = list(dict.fromkeys(spec.variables))
+    variables = list(dict.fromkeys(spec.channel_variables))
     absent = [v for v in variables if v not in entry.variables]
     if absent:
         raise ValidationError(f"{where} reads variables {variables}; dataset {entry.name!r} has variables "
@@ -139,7 +141,7 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
 
 def _predicted_variables(ic: InitialConditions, spec: DataSpec, where: str) -> list[str]:
     """The variables the model predicts, whole (a forecast store holds whole variables), in channel order."""
-    predicted = [name for name in ic.variables if name in {spec.variables[i] for i in spec.output_index}]
+    predicted = [name for name in ic.variables if name in {spec.channel_variables[i] for i in spec.output_index}]
     channels = [c for c, v in zip(ic.channels, ic.windows.channel_variables) if v in predicted]
     if channels != list(spec.outputs):
         raise ValidationError(f"{where} predicts channels {list(spec.outputs)}; a forecast store holds whole "

@@ -14,7 +14,7 @@ from earthsim.models.base import MODELS, Batch, EarthsimModel, RecurrentModel, b
 from earthsim.models.spec import DataSpec, Statistics
 from earthsim.models import convlstm, fno, sfno  # noqa: F401  (register convlstm, fno, tfno, sfno)
 from earthsim.models.export import EXPORT_NAME, ExportRecord, export_model, load_exported
-from earthsim.models.parallelize import ParallelismConfig, default_mesh, parallelize
+from earthsim.models.parallelism import ParallelismConfig, default_mesh, parallelize
 from earthsim.models.rollout import complete_frames, direct, rollout
 
 __all__ = [

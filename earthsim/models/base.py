@@ -202,9 +202,6 @@ def _full_precision(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
-State = TypeVar("State")
-
-
 class RecurrentModel(EarthsimModel):
     """A model that advances with a carried state, so that each new frame costs the same whatever the horizon.
 

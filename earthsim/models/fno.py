@@ -18,25 +18,23 @@ inside the layer, so every parameter is real and sharded, and outputs equal neur
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
-from neuralop.layers.spectral_convolution import SpectralConv
-from neuralop.models import FNO, TFNO
-from tltorch.factorized_tensors.factorized_tensors import CPTensor, DenseTensor, TTTensor, TuckerTensor
 from torch import nn
 
 from earthsim.errors import EarthsimError
 from earthsim.models.base import EarthsimModel, FSDPUnit, register_model
 from earthsim.models.spec import DataSpec
 
-# tltorch factorizations and the tensors their constructors take ("factors" is a list).
-_FACTORIZATIONS = (
-    (DenseTensor, ("tensor",)),
-    (TuckerTensor, ("core", "factors")),
-    (CPTensor, ("weights", "factors")),
-    (TTTensor, ("factors",)),
-)
+
+def _factorizations() -> tuple:
+    """tltorch factorizations and the tensors their constructors take ("factors" is a list)."""
+    from tltorch.factorized_tensors.factorized_tensors import CPTensor, DenseTensor, TTTensor, TuckerTensor
+
+    return ((DenseTensor, ("tensor",)), (TuckerTensor, ("core", "factors")), (CPTensor, ("weights", "factors")),
+            (TTTensor, ("factors",)))
 
 
 class RealSpectralWeight(nn.Module):
@@ -49,7 +47,7 @@ class RealSpectralWeight(nn.Module):
 
     def __init__(self, factorized: nn.Module):
         super().__init__()
-        for cls, fields in _FACTORIZATIONS:
+        for cls, fields in _factorizations():
             if isinstance(factorized, cls):
                 break
         else:
@@ -115,8 +113,15 @@ class RealWeightConv:
             return super().forward(x if x.dtype == torch.float64 else x.float(), output_shape)
 
 
-class ShardableSpectralConv(RealWeightConv, SpectralConv):
-    """neuraloperator's ``SpectralConv`` (FFT convolution on the periodic box) with real weight storage."""
+@functools.cache
+def shardable_spectral_conv() -> type:
+    """neuraloperator's ``SpectralConv`` (FFT convolution on the periodic box) with real weight storage; made on
+    first use, so that neuraloperator is imported only when a Fourier operator is built."""
+    from neuralop.layers.spectral_convolution import SpectralConv
+
+    return type("ShardableSpectralConv", (RealWeightConv, SpectralConv), {
+        "__doc__": "neuraloperator's SpectralConv with its weight held as real parameters (FSDP2-shardable).",
+        "__module__": __name__})
 
 
 _NORMS = (None, "group_norm", "instance_norm")
@@ -236,7 +241,9 @@ class FourierOperator(EarthsimModel):
         return periodic_coordinates(*self.spec.shape) if self.config.positional_embedding == "periodic" else None
 
     def build_operator(self, **common) -> nn.Module:
-        return FNO(conv_module=ShardableSpectralConv, **common)
+        from neuralop.models import FNO
+
+        return FNO(conv_module=shardable_spectral_conv(), **common)
 
     def network(self, x: torch.Tensor, static: torch.Tensor | None, lead_time: torch.Tensor | None) -> torch.Tensor:
         batch = x.shape[0]
@@ -287,5 +294,7 @@ class TensorizedFourierNeuralOperator(FourierOperator):
     example_config = {**FourierOperator.example_config, "rank": 0.5}
 
     def build_operator(self, **common) -> nn.Module:
-        return TFNO(conv_module=ShardableSpectralConv, factorization=self.config.factorization,
+        from neuralop.models import TFNO
+
+        return TFNO(conv_module=shardable_spectral_conv(), factorization=self.config.factorization,
                     rank=self.config.rank, **common)

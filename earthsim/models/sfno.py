@@ -55,10 +55,6 @@ def shardable_spherical_conv() -> type:
 class SFNOConfig(OperatorConfig):
     """Spherical FNO: spectral convolutions in the spherical-harmonic basis (torch-harmonics)."""
 
-    grid: str = dataclasses.field(
-        default="equiangular", metadata={
-            "help": "latitude quadrature of the data grid (equiangular includes both poles)",
-            "choices": ["equiangular", "legendre-gauss", "lobatto"]})
     positional_embedding: str = dataclasses.field(
         default="spherical", metadata={
             "help": "coordinate channels: spherical (unit vector, 3 channels), grid (neuraloperator's "
@@ -67,11 +63,14 @@ class SFNOConfig(OperatorConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice(self, "grid", ("equiangular", "legendre-gauss", "lobatto"))
         check_choice(self, "positional_embedding", ("spherical", "grid", "none"))
 
 
-def spherical_coordinates(height: int, width: int, grid: str) -> torch.Tensor:
+#: The spherical-harmonic quadrature of earthsim's grids: equally spaced latitudes from pole to pole.
+SHT_GRID = "equiangular"
+
+
+def spherical_coordinates(height: int, width: int, grid: str = SHT_GRID) -> torch.Tensor:
     """``[3, H, W]``: the unit vector (cos θ, sin θ cos φ, sin θ sin φ) at torch-harmonics' grid points.
 
     θ is the colatitude of the ``grid`` quadrature (row 0 nearest the north pole, as the SHT reads
@@ -87,7 +86,8 @@ def spherical_coordinates(height: int, width: int, grid: str) -> torch.Tensor:
 
 @register_model("sfno", SFNOConfig)
 class SphericalFourierNeuralOperator(FourierOperator):
-    """SFNO on a global latitude/longitude grid from pole to pole."""
+    """SFNO on a global latitude/longitude grid from pole to pole, through the equiangular transform (earthsim's
+    latitude grids are equally spaced, so Gauss or Lobatto quadratures would not match the data's points)."""
 
     example_config = {"n_modes": [4, 8], "hidden_channels": 8, "n_layers": 2}
     example_grid = "latlon"
@@ -110,9 +110,9 @@ class SphericalFourierNeuralOperator(FourierOperator):
     def coordinate_channels(self) -> torch.Tensor | None:
         if self.config.positional_embedding != "spherical":
             return None
-        return spherical_coordinates(*self.spec.shape, self.config.grid)
+        return spherical_coordinates(*self.spec.shape)
 
     def build_operator(self, **common) -> nn.Module:
         from neuralop.models import SFNO
 
-        return SFNO(conv_module=functools.partial(shardable_spherical_conv(), sht_grids=self.config.grid), **common)
+        return SFNO(conv_module=functools.partial(shardable_spherical_conv(), sht_grids=SHT_GRID), **common)

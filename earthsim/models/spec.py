@@ -41,7 +41,7 @@ class DataSpec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     grid: Grid
-    variables: tuple[str, ...] = ()  # the store variable of each input channel (z for z500); default: the names
+    channel_variables: tuple[str, ...] = ()  # the store variable of each input (z for z500); default: the names
     static: tuple[str, ...] = ()
     time_step: float = 1.0  # between consecutive frames the model sees: hours (weather) or solver units (fluids)
     time_units: str = "hours"
@@ -50,11 +50,11 @@ class DataSpec:
     statistics: Statistics | None = None
 
     def __post_init__(self):
-        if not self.variables:
-            object.__setattr__(self, "variables", tuple(self.inputs))
-        if len(self.variables) != len(self.inputs):
-            raise EarthsimError(f"data spec: variables name the variable of each input channel; got "
-                                f"{list(self.variables)} for inputs {list(self.inputs)}")
+        if not self.channel_variables:
+            object.__setattr__(self, "channel_variables", tuple(self.inputs))
+        if len(self.channel_variables) != len(self.inputs):
+            raise EarthsimError(f"data spec: channel_variables name the variable of each input channel; got "
+                                f"{list(self.channel_variables)} for inputs {list(self.inputs)}")
         for name in ("inputs", "outputs", "static"):
             names = getattr(self, name)
             if len(set(names)) != len(names):
@@ -109,17 +109,18 @@ class DataSpec:
         return config_lib.build(cls, raw, "data spec")
 
     @classmethod
-    def from_windows(cls, windows: "WindowDataset", outputs: list[str] | None = None) -> "DataSpec":
-        """The spec of models trained on ``windows``: its channels (``outputs``: the variables predicted,
+    def from_windows(cls, windows: "WindowDataset", output_variables: list[str] | None = None) -> "DataSpec":
+        """The spec of models trained on ``windows``: its channels (the channels of ``output_variables`` predicted,
         default all), grid, time step, leads, store physics and statistics (needed: load them)."""
         channels = tuple(windows.channels)
-        if outputs is None:
+        if output_variables is None:
             predicted = channels
         else:
-            unknown = [v for v in outputs if v not in windows.variables]
+            unknown = [v for v in output_variables if v not in windows.variables]
             if unknown:
-                raise EarthsimError(f"data.outputs: {unknown} are not among the variables read {windows.variables}")
-            predicted = tuple(c for c, v in zip(channels, windows.channel_variables) if v in outputs)
+                raise EarthsimError(f"data.output_variables: {unknown} are not among the variables read "
+                                    f"{windows.variables}")
+            predicted = tuple(c for c, v in zip(channels, windows.channel_variables) if v in output_variables)
         if windows.mean is None:
             raise EarthsimError(f"dataset {windows.entry.name!r}: a data spec needs the normalisation statistics")
         static_mean, static_std = windows.static_statistics()
@@ -127,7 +128,8 @@ class DataSpec:
             mean=tuple(windows.mean.double().tolist()), std=tuple(windows.std.double().tolist()),
             diff_std=tuple(windows.diff_std.double().tolist()),
             static_mean=tuple(float(v) for v in static_mean), static_std=tuple(float(v) for v in static_std))
-        return cls(inputs=channels, outputs=predicted, grid=windows.grid, variables=tuple(windows.channel_variables),
+        return cls(inputs=channels, outputs=predicted, grid=windows.grid,
+                   channel_variables=tuple(windows.channel_variables),
                    static=tuple(windows.static_channels),
                    time_step=float(windows.stride * windows.time_step), time_units=windows.entry.time.units,
                    lead_times=tuple(float(v) for v in windows.lead_times), physics=windows.physics,

@@ -323,7 +323,8 @@ def format_lead(value) -> str:
 
 
 def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:
-    """Open forecast ``spec``, check it against ``truth`` and read the truth frames it needs."""
+    """Open forecast ``spec`` and check it against ``truth``: grid, units, variables, levels, trajectories and
+    every valid time (coordinates only: the fields are read later, block by block)."""
     label, path, fc = open_forecast(spec)
     variables = [name for name in fc.data_vars if INIT_DIM in fc[name].dims and LEAD_DIM in fc[name].dims]
     if not variables:

@@ -8,8 +8,9 @@ The scorer reads stores only (it knows nothing of models). Each store is aligned
 valid time (:mod:`earthsim.score.align`), then read block by block of initial times (whole store
 chunks, about :data:`BLOCK_BYTES` each) together with the truth frames valid in that block; each
 block is cut into cache-sized pieces converted to float64 and handed to every metric that applies
-(:mod:`earthsim.score.metrics`), so every sum is accumulated in float64, no per-sample Python loop
-runs, and memory does not grow with the length of the forecast.
+(:mod:`earthsim.score.metrics`), so every sum is accumulated in float64 and no per-sample Python
+loop runs. Fields are held one block at a time, whatever the length of the forecast; what grows
+with it is the per-sample scores (8 bytes per metric, initial time, lead, trajectory and level).
 
 The scorecard is an ``xarray.Dataset`` with dims ``model``, ``variable`` (one entry per variable
 and level: ``z500``, ``t850``, ``t2m``, ``vorticity``; coords ``name``, ``level``, ``units``) and
@@ -314,7 +315,8 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
     if not forecasts:
         raise EarthsimError("score needs at least one forecast store")
     opened = open_truth(truth)
-    clim = _climatology(climatology, opened, progress) if metrics is None or "acc" in metrics else None
+    wanted = METRICS.values() if metrics is None else [METRICS[n] for n in metrics if n in METRICS]
+    clim = _climatology(climatology, opened, progress) if any(m.needs == "climatology" for m in wanted) else None
     cards, fields, labels = [], [], {}
     seen = set()
     for spec in forecasts:
@@ -342,8 +344,10 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
     card[LEAD_DIM].attrs["long_name"] = "lead time (prediction_timedelta)"
     if not opened.datetime:
         card[LEAD_DIM].attrs["units"] = str(opened.data[INIT_DIM].attrs.get("units", opened.entry.time.units))
-    if "decorrelation_time" in card:
-        card["decorrelation_time"].attrs["units"] = "hours" if opened.datetime else card[LEAD_DIM].attrs["units"]
+    for cls in METRICS.values():
+        for key in cls.output_dims() if cls.lead_units else ():
+            if key in card:
+                card[key].attrs["units"] = "hours" if opened.datetime else card[LEAD_DIM].attrs["units"]
     card.attrs.update({
         "title": f"earthsim scorecard against {opened.name}",
         "truth": opened.name,

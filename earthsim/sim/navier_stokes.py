@@ -302,6 +302,14 @@ class NavierStokes2D(nn.Module):
     def device(self) -> torch.device:
         return self.mask.device
 
+    def _apply(self, fn, recurse: bool = True):
+        """Move with the model (``.to(device)``); refuse a cast (``.float()``, ``.to(dtype)``), which would leave the
+        complex operators in the old precision: build the solver in the precision wanted instead."""
+        if fn(self.mask).dtype != self.mask.dtype:
+            raise EarthsimError(f"NavierStokes2D runs in the precision it was built with ({self.dtype}); build "
+                                "another for a different dtype instead of casting it")
+        return super()._apply(fn, recurse)
+
     @property
     def dtype(self) -> torch.dtype:
         return self.mask.dtype

@@ -16,17 +16,20 @@ import yaml
 from earthsim import config
 from earthsim.catalog import catalog_dirs
 from earthsim.errors import EarthsimError
-from earthsim.models.parallelize import ParallelismConfig
+from earthsim.models.parallelism import ParallelismConfig
 
 
 @dataclass
 class DataConfig:
     """Which windows of which dataset a model trains on.
 
-    ``variables`` are read (default: the entry's); ``outputs`` are the variables predicted (default: all
-    read; the others are forcings, read from data at every step). Input frames are ``stride`` store
-    frames apart; each sample's lead is drawn from ``lead_strides`` (a set) or ``lead_stride_range``
-    (``[first, last]``, inclusive), in store frames, else it is ``stride``.
+    ``variables`` are read (default: the entry's); ``output_variables`` are the variables predicted
+    (default: all read; the others are forcings, read from data at every step). Input frames are
+    ``stride`` store frames apart; each sample's lead is drawn from ``lead_strides`` (a set) or
+    ``lead_stride_range`` (``[first, last]``, inclusive), in store frames, else it is ``stride``. With
+    several leads every window start is one sample per lead, so an epoch holds that many times more
+    samples; they need a lead-conditioned model reading one frame (``t_in: 1``), since a prediction
+    at lead L fed back as input would otherwise sit L, not ``stride``, frames after the others.
     """
 
     dataset: str
@@ -36,7 +39,7 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     variables: list[str] | None = None
-    outputs: list[str] | None = None
+    output_variables: list[str] | None = None
     lead_strides: list[int] | None = None
     lead_stride_range: list[int] | None = None
 

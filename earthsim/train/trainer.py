@@ -67,7 +67,7 @@ def build_data(cfg: TrainConfig) -> Data:
                   statistics=statistics, lead_strides=cfg.data.leads())
     train = WindowDataset(entry, "train", t_out=cfg.data.t_out * cfg.rollout.max_steps, **common)
     validation = WindowDataset(entry, "validation", t_out=cfg.data.t_out * cfg.validation.rollout_steps, **common)
-    return Data(train, validation, DataSpec.from_windows(train, cfg.data.outputs))
+    return Data(train, validation, DataSpec.from_windows(train, cfg.data.output_variables))
 
 
 def build_loss(cfg: TrainConfig, data: Data) -> TrainingLoss:
@@ -101,7 +101,15 @@ def build_training_model(cfg: TrainConfig, spec: DataSpec) -> EarthsimModel:
             raise EarthsimError(f"model.params.{key}={params[key]} does not match data.{key}={value}")
         if key in fields:
             params[key] = value
-    return build_model(cfg.model.name, params, spec)
+    model = build_model(cfg.model.name, params, spec)
+    leads = cfg.data.leads()
+    if leads is not None and leads != (cfg.data.stride,) and not (model.lead_conditioned and model.t_in == 1):
+        raise EarthsimError(
+            f"data: leads drawn from {list(leads)} store frames need a lead-conditioned model reading one frame "
+            f"(t_in: 1); model {cfg.model.name!r} is {'' if model.lead_conditioned else 'not lead-conditioned, '}"
+            f"with t_in={model.t_in}: its rollout would feed predictions {list(leads)} frames apart back among "
+            f"inputs {cfg.data.stride} apart")
+    return model
 
 
 def _peak_memory_mb(world: World) -> float:
@@ -164,8 +172,12 @@ class Trainer:
         """A resumed run must keep everything that decides which samples and learning rates come next."""
         saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
         now = config_lib.to_dict(self.cfg)
-        keys = ("data", "model", "optimizer", "loss", "rollout", "parallelism", "epochs", "max_steps", "seed")
+        keys = ("data", "model", "optimizer", "loss", "rollout", "epochs", "max_steps", "seed")
         changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in keys if saved.get(k) != now[k]]
+        for k in ("param_dtype", "reduce_dtype"):  # the other parallelism options change memory, not results
+            before, after = (saved.get("parallelism") or {}).get(k), now["parallelism"][k]
+            if before != after:
+                changed.append(f"parallelism.{k}: {before!r} -> {after!r}")
         state = self.run_dir / "world.yaml"
         if state.exists() and yaml.safe_load(state.read_text())["world_size"] != self.world.size:
             changed.append(f"world_size: {yaml.safe_load(state.read_text())['world_size']} -> {self.world.size}")

@@ -108,6 +108,7 @@ class Metric(abc.ABC):
     needs: ClassVar[str | None] = None
     outputs: ClassVar[dict[str, tuple[str, ...]] | None] = None
     headline: ClassVar[bool] = True  # shown in the Markdown scorecard and the score plots
+    lead_units: ClassVar[bool] = False  # its values are lead times (their units are the lead's)
     missing_text: ClassVar[str] = "—"  # how the Markdown scorecard shows a NaN value
 
     def __init__(self, context: Context):

@@ -43,6 +43,7 @@ class DecorrelationTime(Correlation):
                   "stays above over all leads scored; the first lead if it starts below")
     outputs = {"decorrelation_time": ("threshold",)}
     missing_text = "> last lead"
+    lead_units = True
 
     def finish(self) -> dict[str, np.ndarray]:
         curve = self.sample_mean(self.samples)  # [L, K]

@@ -23,17 +23,19 @@ from earthsim.errors import EarthsimError
 from earthsim.models.base import EarthsimModel, RecurrentModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CHOICES = ("auto", *DTYPES)  # auto: bfloat16 on a GPU that supports it, float32 otherwise
 
 
 @dataclasses.dataclass
 class ParallelismConfig:
     """How a model is sharded and run in training (the ``parallelism`` section of an experiment)."""
 
-    param_dtype: str = dataclasses.field(default="float32", metadata={
+    param_dtype: str = dataclasses.field(default="auto", metadata={
         "help": "dtype parameters are gathered and computed in (FSDP2 mixed precision; bfloat16 runs the forward "
-                "under autocast); units marked full_precision stay float32", "choices": list(DTYPES)})
+                "under autocast); units marked full_precision stay float32; auto: bfloat16 on a GPU that "
+                "supports it, else float32", "choices": list(CHOICES)})
     reduce_dtype: str = dataclasses.field(default="float32", metadata={
-        "help": "dtype of the gradient reduce-scatter", "choices": list(DTYPES)})
+        "help": "dtype of the gradient reduce-scatter", "choices": list(CHOICES)})
     reshard_after_forward: bool = dataclasses.field(default=True, metadata={
         "help": "free each unit's gathered parameters after its forward (less memory, one more all-gather)"})
     activation_checkpointing: bool = dataclasses.field(default=False, metadata={
@@ -42,17 +44,24 @@ class ParallelismConfig:
 
     def __post_init__(self):
         for name in ("param_dtype", "reduce_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise EarthsimError(f"parallelism.{name}: {getattr(self, name)!r} is not one of {list(DTYPES)}")
+            if getattr(self, name) not in CHOICES:
+                raise EarthsimError(f"parallelism.{name}: {getattr(self, name)!r} is not one of {list(CHOICES)}")
 
-    def policy(self) -> MixedPrecisionPolicy:
-        return MixedPrecisionPolicy(param_dtype=DTYPES[self.param_dtype], reduce_dtype=DTYPES[self.reduce_dtype])
+    def dtype(self, name: str, device: torch.device) -> torch.dtype:
+        """``param_dtype`` or ``reduce_dtype`` on ``device``, ``auto`` resolved."""
+        value = getattr(self, name)
+        if value == "auto":
+            value = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+        return DTYPES[value]
+
+    def policy(self, device: torch.device) -> MixedPrecisionPolicy:
+        return MixedPrecisionPolicy(param_dtype=self.dtype("param_dtype", device),
+                                    reduce_dtype=self.dtype("reduce_dtype", device))
 
     def autocast(self, device: torch.device):
         """The forward's autocast context: bfloat16 compute when parameters are gathered in bfloat16."""
-        if self.param_dtype == "float32":
-            return nullcontext()
-        return torch.autocast(device.type, dtype=DTYPES[self.param_dtype])
+        dtype = self.dtype("param_dtype", device)
+        return nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
 
 def default_mesh() -> DeviceMesh:
@@ -78,7 +87,7 @@ def parallelize(model: EarthsimModel, mesh: DeviceMesh, parallelism: Parallelism
     its parameters at once).
     """
     parallelism = parallelism or ParallelismConfig()
-    policy = parallelism.policy()
+    policy = parallelism.policy(torch.device(mesh.device_type))
     for unit in model.fsdp_units():
         modules = list(unit) if isinstance(unit, (list, tuple)) else [unit]
         for module in modules:
@@ -86,7 +95,7 @@ def parallelize(model: EarthsimModel, mesh: DeviceMesh, parallelism: Parallelism
                 checkpoint(module)
             if parallelism.compile:
                 module.compile(dynamic=False)  # training shapes are fixed; dynamic shapes trip tltorch's einsum
-        keep_fp32 = any(getattr(m, "full_precision", False) for m in modules)
+        keep_fp32 = any(getattr(sub, "full_precision", False) for m in modules for sub in m.modules())
         fully_shard(modules if len(modules) > 1 else modules[0], mesh=mesh,
                     reshard_after_forward=parallelism.reshard_after_forward,
                     mp_policy=_full_precision(policy) if keep_fp32 else policy)
