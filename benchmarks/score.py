@@ -115,7 +115,6 @@ def store_bytes(path: Path) -> int:
 def run_earthsim(paths: dict) -> dict:
     from earthsim.score import evaluate
 
-
     card = evaluate([f"earthsim={paths['forecast']}"], str(paths["entry"]), climatology=str(paths["climatology"]),
                     progress=False, metrics=("rmse", "acc")).scorecard.sel(model="earthsim", variable=list(VARIABLES))
     return {"rmse": card["rmse"].transpose("variable", "prediction_timedelta").values,

@@ -15,6 +15,7 @@ from earthsim.data.conventions import LEAD_DIM, lead_numbers
 from earthsim.score.align import format_lead
 from earthsim.score.metrics import METRICS
 
+
 def _atomic_write(path: Path, write) -> Path:
     with store.atomic_output(path, overwrite=True) as tmp:
         write(tmp)

@@ -26,7 +26,6 @@ from earthsim.score.metrics import METRICS
 from earthsim.score.output import spectra
 
 
-
 def _line_scores(card: xr.Dataset) -> list[str]:
     """The headline scores along the lead (model × variable × lead), in the scorecard's order."""
     headline = {key for cls in METRICS.values() if cls.headline for key in cls.output_dims()}
