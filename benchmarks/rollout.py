@@ -185,14 +185,14 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small store (2 test trajectories × 26 frames)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="default 1 8 32")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="default 1 8 32 (1 8 with --quick)")
     parser.add_argument("--steps", type=int, default=10, help="frames forecast per initial time (default 10)")
     parser.add_argument("--trajectories", type=int, help="trajectories in the store, one of them for training "
                                                          "(default 8; 3 with --quick)")
     parser.add_argument("--frames", type=int, help="frames per trajectory (default 42; 26 with --quick): 32 (16) "
                                                    "initial times, so that every batch size makes whole blocks")
-    parser.add_argument("--repeat", type=int, default=5, help="timed forward passes and rollouts per batch size "
-                                                              "(default 5)")
+    parser.add_argument("--repeat", type=int, help="timed forward passes and rollouts per batch size "
+                                                   "(default 5; 3 with --quick)")
     parser.add_argument("--store-repeat", type=int, help="timed forecast-store runs per batch size (default 2; 1 "
                                                          "with --quick)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     add_json_argument(parser)
     args = parser.parse_args(argv)
     args.store_repeat = args.store_repeat or (1 if args.quick else 2)
+    args.repeat = args.repeat or (3 if args.quick else 5)
+    args.batch_sizes = args.batch_sizes or ([1, 8] if args.quick else [1, 8, 32])
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.frames is not None and args.frames <= args.steps:
