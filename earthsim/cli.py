@@ -212,6 +212,12 @@ def _add_score(subparsers) -> None:
                         help="data range for SSIM and PSNR (default: max - min of the truth, per variable)")
     parser.add_argument("--map-leads", nargs="+", metavar="LEAD",
                         help="lead times drawn on the field maps (default: first, middle and last)")
+    parser.add_argument("--units", action="append", default=[], metavar="VARIABLE=UNITS",
+                        help="units of a forecast variable whose store does not state them (repeatable); none are "
+                             "guessed")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="score what is there when forecast or truth has missing chunks or NaN (refused "
+                             "otherwise); the scorecard counts the frames left out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run_score)
 
@@ -221,12 +227,41 @@ def _run_score(args) -> int:
 
     from earthsim.score import markdown_table, score
 
+    from earthsim.errors import EarthsimError
+
+    units = {}
+    for item in args.units:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise EarthsimError(f"--units {item!r}: expected VARIABLE=UNITS, e.g. t2m=K")
+        units[name] = value
     card = score(args.forecasts, args.truth, args.out, climatology=args.climatology, progress=not args.quiet,
                  leads=args.leads, video=args.video, data_range=args.data_range, metrics=args.metrics,
-                 map_leads=args.map_leads)
+                 map_leads=args.map_leads, units=units, allow_missing=args.allow_missing)
     print(markdown_table(card))
     out = Path(args.out)
     print(f"scorecard: {out / 'scorecard.nc'}, {out / 'scorecard.csv'}, {out / 'scorecard.md'}; plots: {out / 'plots'}")
+    return 0
+
+
+def _add_check(subparsers) -> None:
+    parser = _parser(subparsers, "check", "Check a Zarr store: layout against the conventions, every chunk present "
+                                          "and readable, its completion record, NaN values per array.", """
+        earthsim check data/era5-uk-t2m.zarr
+        earthsim check runs/demo/forecasts/fno.zarr
+    """)
+    parser.add_argument("store", help="path (or fsspec URL) of the Zarr store")
+    parser.set_defaults(run=_run_check)
+
+
+def _run_check(args) -> int:
+    from earthsim.data.check import check_store
+
+    report = check_store(args.store)
+    print(report.table())
+    if report.problems:
+        print(f"earthsim check: {args.store}: {len(report.problems)} problem(s): {report.problems[0]}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -255,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"earthsim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_forecast, _add_score, _add_demo):
+    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_forecast, _add_score,
+                _add_check, _add_demo):
         add(subparsers)
     return parser
 

@@ -1,26 +1,36 @@
-"""Zarr v3 stores: atomic writes, provenance attributes and lazy opening by path or URL.
+"""Zarr v3 stores: atomic writes, provenance and completion records, chunk checks and lazy opening by path or URL.
 
 Every store earthsim writes goes to a temporary name beside its final one and is renamed only
 when complete, so an interrupted or failed write never leaves a partial store under the final
-name. Stores record who made them, from what and how in the ``provenance`` attribute.
+name; a temporary left by a killed run is removed by the next write of the same target. Stores
+record who made them, from what and how in the ``provenance`` attribute, and, as the last write
+before the rename, that they are complete (:data:`COMPLETE_ATTR`). Every chunk is written, even one
+that equals the fill value, so that a missing chunk file always means damage (:func:`chunk_status`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import os
+import re
 import shutil
+import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import xarray as xr
+import zarr
 
 from earthsim import __version__
 from earthsim.errors import EarthsimError
 
 PROVENANCE_ATTR = "provenance"
+COMPLETE_ATTR = "earthsim_complete"  # set in the root group's attributes once every array is written
+_TEMPORARY = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
 
 
 def provenance(producer: str, inputs: list[str] | None = None, config: Mapping[str, Any] | None = None) -> dict:
@@ -55,13 +65,21 @@ def atomic_output(final: str | os.PathLike, overwrite: bool = False) -> Iterator
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.
 
     On any exception (or KeyboardInterrupt) the temporary output is removed and ``final`` is left
-    as it was.
+    as it was. A folder that cannot be written is refused before anything is done, naming it, and
+    an error writing into the temporary names ``final``. Temporaries of ``final`` whose process has
+    died (a run killed part-way) are removed first, with a line saying so.
     """
     final = Path(final)
     if final.exists() and not overwrite:
         raise EarthsimError(f"{final} already exists; remove it or pass overwrite")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EarthsimError(f"{final}: cannot create its folder {final.parent}: {error.strerror}") from None
+    if not os.access(final.parent, os.W_OK | os.X_OK):
+        raise EarthsimError(f"{final}: its folder {final.parent} is not writable")
+    remove_stale_temporaries(final)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
         if not tmp.exists():
@@ -69,9 +87,40 @@ def atomic_output(final: str | os.PathLike, overwrite: bool = False) -> Iterator
         if final.exists():
             _remove(final)
         os.replace(tmp, final)
+    except OSError as error:
+        _remove(tmp)
+        if str(error.filename or "").startswith(str(tmp)) or str(error.filename or "") == str(final):
+            raise EarthsimError(f"{final}: writing failed: {error.strerror or error}") from None
+        raise
     except BaseException:
         _remove(tmp)
         raise
+
+
+def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of ``final`` left by processes that no longer run; return them."""
+    final = Path(final)
+    removed = []
+    for candidate in final.parent.glob(f"{final.name}.tmp-*"):
+        match = _TEMPORARY.search(candidate.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        _remove(candidate)
+        removed.append(candidate)
+        print(f"removed {candidate}, left by an interrupted run (process {match.group(1)})", file=sys.stderr)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:
@@ -100,10 +149,25 @@ def write_zarr(
             enc = {k: v for k, v in (encoding or {}).items() if k in ds.variables}
             delayed = ds.to_zarr(
                 tmp, group=group or None, mode="a" if tmp.exists() else "w-", zarr_format=3,
-                encoding=enc or None, consolidated=False, compute=False,
+                encoding=enc or None, consolidated=False, compute=False, write_empty_chunks=True,
             )
             _compute(delayed, progress)
+        mark_complete(tmp)
     return Path(path)
+
+
+def mark_complete(path: str | os.PathLike) -> None:
+    """Record in the store's root attributes that every array is written: the last write before the rename."""
+    root = zarr.open_group(str(path), mode="r+")
+    root.attrs[COMPLETE_ATTR] = f"every array written (earthsim {__version__})"
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether the store records that it was written whole."""
+    try:
+        return COMPLETE_ATTR in zarr.open_group(str(path), mode="r").attrs
+    except Exception:  # not a store, or an unreadable one: not complete
+        return False
 
 
 def _compute(delayed, progress: bool) -> None:
@@ -121,4 +185,53 @@ def open_zarr(path: str | os.PathLike, group: str | None = None, dask: bool = Tr
     indexed arrays that read just the region selected, into one array, when their values are asked for."""
     if not is_url(path) and not Path(path).exists():
         raise EarthsimError(f"no Zarr store at {path}")
-    return xr.open_zarr(str(path), group=group, consolidated=False, chunks={} if dask else None)
+    try:
+        return xr.open_zarr(str(path), group=group, consolidated=False, chunks={} if dask else None)
+    except Exception as error:  # zarr and xarray raise many types for what is not a readable store
+        where = f"{path}" + (f" (group {group!r})" if group else "")
+        raise EarthsimError(f"{where}: not a readable Zarr store ({type(error).__name__}: {error})") from None
+
+
+@dataclass(frozen=True)
+class ChunkStatus:
+    """The chunks of one array: how many its shape and chunking make, and which are absent from the store."""
+
+    array: str
+    expected: int
+    missing: tuple[tuple[int, ...], ...]  # chunk grid coordinates
+
+    @property
+    def present(self) -> int:
+        return self.expected - len(self.missing)
+
+
+def chunk_status(path: str | os.PathLike, group: str | None = None,
+                 names: list[str] | None = None) -> dict[str, ChunkStatus]:
+    """Every chunk of the store's arrays (or of ``names``), present or missing; local stores by listing their
+    files, URLs through zarr's store listing."""
+    root = zarr.open_group(str(path), mode="r", path=group or "")
+    out = {}
+    for name, array in root.arrays():
+        if names is not None and name not in names:
+            continue
+        grid = [range(-(-size // chunk)) for size, chunk in zip(array.shape, array.chunks)]
+        coords = list(itertools.product(*grid)) if array.shape else [()]
+        present = _chunk_keys(path, group, name, array)
+        missing = tuple(c for c in coords if array.metadata.encode_chunk_key(c) not in present)
+        out[name] = ChunkStatus(name, len(coords), missing)
+    return out
+
+
+def _chunk_keys(path, group: str | None, name: str, array) -> set[str]:
+    """The chunk keys (relative to the array) present in the store."""
+    prefix = "/".join(p for p in (group, name) if p)
+    if not is_url(path):
+        folder = Path(path) / prefix
+        return {str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file() and f.name != "zarr.json"}
+    store = array.store
+    from zarr.core.sync import sync
+
+    async def listing():
+        return {key[len(prefix) + 1:] async for key in store.list_prefix(prefix + "/") if not key.endswith("zarr.json")}
+
+    return sync(listing())

@@ -42,6 +42,7 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data.grid import Grid
+from earthsim.data.store import chunk_status
 from earthsim.data.conventions import LEVEL_DIM, TIME_DIM, physics_attributes
 from earthsim.errors import ValidationError
 
@@ -211,6 +212,7 @@ class WindowDataset(torch.utils.data.Dataset):
             )
         self.static_channels = list(entry.static)
         self._static_layouts = self._static_layouts_of(ds)
+        self._check_chunks()
 
         if statistics is None and normalise:
             from earthsim.data.stats import load_statistics
@@ -270,6 +272,21 @@ class WindowDataset(torch.utils.data.Dataset):
             layouts.append(_Layout(name, path, dims, len(channels), len(names), order, LEVEL_DIM in dims))
             channels += names
         return layouts, channels, levels, sequence_dims
+
+    def _check_chunks(self) -> None:
+        """Every chunk of the variables read must be in the store: a missing one would read as its fill value."""
+        names = [layout.name for layout in self._layouts] + list(self.static_channels)
+        try:
+            status = chunk_status(self._store, self.entry.group, names)
+        except Exception as error:  # zarr raises many types for damaged metadata
+            raise ValidationError(f"store {self._store}: cannot list its chunks ({type(error).__name__}: {error})") \
+                from None
+        for name in names:
+            if status[name].missing:
+                raise ValidationError(
+                    f"store {self._store}: variable {name!r} has {len(status[name].missing)} of "
+                    f"{status[name].expected} chunks missing; the store is damaged: write it again (`earthsim check` "
+                    "lists what is missing)")
 
     def _check_raw_float32(self, var: xr.DataArray) -> None:
         """The loader reads stored values as they are, so they must be unpacked float32 with NaN as fill."""
@@ -439,6 +456,7 @@ class WindowDataset(torch.utils.data.Dataset):
         futures = self._start_frame_reads(self._sequences[sequence], first, last + 1, step)
         for layout, future in zip(self._layouts, futures):
             block = future.result().transpose(layout.order)
+            self._refuse_nan(block, layout, f"frames {first}..{last} of sequence {sequence}")
             channels = slice(layout.channel_start, layout.channel_start + layout.channels)
             out[:, channels] = block if layout.has_level else block[:, None]
         return out
@@ -491,6 +509,7 @@ class WindowDataset(torch.utils.data.Dataset):
             block = inputs[k].result().transpose(layout.order)
             if targets is not None:
                 block = np.concatenate([block, targets[k].result().transpose(layout.order)])
+            self._refuse_nan(block, layout, index)
             if not layout.has_level:
                 block = block[:, None]
             channels = slice(layout.channel_start, layout.channel_start + layout.channels)
@@ -501,6 +520,17 @@ class WindowDataset(torch.utils.data.Dataset):
                 else:
                     out[...] = part
         return lead * self.time_step
+
+    def _refuse_nan(self, block: np.ndarray, layout: _Layout, where) -> None:
+        """A NaN (a fill value read from a damaged store, a diverged solver) never becomes a sample."""
+        if np.isnan(block).any():
+            if isinstance(where, (int, np.integer)):
+                sequence, start, lead = self.locate(int(where))
+                where = f"the window of sample {where} (sequence {sequence}, from store frame {start}, lead {lead})"
+            frames = int(np.isnan(block.reshape(block.shape[0], -1)).any(axis=1).sum())
+            raise ValidationError(f"store {self.entry.store}: variable {layout.name!r} holds NaN in {frames} frame(s) "
+                                  f"of {where}; a NaN never becomes a sample: mend the store (`earthsim check` "
+                                  "finds its damage)")
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self._pid != os.getpid():

@@ -31,7 +31,7 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
-from earthsim.data.store import PROVENANCE_ATTR, atomic_output, open_zarr, provenance
+from earthsim.data.store import PROVENANCE_ATTR, atomic_output, mark_complete, open_zarr, provenance
 from earthsim.data.conventions import LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TIME_DIM
 from earthsim.errors import EarthsimError
 from earthsim.forecast.inputs import Block, InitialConditions
@@ -110,7 +110,9 @@ class ForecastStore:
         # killed between dropping them and the rename, and only the rename is left to do.
         self._complete = not (self.partial / DONE).exists()
         self._done = None if self._complete else zarr.open_array(store=str(self.partial), path=DONE, mode="r+")
-        self._arrays = {name: zarr.open_array(store=str(self.partial), path=name, mode="r+") for name in self.dims}
+        self._arrays = {name: zarr.open_array(store=str(self.partial), path=name, mode="r+",
+                                              config={"write_empty_chunks": True})  # a missing chunk means damage
+                        for name in self.dims}
 
     def _create(self, template: xr.Dataset, record: dict) -> None:
         template = template.copy()
@@ -171,6 +173,7 @@ class ForecastStore:
         if missing:
             raise EarthsimError(f"{self.partial}: blocks {missing[:10]} are not written; cannot finish")
         if not self._complete:
+            mark_complete(self.partial)  # before the flags go: a run killed in between still finds every flag set
             shutil.rmtree(self.partial / DONE)
         if self.out.exists():
             shutil.rmtree(self.out)

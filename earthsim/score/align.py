@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -178,7 +178,10 @@ def _check_grid(label: str, path: str, fc: xr.Dataset, truth: Truth) -> None:
             raise AlignmentError(f"{where}: grid sizes {sizes} differ from the truth {truth.name!r}'s {expected}")
 
 
-def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variables: list[str]) -> dict[str, str]:
+def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variables: list[str],
+                     stated: Mapping[str, str]) -> dict[str, str]:
+    """Variables and their units: a forecast variable without a ``units`` attribute needs units stated for it
+    (``stated``), and the units must be the truth's (no conversion is made)."""
     where = f"forecast {label!r} ({path})"
     missing = [v for v in variables if v not in truth.data.data_vars]
     if missing:
@@ -186,11 +189,16 @@ def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variab
                              f"({truth.entry.store}); it has {sorted(truth.data.data_vars)}")
     units = {}
     for name in variables:
-        ours, theirs = fc[name].attrs.get("units"), truth.data[name].attrs.get("units")
-        if ours is not None and theirs is not None and str(ours) != str(theirs):
+        known = truth.entry.variables.get(name)
+        theirs = truth.data[name].attrs.get("units", known.units if known is not None else None)
+        ours = fc[name].attrs.get("units", stated.get(name))
+        if ours is None:
+            raise AlignmentError(f"{where}: variable {name!r} has no units attribute; state them (--units "
+                                 f"{name}=UNITS; the truth {truth.name!r} is in {theirs!r})")
+        if theirs is not None and str(ours) != str(theirs):
             raise AlignmentError(f"{where}: variable {name!r} has units {ours!r} but the truth {truth.name!r} "
                                  f"has {theirs!r}")
-        units[name] = str(theirs if theirs is not None else ours if ours is not None else "")
+        units[name] = str(ours)
         extra = [d for d in fc[name].dims if d not in (INIT_DIM, LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, LEVEL_DIM)
                  + truth.grid.dims]
         if extra:
@@ -322,15 +330,21 @@ def format_lead(value) -> str:
     return f"{hours_or_units:g}h" if np.issubdtype(np.asarray(value).dtype, np.timedelta64) else f"{hours_or_units:g}"
 
 
-def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:
-    """Open forecast ``spec`` and check it against ``truth``: grid, units, variables, levels, trajectories and
-    every valid time (coordinates only: the fields are read later, block by block)."""
+def align(spec: str, truth: Truth, leads: Sequence | None = None, units: Mapping[str, str] | None = None,
+          allow_missing: bool = False) -> Aligned:
+    """Open forecast ``spec`` and check it against ``truth``: grid, units (``units`` states those of variables
+    that have no ``units`` attribute), variables, levels, trajectories, every valid time, and that no chunk of
+    forecast or truth is missing (unless ``allow_missing``). Coordinates only: the fields are read later, block
+    by block."""
     label, path, fc = open_forecast(spec)
     variables = [name for name in fc.data_vars if INIT_DIM in fc[name].dims and LEAD_DIM in fc[name].dims]
     if not variables:
         raise AlignmentError(f"forecast {label!r} ({path}) has no variable with dims time and prediction_timedelta; "
                              f"variables: {sorted(fc.data_vars)}")
-    units = _check_variables(label, path, fc, truth, variables)
+    units = _check_variables(label, path, fc, truth, variables, units or {})
+    _check_chunks(f"forecast {label!r} ({path})", path, None, fc, variables, allow_missing)
+    _check_chunks(f"truth {truth.name!r} ({truth.entry.store})", truth.entry.store, truth.entry.group, truth.data,
+                  variables, allow_missing)
     _check_grid(label, path, fc, truth)
     _time_units(label, fc, truth)
     fc = _select_leads(label, fc, leads, truth.datetime)
@@ -363,6 +377,32 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None) -> Aligned:
     members = fc.sizes.get(MEMBER_DIM, 1)
     return Aligned(label, path, fc, variables, levels, lead_values, inits, trajectories, members, frame_index,
                    valid_times, rows, truth_ds[variables], units, truth.grid.dims)
+
+
+def _check_chunks(where: str, path: str, group: str | None, ds: xr.Dataset, variables: list[str],
+                  allow_missing: bool) -> None:
+    """Refuse a store with missing chunks, naming the variable and how many frames they hold; with
+    ``allow_missing`` the frames read as the fill value, which must be NaN (so that the scorer leaves them out)."""
+    try:
+        status = store.chunk_status(path, group, variables)
+    except Exception as error:  # zarr raises many types for damaged metadata
+        raise AlignmentError(f"{where}: cannot list its chunks ({type(error).__name__}: {error})") from None
+    for name in variables:
+        lost = status[name].missing
+        if not lost:
+            continue
+        var = ds[name]
+        time_axis = var.get_axis_num(INIT_DIM)
+        chunk = var.encoding.get("chunks", var.shape)[time_axis]
+        frames = len({c[time_axis] for c in lost}) * chunk
+        fill = var.encoding.get("_FillValue", np.nan)
+        if not allow_missing:
+            raise AlignmentError(f"{where}: variable {name!r} has {len(lost)} of {status[name].expected} chunks missing "
+                                 f"(up to {frames} time steps); the store is damaged: write it again, or pass "
+                                 "--allow-missing to score what is there")
+        if fill is not None and not np.isnan(fill):
+            raise AlignmentError(f"{where}: variable {name!r} has {len(lost)} chunks missing and fill value {fill}: "
+                                 "what is missing cannot be told from data, even with --allow-missing")
 
 
 def check_climatology(climatology: xr.Dataset, aligned: Aligned, truth: Truth, where: str) -> None:

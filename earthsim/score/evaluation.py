@@ -39,8 +39,8 @@ from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LEVEL_DIM, MEMBER_
 from earthsim.data.grid import LATLON
 from earthsim.errors import EarthsimError
 from earthsim.score import formulas
-from earthsim.score.align import (INIT_DIM, Aligned, Truth, align, check_climatology, climatology_frames,
-                                  format_lead, lead_value, open_truth)
+from earthsim.score.align import (INIT_DIM, Aligned, AlignmentError, Truth, align, check_climatology,
+                                  climatology_frames, format_lead, lead_value, open_truth)
 from earthsim.score.metrics import METRICS, NEEDS, Context, Metric, Piece, conventions
 
 BLOCK_BYTES = 64 * 2**20  # forecast data read per block (whole store chunks along time)
@@ -48,6 +48,9 @@ PIECE_ELEMENTS = 2**18  # elements converted to float64 at a time (cache-sized)
 MAP_LEADS = 3
 DATA_RANGE = ("data range R used by SSIM and PSNR: given by the user, else max - min of the truth frames "
               "scored for the variable")
+FRAMES_LEFT_OUT = ("scored with --allow-missing: forecast frames (initial time x lead x trajectory) left out of "
+                   "every score because the forecast (side forecast) or the truth valid at them (side truth) holds "
+                   "NaN or lies in a missing chunk")
 
 
 @dataclass
@@ -180,11 +183,21 @@ def _labels(name: str, levels: np.ndarray | None) -> list[tuple[str, float]]:
     return [(f"{name}{level:g}", float(level)) for level in levels]
 
 
+@dataclass
+class Missing:
+    """Forecast frames (initial time × lead × trajectory) of one variable holding NaN, in the forecast or in the
+    truth valid at them."""
+
+    forecast: int = 0
+    truth: int = 0
+
+
 def _score_variable(aligned: Aligned, truth: Truth, name: str, selected: list[type[Metric]],
-                    climatology: xr.Dataset | None, data_range, map_index: list[int], bar
-                    ) -> tuple[dict[str, np.ndarray], dict[str, list], float | None, np.ndarray, np.ndarray]:
-    """One variable of one store: every selected metric's outputs, their coordinates, the data range used, and the
-    forecast and truth maps of the first initial time (first trajectory, ensemble mean) ``[K, map_lead, H, W]``."""
+                    climatology: xr.Dataset | None, data_range, map_index: list[int], allow_missing: bool, bar
+                    ) -> tuple[dict[str, np.ndarray], dict[str, list], float | None, np.ndarray, np.ndarray, Missing]:
+    """One variable of one store: every selected metric's outputs, their coordinates, the data range used, the
+    forecast and truth maps of the first initial time (first trajectory, ensemble mean) ``[K, map_lead, H, W]``,
+    and the frames left out for NaN (refused unless ``allow_missing``)."""
     grid = truth.grid
     n_init, n_lead = aligned.frame_index.shape
     n_traj = len(aligned.trajectories) if aligned.trajectories is not None else 1
@@ -194,27 +207,35 @@ def _score_variable(aligned: Aligned, truth: Truth, name: str, selected: list[ty
     context = Context(shape=(n_init, n_lead, n_traj, 1 if levels is None else len(levels)),
                       leads=lead_numbers(aligned.leads), grid=grid,
                       weights=formulas.grid_weights(grid.shape, grid.latitudes()), members=aligned.members,
-                      vorticity="vorticity" in name.lower(), data_range=value_range)
+                      vorticity="vorticity" in name.lower(), data_range=value_range, skip_missing=allow_missing)
     metrics = [cls(context) for cls in selected]
     acc = any(cls.needs == "climatology" for cls in selected)
-    maps = None
+    maps, missing = None, Missing()
     for start, stop in _blocks(aligned, name):
         first = _accumulate_block(aligned, name, start, stop, metrics, context, climatology if acc else None,
-                                  map_index if start == 0 else None)
+                                  map_index if start == 0 else None, missing)
         maps = first if start == 0 else maps
         bar.update(stop - start)
+    if (missing.forecast or missing.truth) and not allow_missing:
+        raise AlignmentError(
+            f"forecast {aligned.label!r} ({aligned.path}), variable {name!r}: {missing.forecast} forecast frame(s) hold "
+            f"NaN, and the truth {truth.name!r} holds NaN at {missing.truth} of the frames they are scored against "
+            f"(of {context.shape[0] * context.shape[1] * context.shape[2]} frames); a NaN is never scored: mend the "
+            "stores, or pass --allow-missing to score what is there")
     outputs, coords = {}, {}
     for metric in metrics:
         outputs.update(metric.finish())
         coords.update(metric.coords())
-    return outputs, coords, value_range, *maps
+    return outputs, coords, value_range, *maps, missing
 
 
 def _accumulate_block(aligned: Aligned, name: str, start: int, stop: int, metrics: list[Metric], context: Context,
-                      climatology: xr.Dataset | None, map_index: list[int] | None):
-    """Read one block of initial times and its truth, and hand each piece to every metric; with ``map_index``, return
-    the forecast and truth maps of its first initial time (first trajectory, ensemble mean) ``[K, map_lead, H, W]``.
-    A function of its own, so that nothing of one block is alive when the next is read."""
+                      climatology: xr.Dataset | None, map_index: list[int] | None, missing: Missing):
+    """Read one block of initial times and its truth, count the frames holding NaN into ``missing`` (marking them NaN
+    on both sides, so every metric leaves them out when the context skips missing samples), and hand each piece to
+    every metric; with ``map_index``, return the forecast and truth maps of its first initial time (first trajectory,
+    ensemble mean) ``[K, map_lead, H, W]``. A function of its own, so that nothing of one block is alive when the
+    next is read."""
     size = context.grid.shape[0] * context.grid.shape[1]
     block = _read_block(aligned, name, start, stop)
     frames, valid, rows = _truth_block(aligned, name, start, stop)
@@ -222,8 +243,16 @@ def _accumulate_block(aligned: Aligned, name: str, start: int, stop: int, metric
     for piece, where in _pieces(block, start):
         s, n_l, n_r, n_m, n_k = piece.shape[:5]
         index = rows[where[0].start - start:where[0].stop - start, where[1]]
-        shared = Piece(piece.reshape(s, n_l, n_r, n_m, n_k, size).astype(np.float64),
-                       frames[index].reshape(s, n_l, n_r, n_k, size).astype(np.float64),
+        forecast = piece.reshape(s, n_l, n_r, n_m, n_k, size).astype(np.float64)
+        truth = frames[index].reshape(s, n_l, n_r, n_k, size).astype(np.float64)
+        bad_forecast, bad_truth = np.isnan(forecast).any(axis=(3, 5)), np.isnan(truth).any(axis=-1)  # [s, L, R, K]
+        missing.forecast += int(bad_forecast.any(axis=-1).sum())
+        missing.truth += int(bad_truth.any(axis=-1).sum())
+        if context.skip_missing and (bad_forecast.any() or bad_truth.any()):
+            bad = bad_forecast | bad_truth
+            forecast = np.where(bad[:, :, :, None, :, None], np.nan, forecast)
+            truth = np.where(bad[..., None], np.nan, truth)
+        shared = Piece(forecast, truth,
                        None if clim is None else clim[index].reshape(s, n_l, 1, n_k, size).astype(np.float64),
                        where, context)
         for metric in metrics:
@@ -235,7 +264,8 @@ def _accumulate_block(aligned: Aligned, name: str, start: int, stop: int, metric
 
 
 def _score_store(aligned: Aligned, truth: Truth, selected: list[type[Metric]], climatology: xr.Dataset | None,
-                 data_range, map_leads: Sequence | None, progress: bool) -> tuple[xr.Dataset, xr.Dataset, list]:
+                 data_range, map_leads: Sequence | None, allow_missing: bool, progress: bool
+                 ) -> tuple[xr.Dataset, xr.Dataset, list]:
     """Scorecard, map fields and variable labels (label, name, level, units) of one aligned forecast store."""
     grid = truth.grid
     if any(cls.needs == "climatology" for cls in selected):
@@ -244,18 +274,19 @@ def _score_store(aligned: Aligned, truth: Truth, selected: list[type[Metric]], c
     dims = {key: ("variable", *extra) for cls in selected for key, extra in cls.output_dims().items()}
     parts: dict[str, list[np.ndarray]] = {key: [] for key in dims}
     labels: list[tuple[str, str, float, str]] = []
-    ranges, forecast_maps, truth_maps, coords = [], [], [], {}
+    ranges, forecast_maps, truth_maps, coords, skipped = [], [], [], {}, []
     total = len(aligned.inits) * len(aligned.variables)
     with tqdm(total=total, desc=f"score {aligned.label}", unit="init", disable=not progress) as bar:
         for name in aligned.variables:
-            outputs, extra, value_range, forecast_map, truth_map = _score_variable(
-                aligned, truth, name, selected, climatology, data_range, map_index, bar)
+            outputs, extra, value_range, forecast_map, truth_map, missing = _score_variable(
+                aligned, truth, name, selected, climatology, data_range, map_index, allow_missing, bar)
             for key, values in outputs.items():
                 parts[key].append(values)
             coords.update(extra)
             variable_labels = _labels(name, aligned.levels[name])
             labels += [(label, name, level, aligned.units[name]) for label, level in variable_labels]
             ranges += [value_range if value_range is not None else np.nan] * len(variable_labels)
+            skipped += [[missing.forecast, missing.truth]] * len(variable_labels)
             forecast_maps.append(forecast_map)
             truth_maps.append(truth_map)
     card = xr.Dataset({key: (dims[key], np.concatenate(values, axis=0)) for key, values in parts.items()},
@@ -263,6 +294,9 @@ def _score_store(aligned: Aligned, truth: Truth, selected: list[type[Metric]], c
     card = card.assign_coords({k: v for k, v in coords.items() if k in card.dims})
     if any(cls.needs == "video" for cls in selected):
         card["data_range"] = ("variable", np.asarray(ranges))
+    if allow_missing:
+        card["frames_left_out"] = (("variable", "side"), np.asarray(skipped, dtype=np.int64))
+        card = card.assign_coords(side=["forecast", "truth"])
     card = card.expand_dims(model=[aligned.label])
     card["store"] = ("model", [aligned.path])
     card["samples"] = ("model", [aligned.samples_per_lead])
@@ -299,7 +333,8 @@ def _climatology(climatology, truth: Truth, progress: bool) -> xr.Dataset | None
 def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, climatology=None,
              progress: bool = True, *, leads: Sequence | None = None, video: bool = False,
              data_range: float | Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
-             map_leads: Sequence | None = None) -> Evaluation:
+             map_leads: Sequence | None = None, units: Mapping[str, str] | None = None,
+             allow_missing: bool = False) -> Evaluation:
     """Score every forecast store against ``truth`` and return the scorecard and the map fields.
 
     ``forecasts``: store paths, optionally ``label=path``. ``truth``: a catalog name or YAML file.
@@ -309,6 +344,9 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
     ``data_range`` (default: the truth's max - min per variable). ``metrics``: names from
     :data:`earthsim.score.metrics.METRICS` to restrict the work to (default: all that apply).
     ``map_leads``: lead times whose fields are kept for the maps (default: first, middle and last).
+    ``units``: units of forecast variables whose store does not state them (none are guessed).
+    ``allow_missing``: score what is there when forecast or truth has missing chunks or NaN (refused
+    otherwise): such frames are left out of every score and counted in ``frames_left_out``.
     """
     if isinstance(forecasts, (str, os.PathLike)):
         forecasts = [str(forecasts)]
@@ -320,12 +358,13 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
     cards, fields, labels = [], [], {}
     seen = set()
     for spec in forecasts:
-        aligned = align(spec, opened, leads)
+        aligned = align(spec, opened, leads, units=units, allow_missing=allow_missing)
         if aligned.label in seen:
             raise EarthsimError(f"two forecasts are labelled {aligned.label!r}; label them as LABEL=PATH")
         seen.add(aligned.label)
         selected = select_metrics(metrics, opened, aligned.members, clim is not None and opened.datetime, video)
-        card, field, store_labels = _score_store(aligned, opened, selected, clim, data_range, map_leads, progress)
+        card, field, store_labels = _score_store(aligned, opened, selected, clim, data_range, map_leads,
+                                                 allow_missing, progress)
         cards.append(card)
         fields.append(field)
         labels.update({lbl: rest for lbl, *rest in store_labels})
@@ -337,7 +376,7 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
         level=("variable", [labels[v][1] for v in card["variable"].values]),
         units=("variable", [labels[v][2] for v in card["variable"].values]),
     )
-    known = {**conventions(), "data_range": DATA_RANGE}
+    known = {**conventions(), "data_range": DATA_RANGE, "frames_left_out": FRAMES_LEFT_OUT}
     for key in card.data_vars:
         if key in known:
             card[key].attrs["convention"] = known[key]
@@ -356,6 +395,8 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
         "grid": opened.grid.kind,
         "climatology": ("given" if climatology is not None else "the truth entry's") if clim is not None
         else "none (no ACC)",
+        "missing_data": "allowed: frames with NaN or in missing chunks are left out (frames_left_out counts them)"
+        if allow_missing else "refused: no forecast or truth frame holds NaN or lies in a missing chunk",
         "variable_labels": "one entry per variable and level: name followed by the level (z500), or the name alone",
         "provenance": json.dumps(store.provenance("earthsim.score.evaluation", [opened.entry.store, *forecasts],
                                                   {"leads": [str(v) for v in leads] if leads else None,
@@ -368,7 +409,8 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
 def score(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, out: str | os.PathLike,
           climatology=None, progress: bool = True, *, leads: Sequence | None = None, video: bool = False,
           data_range: float | Mapping[str, float] | None = None, metrics: Sequence[str] | None = None,
-          map_leads: Sequence | None = None) -> xr.Dataset:
+          map_leads: Sequence | None = None, units: Mapping[str, str] | None = None,
+          allow_missing: bool = False) -> xr.Dataset:
     """Score forecast stores against a catalog truth and write the scorecard into ``out``.
 
     Writes ``scorecard.nc``, ``scorecard.csv``, ``spectra.csv`` (when spectra were computed),
@@ -378,7 +420,7 @@ def score(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, out
     from earthsim.score import output, plots
 
     result = evaluate(forecasts, truth, climatology, progress, leads=leads, video=video, data_range=data_range,
-                      metrics=metrics, map_leads=map_leads)
+                      metrics=metrics, map_leads=map_leads, units=units, allow_missing=allow_missing)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     output.write_scorecard(result.scorecard, out)

@@ -510,7 +510,7 @@ def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = Tru
     import zarr
     from tqdm.auto import tqdm
 
-    from earthsim.data.store import atomic_output
+    from earthsim.data.store import atomic_output, mark_complete
 
     solver = NavierStokes2D.from_config(config)
     spinup_steps = math.ceil(config.spinup_time / solver.dt - 1e-9)
@@ -538,10 +538,11 @@ def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = Tru
                 for r, values in frames.items():
                     xr.Dataset({"vorticity": ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), values)}).to_zarr(
                         tmp, group=str(r), region={TRAJECTORY_DIM: slice(batch.start, batch.stop)},
-                        zarr_format=3, consolidated=False)
+                        zarr_format=3, consolidated=False, write_empty_chunks=True)
             root = zarr.open_group(tmp, mode="r+", zarr_format=3)
             for r in config.save_resolutions:
                 root[str(r)].attrs["max_courant_number"] = max_courant
+            mark_complete(tmp)
     finally:
         torch.set_num_threads(threads)
     return Path(out)

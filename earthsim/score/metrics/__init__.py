@@ -49,6 +49,7 @@ class Context:
     members: int
     vorticity: bool  # the variable is a vorticity (energy spectra from vorticity)
     data_range: float | None = None  # video scores: the value range R of SSIM and PSNR
+    skip_missing: bool = False  # samples with NaN (marked NaN on both sides) are left out of every mean
 
 
 class Piece:
@@ -65,6 +66,11 @@ class Piece:
         self.forecast, self.truth, self.climatology = forecast, truth, climatology
         self.where, self.context = where, context
         self.weights = context.weights
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        """Samples ``[s, L, R, K]`` whose forecast and truth hold no NaN."""
+        return ~(np.isnan(self.forecast).any(axis=(3, 5)) | np.isnan(self.truth).any(axis=-1))
 
     @cached_property
     def mean(self) -> np.ndarray:
@@ -157,10 +163,44 @@ class PerSampleMean(Metric):
         mean = self.sample_mean(self.samples)
         return {self.name: levels_first(np.sqrt(mean) if self.root else mean)}
 
-    @staticmethod
-    def sample_mean(samples: np.ndarray) -> np.ndarray:
-        """``[I, L, R, K]`` averaged over initial times and trajectories: ``[L, K]``."""
-        return samples.mean(axis=(0, 2))
+    def sample_mean(self, samples: np.ndarray) -> np.ndarray:
+        """``[I, L, R, K]`` averaged over initial times and trajectories: ``[L, K]`` (over the samples that have a
+        value when the context skips missing ones)."""
+        return nan_mean(samples) if self.context.skip_missing else samples.mean(axis=(0, 2))
+
+
+def nan_mean(samples: np.ndarray) -> np.ndarray:
+    """``[I, L, R, K]`` averaged over initial times and trajectories, NaN samples left out (NaN where none is left)."""
+    finite = np.isfinite(samples)
+    number = finite.sum(axis=(0, 2))
+    total = np.where(finite, samples, 0.0).sum(axis=(0, 2))
+    return np.where(number > 0, total / np.maximum(number, 1), np.nan)
+
+
+class SpectrumSums:
+    """Spectra summed per lead over the valid samples of each level, and how many were summed."""
+
+    def __init__(self, leads: int):
+        self.leads, self.sums, self.counts = leads, {}, None
+
+    def add(self, key: str, piece: Piece, spectra: np.ndarray) -> None:
+        """``spectra`` ``[s, L, R, K, ...]`` of one piece; samples with NaN are left out."""
+        valid = piece.valid
+        weight = valid.reshape(valid.shape + (1,) * (spectra.ndim - valid.ndim))
+        total = np.where(weight, spectra, 0.0).sum(axis=(0, 2))
+        if key not in self.sums:
+            self.sums[key] = np.zeros((self.leads,) + total.shape[1:])
+        if self.counts is None:
+            self.counts = np.zeros((self.leads, valid.shape[3]))
+        self.sums[key][piece.where[1]] += total
+        if key == next(iter(self.sums)):  # every key sums the same samples: count them once
+            self.counts[piece.where[1]] += valid.sum(axis=(0, 2))
+
+    def mean(self, key: str) -> np.ndarray:
+        """``[L, K, ...]``: the sums divided by the samples summed."""
+        counts = self.counts.reshape(self.counts.shape + (1,) * (self.sums[key].ndim - 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.sums[key] / counts
 
 
 def levels_first(values: np.ndarray) -> np.ndarray:

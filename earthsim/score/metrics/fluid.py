@@ -7,7 +7,7 @@ import numpy as np
 
 from earthsim.data.conventions import LEAD_DIM
 from earthsim.score import formulas
-from earthsim.score.metrics import SAMPLES, Metric, PerSampleMean, Piece, levels_first, register
+from earthsim.score.metrics import SAMPLES, Metric, PerSampleMean, Piece, SpectrumSums, levels_first, register
 
 THRESHOLDS = (0.95, 0.8)
 
@@ -76,20 +76,16 @@ class EnergySpectrum(Metric):
 
     def __init__(self, context):
         super().__init__(context)
-        self.sums = {}
+        self.spectra = SpectrumSums(context.shape[1])
 
     def accumulate(self, piece: Piece) -> None:
         grid = self.context.grid
         for key, values in (("energy_spectrum", piece.mean), ("energy_spectrum_truth", piece.truth)):
-            spectrum = formulas.isotropic_energy_spectrum(piece.fields(values), grid.box_length,
-                                                          from_vorticity=self.context.vorticity).sum(axis=(0, 2))
-            if key not in self.sums:
-                self.sums[key] = np.zeros((self.context.shape[1],) + spectrum.shape[1:])
-            self.sums[key][piece.where[1]] += spectrum
+            self.spectra.add(key, piece, formulas.isotropic_energy_spectrum(piece.fields(values), grid.box_length,
+                                                                            from_vorticity=self.context.vorticity))
 
     def finish(self) -> dict[str, np.ndarray]:
-        count = self.context.shape[0] * self.context.shape[2]
-        forecast, truth = (self.sums[k] / count for k in ("energy_spectrum", "energy_spectrum_truth"))
+        forecast, truth = (self.spectra.mean(k) for k in ("energy_spectrum", "energy_spectrum_truth"))
         last = self._last_shell()
         with np.errstate(divide="ignore", invalid="ignore"):
             bands = formulas.band_log_ratio(forecast, truth, last)

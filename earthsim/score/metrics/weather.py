@@ -6,7 +6,8 @@ import numpy as np
 
 from earthsim.data.conventions import LEAD_DIM
 from earthsim.score import formulas
-from earthsim.score.metrics import SAMPLES, SPATIAL, Metric, PerSampleMean, Piece, levels_first, register
+from earthsim.score.metrics import (SAMPLES, SPATIAL, Metric, PerSampleMean, Piece, SpectrumSums, levels_first,
+                                    nan_mean, register)
 
 LAT_BANDS = {"all": (-90.0, 90.0), "south_extratropics": (-60.0, -30.0), "tropics": (-20.0, 20.0),
              "north_extratropics": (30.0, 60.0)}
@@ -70,12 +71,8 @@ class ACC(PerSampleMean):
         c = piece.climatology
         return formulas.uncentred_correlation(piece.mean - c, piece.truth - c, piece.weights)
 
-    @staticmethod
-    def sample_mean(samples: np.ndarray) -> np.ndarray:
-        finite = np.isfinite(samples)
-        number = finite.sum(axis=(0, 2))
-        total = np.where(finite, samples, 0.0).sum(axis=(0, 2))
-        return np.where(number > 0, total / np.maximum(number, 1), np.nan)
+    def sample_mean(self, samples: np.ndarray) -> np.ndarray:
+        return nan_mean(samples)
 
 
 def lat_bands(latitude: np.ndarray) -> dict[str, np.ndarray]:
@@ -105,25 +102,18 @@ class ZonalSpectrum(Metric):
 
     def __init__(self, context):
         super().__init__(context)
-        self.sums = {}
-
-    def _spectrum(self, piece: Piece, values: np.ndarray) -> np.ndarray:
-        """Summed over initial times and trajectories: ``[L, K, lat, k]``."""
-        grid = self.context.grid
-        return formulas.zonal_energy_spectrum(piece.fields(values), grid.latitudes(), grid.longitudes()).sum(axis=(0, 2))
+        self.spectra = SpectrumSums(context.shape[1])
 
     def accumulate(self, piece: Piece) -> None:
+        grid = self.context.grid
         for key, values in (("zonal_spectrum", piece.mean), ("zonal_spectrum_truth", piece.truth)):
-            spectrum = self._spectrum(piece, values)
-            if key not in self.sums:
-                self.sums[key] = np.zeros((self.context.shape[1],) + spectrum.shape[1:])
-            self.sums[key][piece.where[1]] += spectrum
+            self.spectra.add(key, piece, formulas.zonal_energy_spectrum(piece.fields(values), grid.latitudes(),
+                                                                        grid.longitudes()))
 
     def finish(self) -> dict[str, np.ndarray]:
-        count = self.context.shape[0] * self.context.shape[2]
         bands = lat_bands(self.context.grid.latitudes()).values()
-        return {key: levels_first(np.stack([(total / count)[:, :, inside].mean(axis=2) for inside in bands], axis=2))
-                for key, total in self.sums.items()}
+        return {key: levels_first(np.stack([self.spectra.mean(key)[:, :, inside].mean(axis=2) for inside in bands],
+                                           axis=2)) for key in self.spectra.sums}
 
     def coords(self) -> dict[str, list]:
         width = self.context.grid.shape[1]
