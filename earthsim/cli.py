@@ -67,6 +67,9 @@ def _add_ingest(subparsers) -> None:
     parser.add_argument("--out", help="output store (with input files; default: the entry's store)")
     parser.add_argument("--expect", help="catalog entry whose variables, levels, members, times and grid the data must match")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument("--accept-damaged", action="store_true",
+                        help="ingest what can be read of GRIB files with damaged messages (refused otherwise); the "
+                             "store's provenance records how many messages were lost")
     parser.set_defaults(run=_run_ingest)
 
 
@@ -75,13 +78,15 @@ def _run_ingest(args) -> int:
     from earthsim.data.ingest import ingest, ingest_entry
 
     if len(args.inputs) == 1 and args.inputs[0] in catalog.names() and args.out is None:
-        path = ingest_entry(catalog.get_entry(args.inputs[0]), overwrite=args.overwrite)
+        path = ingest_entry(catalog.get_entry(args.inputs[0]), overwrite=args.overwrite,
+                            accept_damaged=args.accept_damaged)
     else:
         if args.out is None:
             print("earthsim ingest: input files need --out STORE", file=sys.stderr)
             return 2
         expect = catalog.get_entry(args.expect) if args.expect else None
-        path = ingest(args.inputs, args.out, expect=expect, overwrite=args.overwrite)
+        path = ingest(args.inputs, args.out, expect=expect, overwrite=args.overwrite,
+                      accept_damaged=args.accept_damaged)
     print(f"wrote {path}")
     return 0
 
@@ -102,10 +107,20 @@ def _run_catalog(args) -> int:
     from earthsim import catalog
 
     if args.action == "list":
+        from earthsim.errors import CatalogError
+
+        bad = []
         for name in catalog.names():
-            entry = catalog.get_entry(name)
+            try:
+                entry = catalog.get_entry(name)
+            except CatalogError as error:
+                bad.append(str(error))
+                continue
             state = "ready" if entry.exists() else f"missing: {entry.source.command(name) if entry.source else '-'}"
             print(f"{name:24s} {entry.kind:8s} {state:44s} {entry.description}")
+        for message in bad:
+            print(f"earthsim catalog: error: {message}", file=sys.stderr)
+        return 2 if bad else 0
     else:
         print(catalog.describe(catalog.get_entry(args.name)), end="")
     return 0
@@ -308,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except EarthsimError as error:
         print(f"earthsim {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file that cannot be read or written: say which, without a traceback
+        where = error.filename or "a file"
+        print(f"earthsim {args.command}: error: {where}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"earthsim {args.command}: interrupted", file=sys.stderr)

@@ -22,7 +22,7 @@ import yaml
 from conftest import SAMPLE_DATA, TEST_DATA
 from earthsim import catalog, cli
 from earthsim.data.conventions import to_conventions
-from earthsim.data.ingest import ingest, ingest_entry, open_inputs, validate_against_entry
+from earthsim.data.ingest import grib_damage, ingest, ingest_entry, open_inputs, validate_against_entry
 from earthsim.data.store import open_zarr
 from earthsim.errors import EarthsimError, ValidationError
 
@@ -111,17 +111,33 @@ def test_ensemble_entry_ingests_with_members_and_levels(stores):
     assert np.array_equal(ds["t"].sel(level=850, realization=9).isel(time=0).values, want_t)
 
 
+def test_damaged_grib_is_refused_by_default_naming_how_many_messages(tmp_path, capsys):
+    assert grib_damage(CORRUPTED) == (1, 2) and grib_damage(UK) == (0, 744)
+    out = tmp_path / "corrupted.zarr"
+    with pytest.raises(EarthsimError, match=r"era5-levels-corrupted.grib: 1 of 2 GRIB messages cannot be read"):
+        ingest([CORRUPTED], out, progress=False)
+    assert _nothing_written(out)
+    assert cli.main(["ingest", str(CORRUPTED), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 GRIB messages cannot be read" in err and "Traceback" not in err and "skipping" not in err
+    assert _nothing_written(out)
+
+    accepted = ingest([CORRUPTED], out, progress=False, accept_damaged=True)  # what can be read, loss recorded
+    record = open_zarr(accepted).attrs["provenance"]["config"]["damaged_inputs_accepted"]
+    assert record == {str(CORRUPTED.resolve()): {"unreadable_messages": 1, "messages": 2}}
+
+
 def test_corrupted_grib_fails_validation_and_cli_exits_nonzero(stores, tmp_path, capsys):
     out = tmp_path / "corrupted.zarr"
     with pytest.raises(ValidationError) as caught:
-        ingest([CORRUPTED], out, expect=catalog.get_entry("era5-ensemble"), progress=False)
+        ingest([CORRUPTED], out, expect=catalog.get_entry("era5-ensemble"), progress=False, accept_damaged=True)
     message = str(caught.value)
     assert str(CORRUPTED) in message
     for part in ("missing variable 'z'", "missing level 500 hPa", "member count 1", "missing 3 time(s)"):
         assert part in message
     assert _nothing_written(out)
 
-    args = ["ingest", str(CORRUPTED), "--out", str(out), "--expect", "era5-ensemble"]
+    args = ["ingest", str(CORRUPTED), "--out", str(out), "--expect", "era5-ensemble", "--accept-damaged"]
     assert cli.main(args) == 2
     assert "missing variable 'z'" in capsys.readouterr().err
     assert _nothing_written(out)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
+import mmap
 import os
 from pathlib import Path
 from typing import Sequence
@@ -39,11 +41,13 @@ LISTED = 10  # times (or fields) listed by name per difference before summarisin
 _GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
 
 
-def ingest_entry(entry: DatasetEntry, progress: bool = True, overwrite: bool = False) -> Path:
+def ingest_entry(entry: DatasetEntry, progress: bool = True, overwrite: bool = False,
+                 accept_damaged: bool = False) -> Path:
     """Ingest a catalog entry's raw files (``source.ingest``) into its store, validated against the entry."""
     if entry.source is None or not entry.source.ingest:
         raise CatalogError(f"dataset {entry.name!r} ({entry.path}) has no 'source: ingest:' files to ingest")
-    return ingest(list(entry.source.ingest), entry.store, expect=entry, progress=progress, overwrite=overwrite)
+    return ingest(list(entry.source.ingest), entry.store, expect=entry, progress=progress, overwrite=overwrite,
+                  accept_damaged=accept_damaged)
 
 
 def ingest(
@@ -55,14 +59,17 @@ def ingest(
     *,
     longitude_convention: str | None = None,
     time_chunk: int | None = None,
+    accept_damaged: bool = False,
 ) -> Path:
     """Convert ``files`` (netCDF or GRIB, concatenated along time in the order given) into a Zarr v3 store.
 
     ``expect``: a catalog entry the data must match (:func:`validate_against_entry`); its grid's
     longitude convention is used unless ``longitude_convention`` is given (default ``[-180, 180)``),
     and its ``group`` names the Zarr group written. ``time_chunk``: time steps per stored chunk
-    (default: as many as fit in about 1 MiB). Raises EarthsimError for missing or unreadable
-    inputs and ValidationError for data that does not match ``expect``; no store is left behind.
+    (default: as many as fit in about 1 MiB). A GRIB file with damaged messages is refused, naming
+    how many, unless ``accept_damaged``: then what can be read is ingested and the loss is recorded
+    in the store's provenance. Raises EarthsimError for missing, unreadable or damaged inputs and
+    ValidationError for data that does not match ``expect``; no store is left behind.
     """
     files = [str(f) for f in files]
     if not files:
@@ -74,8 +81,26 @@ def ingest(
     if longitude_convention is None:
         longitude_convention = expect.grid.longitude_convention if expect is not None else "[-180, 180)"
     where = ", ".join(files)
-    ds = open_inputs(files, longitude_convention, time_chunk)
-    with _read_errors(where):
+    damaged = {}
+    for path in files:
+        if Path(path).is_file() and _engine(path) == "cfgrib":
+            unreadable, total = grib_damage(path)
+            if unreadable and not accept_damaged:
+                raise EarthsimError(f"{path}: {unreadable} of {total} GRIB messages cannot be read (damaged); nothing "
+                                    "is ingested from a damaged file unless you pass --accept-damaged, which ingests "
+                                    "what can be read and records the loss in the store's provenance")
+            if unreadable:
+                damaged[str(Path(path).resolve())] = {"unreadable_messages": unreadable, "messages": total}
+    with _quiet_cfgrib():
+        ds = open_inputs(files, longitude_convention, time_chunk)
+        return _write(ds, files, out, expect, progress, overwrite, longitude_convention, time_chunk, damaged)
+
+
+def _write(ds: xr.Dataset, files: list[str], out, expect: DatasetEntry | None, progress: bool, overwrite: bool,
+           longitude_convention: str, time_chunk: int | None, damaged: dict) -> Path:
+    """Validate the opened inputs and write them (see :func:`ingest`)."""
+    where = ", ".join(files)
+    with _read_errors(where, out):
         if expect is not None:
             validate_against_entry(ds, expect, where, progress=progress)
         else:
@@ -100,6 +125,7 @@ def ingest(
                 "conventions": CONVENTIONS,
                 "longitude_convention": longitude_convention,
                 "time_chunk": chunks.get(record) if record is not None else None,
+                **({"damaged_inputs_accepted": damaged} if damaged else {}),
             },
         )
         group = expect.group if expect is not None and expect.group else ""
@@ -204,12 +230,53 @@ def default_time_chunk(ds: xr.Dataset, record: str | None = None, itemsize: int 
 
 
 @contextlib.contextmanager
-def _read_errors(where: str):
-    """Errors raised while dask reads the inputs (after opening) become EarthsimErrors naming them."""
+def _read_errors(where: str, out: str | os.PathLike):
+    """Errors raised while dask reads the inputs (after opening) become EarthsimErrors naming them; an error about
+    the output (``out`` or its temporary) names the output instead."""
     try:
         yield
     except (OSError, RuntimeError) as error:
+        filename = str(getattr(error, "filename", "") or "")
+        if filename.startswith(str(out)):
+            raise EarthsimError(f"{out}: writing failed: {getattr(error, 'strerror', None) or error}") from None
         raise EarthsimError(f"{where}: reading failed: {type(error).__name__}: {error}") from error
+
+
+@contextlib.contextmanager
+def _quiet_cfgrib():
+    """cfgrib logs each damaged message with a traceback; earthsim reports damage itself (:func:`grib_damage`)."""
+    logger = logging.getLogger("cfgrib")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def grib_damage(path: str | os.PathLike) -> tuple[int, int]:
+    """``(damaged, total)`` GRIB messages of a file: each message begins with ``GRIB``, states its length (GRIB1:
+    3 bytes at offset 4; GRIB2: 8 bytes at offset 8) and ends with ``7777`` at that length; one that does not is
+    damaged (cfgrib skips such messages, saying so only in a log line)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        damaged = total = 0
+        start = data.find(b"GRIB")
+        while start != -1:
+            total += 1
+            edition = data[start + 7] if start + 8 <= len(data) else 0
+            if edition == 1:
+                length = int.from_bytes(data[start + 4:start + 7], "big")
+            elif edition == 2:
+                length = int.from_bytes(data[start + 8:start + 16], "big")
+            else:
+                length = 0
+            end = start + length
+            if length < 8 or end > len(data) or data[end - 4:end] != b"7777":
+                damaged += 1
+                start = data.find(b"GRIB", start + 4)
+            else:
+                start = data.find(b"GRIB", end)
+        return damaged, total
 
 
 def validate_against_entry(ds: xr.Dataset, entry: DatasetEntry, where: str, progress: bool = False) -> None:

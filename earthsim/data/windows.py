@@ -455,7 +455,7 @@ class WindowDataset(torch.utils.data.Dataset):
         out = np.empty((count, len(self.channels), *self.grid.shape), dtype=np.float32)
         futures = self._start_frame_reads(self._sequences[sequence], first, last + 1, step)
         for layout, future in zip(self._layouts, futures):
-            block = future.result().transpose(layout.order)
+            block = self._result(future, layout.name).transpose(layout.order)
             self._refuse_nan(block, layout, f"frames {first}..{last} of sequence {sequence}")
             channels = slice(layout.channel_start, layout.channel_start + layout.channels)
             out[:, channels] = block if layout.has_level else block[:, None]
@@ -506,9 +506,9 @@ class WindowDataset(torch.utils.data.Dataset):
         and ``y`` [T_out, C, H, W]; returns its lead time."""
         inputs, targets, lead = self._start_reads(index)  # all variables in flight at once
         for k, layout in enumerate(self._layouts):
-            block = inputs[k].result().transpose(layout.order)
+            block = self._result(inputs[k], layout.name).transpose(layout.order)
             if targets is not None:
-                block = np.concatenate([block, targets[k].result().transpose(layout.order)])
+                block = np.concatenate([block, self._result(targets[k], layout.name).transpose(layout.order)])
             self._refuse_nan(block, layout, index)
             if not layout.has_level:
                 block = block[:, None]
@@ -520,6 +520,15 @@ class WindowDataset(torch.utils.data.Dataset):
                 else:
                     out[...] = part
         return lead * self.time_step
+
+    def _result(self, future, name: str) -> np.ndarray:
+        """A read's values, or one error naming the store and variable (a damaged chunk's bytes, a vanished file)."""
+        try:
+            return future.result()
+        except Exception as error:  # tensorstore and zarr raise many types for damaged data
+            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise ValidationError(f"store {self._store}: variable {name!r} cannot be read ({reason}); `earthsim check "
+                                  f"{self._store}` names the damaged chunks") from None
 
     def _refuse_nan(self, block: np.ndarray, layout: _Layout, where) -> None:
         """A NaN (a fill value read from a damaged store, a diverged solver) never becomes a sample."""
@@ -576,8 +585,8 @@ class WindowDataset(torch.utils.data.Dataset):
         """Static fields ``[C_s, H, W]`` as stored (float64, not normalised); read on each call."""
         if self._pid != os.getpid():
             self._open()
-        fields = [np.asarray(reader.read((slice(None), slice(None))).result(), dtype=np.float64)
-                  for reader in self._static_readers]
+        fields = [np.asarray(self._result(reader.read((slice(None), slice(None))), layout.name), dtype=np.float64)
+                  for reader, layout in zip(self._static_readers, self._static_layouts)]
         return np.stack(fields) if fields else np.empty((0, *self.grid.shape))
 
     def static_statistics(self) -> tuple[np.ndarray, np.ndarray]:

@@ -15,3 +15,6 @@ try:
 except EarthsimError as error:
     print(f"earthsim forecast: error: {error}", file=sys.stderr)
     raise SystemExit(2)
+except OSError as error:  # a file that cannot be read or written: say which, without a traceback
+    print(f"earthsim forecast: error: {error.filename or 'a file'}: {error.strerror or error}", file=sys.stderr)
+    raise SystemExit(2)

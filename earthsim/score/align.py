@@ -90,7 +90,12 @@ class Aligned:
         if self.levels[name] is not None:
             da = da.sel({LEVEL_DIM: self.levels[name]}, method="nearest")
         order = [INIT_DIM] + [d for d in (TRAJECTORY_DIM, LEVEL_DIM) if d in da.dims] + list(self.grid_dims)
-        values = np.asarray(da.transpose(*order).values, dtype=np.float32)
+        try:
+            values = np.asarray(da.transpose(*order).values, dtype=np.float32)
+        except Exception as error:  # codecs raise many types for damaged bytes
+            raise AlignmentError(f"the truth of variable {name!r} cannot be read at {len(valid)} valid time(s) "
+                                 f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
+                                 "; `earthsim check` names the damaged chunks") from None
         if TRAJECTORY_DIM not in da.dims:
             values = values[:, None]
         if LEVEL_DIM not in da.dims:

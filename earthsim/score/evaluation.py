@@ -112,7 +112,13 @@ def _read_block(aligned: Aligned, name: str, start: int, stop: int) -> np.ndarra
     """Forecast block ``[b, L, R, M, K, H, W]`` (size-1 axes for absent dims), in the store's dtype."""
     da = aligned.forecast[name].isel({INIT_DIM: slice(start, stop)})
     order = [INIT_DIM, LEAD_DIM] + [d for d in (TRAJECTORY_DIM, MEMBER_DIM, LEVEL_DIM) if d in da.dims]
-    values = np.asarray(da.transpose(*order, *aligned.grid_dims).values)
+    try:
+        values = np.asarray(da.transpose(*order, *aligned.grid_dims).values)
+    except Exception as error:  # codecs raise many types for damaged bytes
+        raise AlignmentError(f"forecast {aligned.label!r} ({aligned.path}), variable {name!r}: initial times "
+                             f"{start}..{stop - 1} cannot be read ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0][:200] if str(error) else ''}); `earthsim check` names the "
+                             "damaged chunks") from None
     for position, dim in ((2, TRAJECTORY_DIM), (3, MEMBER_DIM), (4, LEVEL_DIM)):
         if dim not in da.dims:
             values = np.expand_dims(values, position)

@@ -8,7 +8,9 @@ so a killed run never leaves a checkpoint that looks complete; only the last ``k
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import random
 import re
 import shutil
@@ -19,6 +21,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from earthsim.errors import EarthsimError
@@ -47,6 +52,65 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: Globals a ``.metadata`` file of torch.distributed.checkpoint may name: DCP's metadata types and what they hold.
+DCP_METADATA_GLOBALS = frozenset(
+    {("torch.distributed.checkpoint.metadata", name) for name in (
+        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING")}
+    | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+       ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
+       ("collections", "OrderedDict")}
+    | {("torch", name) for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)})
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles only DCP's own metadata types: an altered ``.metadata`` file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in DCP_METADATA_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a type a checkpoint's metadata holds")
+        return super().find_class(module, name)
+
+
+class SafeCheckpointReader(dcp.FileSystemReader):
+    """torch.distributed.checkpoint's file reader with its metadata read through :class:`_MetadataUnpickler` instead
+    of ``pickle.load``."""
+
+    def read_metadata(self, *args, **kwargs) -> Metadata:
+        path = self._get_metadata_path(kwargs.get("rank"))
+        with self.fs.create_stream(path, "rb") as stream:
+            try:
+                metadata = _MetadataUnpickler(stream).load()
+            except Exception as error:  # refused globals, or bytes that are no pickle at all
+                raise EarthsimError(f"{path}: refused: {_first_line(error)}; a checkpoint's metadata holds "
+                                    "torch.distributed.checkpoint's own types only, so this file was altered or "
+                                    "damaged") from None
+        if not isinstance(metadata, Metadata):
+            raise EarthsimError(f"{path}: refused: it holds a {type(metadata).__name__}, not checkpoint metadata")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's default load planner, reading non-tensor entries with ``torch.load(weights_only=True)`` (DCP's own
+    planner loads them with ``weights_only=False``, which would run code planted in a shard)."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's first line, without torch's advice to load with ``weights_only=False``."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(" Re-running `torch.load`")[0].split(" If you")[0]
 
 
 def _barrier() -> None:
@@ -105,10 +169,20 @@ class Checkpointer:
             raise EarthsimError(f"{path} is not a complete checkpoint (no .metadata)")
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optim_state}
-        dcp.load(state, checkpoint_id=path)
+        try:
+            dcp.load(state, storage_reader=SafeCheckpointReader(path), planner=SafeLoadPlanner())
+        except EarthsimError:
+            raise
+        except Exception as error:  # DCP wraps a missing or damaged shard in several exception types
+            raise EarthsimError(f"{path}: the checkpoint cannot be read ({_first_line(error)}); resume from another "
+                                "checkpoint of the run or start afresh") from None
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         own = path / f"trainer-rank{_rank()}.pt"
-        trainer = torch.load(own if own.exists() else path / "trainer-rank0.pt", weights_only=True)
+        source = own if own.exists() else path / "trainer-rank0.pt"
+        try:
+            trainer = torch.load(source, weights_only=True)
+        except Exception as error:  # a missing, damaged or altered file
+            raise EarthsimError(f"{source}: cannot be read as a trainer state ({_first_line(error)})") from None
         scheduler.load_state_dict(trainer["scheduler"])
         if own.exists():  # same world size: continue each rank's random stream exactly
             set_rng_state(trainer["rng"])

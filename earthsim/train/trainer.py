@@ -24,7 +24,7 @@ from tqdm import tqdm
 from earthsim import catalog
 from earthsim import config as config_lib
 from earthsim.data.grid import latitude_weights
-from earthsim.data.loader import make_loader
+from earthsim.data.loader import collate_windows, make_loader
 from earthsim.data.stats import compute_statistics, load_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import EarthsimError
@@ -146,11 +146,25 @@ class Trainer:
         self.scheduler = warmup_cosine(self.optimizer, opt.warmup_steps, self.total_steps, opt.min_lr_ratio)
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=cfg.checkpoint.keep)
         self.step = 0
+        self._check_first_batch()  # before anything is written: model, data and loss must fit together
         self._prepare_run_dir(resume)
         self.metrics = MetricsLogger(self.run_dir, enabled=self.world.is_main)
 
+    def _check_first_batch(self) -> None:
+        """The loss of the first training batch, computed once before the run folder is touched, so that a model, data
+        and loss that do not fit together fail before any output exists (random states are left as they were)."""
+        batch = Batch.from_mapping(collate_windows(self.data.train.__getitems__(
+            list(range(min(self.cfg.data.batch_size, len(self.data.train)))))), self.world.device)
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), self.cfg.parallelism.autocast(self.world.device):
+            loss = self.model.training_loss(batch, self.unroll_steps(0), self.loss)
+        if loss.ndim != 0:
+            raise EarthsimError(f"model {self.cfg.model.name!r}: its training loss is not a scalar ({list(loss.shape)})")
+
     def _prepare_run_dir(self, resume: bool) -> None:
         latest = self.checkpointer.latest()
+        if resume and latest is None:
+            raise EarthsimError(f"--resume: {self.run_dir} holds no checkpoint (no checkpoints/step-* folder); check "
+                                "the run folder, or leave out --resume to start a new run")
         if latest is not None and not resume:
             raise EarthsimError(f"run directory {self.run_dir} already has checkpoints; pass --resume to continue it "
                                 "or choose another --run-dir")
