@@ -80,7 +80,6 @@ def ingest(
         raise EarthsimError(f"{out} already exists; remove it or pass overwrite")
     if longitude_convention is None:
         longitude_convention = expect.grid.longitude_convention if expect is not None else "[-180, 180)"
-    where = ", ".join(files)
     damaged = {}
     for path in files:
         if Path(path).is_file() and _engine(path) == "cfgrib":

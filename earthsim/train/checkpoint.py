@@ -9,6 +9,7 @@ so a killed run never leaves a checkpoint that looks complete; only the last ``k
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pickle
 import random
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -107,6 +109,15 @@ class SafeLoadPlanner(DefaultLoadPlanner):
             self.state_dict[read_item.dest_index.fqn] = loaded
 
 
+def _dcp_reason(error: BaseException) -> str:
+    """The first failure DCP collected (it wraps each rank's exception), else the error's first line."""
+    failures = getattr(error, "failures", None)
+    if failures:
+        failure = next(iter(failures.values()))
+        error = failure[0] if isinstance(failure, tuple) else failure
+    return _first_line(error)
+
+
 def _first_line(error: BaseException) -> str:
     """An error's first line, without torch's advice to load with ``weights_only=False``."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -169,13 +180,16 @@ class Checkpointer:
             raise EarthsimError(f"{path} is not a complete checkpoint (no .metadata)")
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optim_state}
+        root_logger = logging.getLogger()  # DCP logs each failed read with its traceback on the root logger
+        level = root_logger.level
+        root_logger.setLevel(logging.CRITICAL)
         try:
             dcp.load(state, storage_reader=SafeCheckpointReader(path), planner=SafeLoadPlanner())
-        except EarthsimError:
-            raise
-        except Exception as error:  # DCP wraps a missing or damaged shard in several exception types
-            raise EarthsimError(f"{path}: the checkpoint cannot be read ({_first_line(error)}); resume from another "
+        except (Exception, CheckpointException) as error:  # DCP's CheckpointException is a BaseException
+            raise EarthsimError(f"{path}: the checkpoint cannot be read ({_dcp_reason(error)}); resume from another "
                                 "checkpoint of the run or start afresh") from None
+        finally:
+            root_logger.setLevel(level)
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         own = path / f"trainer-rank{_rank()}.pt"
         source = own if own.exists() else path / "trainer-rank0.pt"
