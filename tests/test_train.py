@@ -73,7 +73,7 @@ def test_config_errors_name_the_key(fluid_entry):
     ({"loss": {"name": "mse", "variable_weights": {"pressure": 2.0}}}, "unknown name"),
     ({"data": {"dataset": "placeholder", "output_variables": ["pressure"]}},
      r"data.output_variables: \['pressure'\] are not among"),
-    ({"data": {"dataset": "placeholder", "lead_strides": [1, 2]}}, "need a lead-conditioned model reading one frame"),
+    ({"data": {"dataset": "placeholder", "lead_strides": [1, 2]}}, "need a lead-conditioned model; model .fno. is not"),
 ])
 def test_model_data_mismatch_fails_before_training(fluid_entry, tmp_path, changes, message):
     raw = {**_experiment(fluid_entry), **changes}

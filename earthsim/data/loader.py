@@ -108,20 +108,31 @@ def make_loader(
     Batches follow the sample contract (``x`` ``[B, T_in, C, H, W]``, ``y``, ``lead_time`` ``[B]``,
     ``static`` ``[C_s, H, W]``). The same seed, epoch and world size give the same batches whatever
     ``num_workers``. Workers are persistent and memory is pinned when CUDA is available. Choose the
-    epoch (and resume part-way) with ``loader.sampler.set_epoch(epoch, start=samples_done)``.
+    epoch (and resume part-way) with :func:`set_epoch`. A :class:`~earthsim.data.sources.SourceWindows`
+    dataset is batched one source per batch (:class:`~earthsim.data.sources.SourceBatchSampler`).
     """
+    from earthsim.data.sources import SourceBatchSampler, SourceWindows
+
     if batch_size < 1:
         raise EarthsimError(f"batch_size must be ≥ 1, got {batch_size}")
     if num_workers < 0:
         raise EarthsimError(f"num_workers must be ≥ 0, got {num_workers}")
+    workers = {}
+    if num_workers > 0:
+        workers = dict(multiprocessing_context=worker_context(), persistent_workers=True, prefetch_factor=2)
+    common = dict(num_workers=num_workers, collate_fn=collate_windows, pin_memory=torch.cuda.is_available(), **workers)
+    if isinstance(dataset, SourceWindows):  # batches of one source each (always whole batches)
+        sampler = SourceBatchSampler([len(s) for s in dataset.sources], batch_size, rank=rank, world_size=world_size,
+                                     shuffle=shuffle, seed=seed)
+        return DataLoader(dataset, batch_sampler=sampler, **common)
     sampler = ShardSampler(
         len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
         drop_last=drop_last,
     )
-    workers = {}
-    if num_workers > 0:
-        workers = dict(multiprocessing_context=worker_context(), persistent_workers=True, prefetch_factor=2)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_windows,
-        drop_last=drop_last, pin_memory=torch.cuda.is_available(), **workers,
-    )
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
+
+
+def set_epoch(loader: DataLoader, epoch: int, start: int = 0) -> None:
+    """Choose the epoch of a loader made by :func:`make_loader` and skip this rank's first ``start`` samples."""
+    sampler = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler
+    sampler.set_epoch(epoch, start=start)

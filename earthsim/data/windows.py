@@ -12,7 +12,9 @@ lead from the set, reproducibly for a seed and on any number of ranks and worker
 lead is ``stride``.
 
 Channels are the variables in the entry's order (or the order given), each expanded over its levels
-in the store's level order: variable ``z`` on levels 500 and 850 then ``t`` gives ``z500, z850, t``.
+in the store's level order: variable ``z`` on levels 500 and 850 then ``t`` gives ``z500, z850, t``;
+then the per-frame fields of ``derived`` (computed from the frames' valid times, see
+:mod:`earthsim.data.derived`), whose static ones join the entry's static fields.
 Every ensemble member and every fluid trajectory is an independent sequence, and a window never
 crosses from one sequence to another, nor past the edges of its split (weather splits select
 times, fluid splits select trajectories). Every start frame from which a whole window fits is a
@@ -41,6 +43,7 @@ import xarray as xr
 
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
+from earthsim.data.derived import DERIVED, check_derived, frame_fields, static_fields
 from earthsim.data.grid import Grid
 from earthsim.data.store import chunk_status
 from earthsim.data.conventions import LEVEL_DIM, TIME_DIM, physics_attributes
@@ -155,8 +158,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Attributes for the trainer: ``channels`` (names), ``channel_variables`` (the variable of each
     channel), ``mean``, ``std``, ``diff_std`` (float32 tensors ``[C]``, None without statistics),
-    ``static_channels``, ``time_step`` (between store frames), ``lead_strides``, ``lead_times`` (hours
-    or solver units), ``grid``, ``physics`` (the physics attributes of a solver-made store).
+    ``static_channels``, ``derived`` (the names of computed fields among channels and static fields),
+    ``time_step`` (between store frames), ``lead_strides``, ``lead_times`` (hours or solver units),
+    ``grid``, ``physics`` (the physics attributes of a solver-made store).
 
     For readers other than the loader (forecast runs): ``sequence_dims``, ``sequences``, ``levels``,
     ``starts``, ``dataset`` (the store's coordinates and attributes, lazily) and ``read_frames``
@@ -174,6 +178,7 @@ class WindowDataset(torch.utils.data.Dataset):
         normalise: bool = True,
         statistics: xr.Dataset | None = None,
         lead_strides: list[int] | tuple[int, ...] | None = None,
+        derived: list[str] | tuple[str, ...] | None = None,
     ):
         entry = entry_or_name if isinstance(entry_or_name, DatasetEntry) else catalog.get_entry(entry_or_name)
         leads = tuple(lead_strides) if lead_strides is not None else (stride,)
@@ -199,6 +204,13 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
         self._layouts, self.channels, self._levels, self._sequence_dims = self._channel_layouts(ds)
         self.channel_variables = [layout.name for layout in self._layouts for _ in range(layout.channels)]
+        self.derived = tuple(derived or ())
+        self._times = ds[TIME_DIM].values if TIME_DIM in ds.coords else np.arange(ds.sizes.get(TIME_DIM, 0))
+        check_derived(self.derived, entry.grid, self._times, f"dataset {entry.name!r}")
+        self._stored_channels = len(self.channels)
+        self._frame_derived = [n for n in self.derived if not DERIVED[n].static]
+        self.channels += self._frame_derived
+        self.channel_variables += self._frame_derived
         self._frames, self._sequences = self._split_positions(ds, split)
         self._check_time_step(ds)
         reach = (self.t_in - 1) * self.stride + self.t_out * max(self.lead_strides)  # first input to last target
@@ -210,7 +222,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 f"window of t_in={t_in} + t_out={t_out} frames with stride {stride}{leads} needs {reach + 1}",
                 frames=len(self._frames), needed=reach + 1,
             )
-        self.static_channels = list(entry.static)
+        self.static_channels = list(entry.static) + [n for n in self.derived if DERIVED[n].static]
         self._static_layouts = self._static_layouts_of(ds)
         self._check_chunks()
 
@@ -221,6 +233,9 @@ class WindowDataset(torch.utils.data.Dataset):
         self.mean = self.std = self.diff_std = None
         if statistics is not None:
             mean, std, diff_std = (self._channel_statistic(statistics, name, self._levels) for name in STATISTICS)
+            fixed = len(self._frame_derived)  # derived per-frame fields: mean 0, std 1 (their range is [-1, 1])
+            mean, std, diff_std = (np.concatenate([v, np.full(fixed, fill)])
+                                   for v, fill in ((mean, 0.0), (std, 1.0), (diff_std, 1.0)))
             self.mean, self.std, self.diff_std = (torch.from_numpy(v.astype(np.float32)) for v in (mean, std, diff_std))
             self._inverse_std = (1.0 / std).astype(np.float32)
         self._static_statistics = self._static_stats(statistics)
@@ -275,7 +290,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _check_chunks(self) -> None:
         """Every chunk of the variables read must be in the store: a missing one would read as its fill value."""
-        names = [layout.name for layout in self._layouts] + list(self.static_channels)
+        names = [layout.name for layout in self._layouts] + list(self.entry.static)
         try:
             status = chunk_status(self._store, self.entry.group, names)
         except Exception as error:  # zarr raises many types for damaged metadata
@@ -343,7 +358,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def _static_layouts_of(self, ds: xr.Dataset) -> list[_Layout]:
         spatial = self.entry.grid.dims
         layouts = []
-        for i, name in enumerate(self.static_channels):
+        for i, name in enumerate(self.entry.static):
             if name not in ds.data_vars:
                 raise ValidationError(f"store {self.entry.store}: static field {name!r} of entry {self.entry.name!r} is missing")
             self._check_raw_float32(ds[name])
@@ -372,9 +387,10 @@ class WindowDataset(torch.utils.data.Dataset):
                     ) from error
             values.append(np.atleast_1d(np.asarray(stat.values, dtype=np.float64)))
         values = np.concatenate(values)
-        if values.shape != (len(self.channels),):
+        if values.shape != (self._stored_channels,):
             raise ValidationError(
-                f"statistics of {self.entry.name!r}: {statistic} has {values.size} values for {len(self.channels)} channels"
+                f"statistics of {self.entry.name!r}: {statistic} has {values.size} values for {self._stored_channels} "
+                "channels"
             )
         if not np.all(np.isfinite(values)) or (statistic != "mean" and np.any(values <= 0)):
             raise ValidationError(
@@ -459,6 +475,9 @@ class WindowDataset(torch.utils.data.Dataset):
             self._refuse_nan(block, layout, f"frames {first}..{last} of sequence {sequence}")
             channels = slice(layout.channel_start, layout.channel_start + layout.channels)
             out[:, channels] = block if layout.has_level else block[:, None]
+        if self._frame_derived:
+            out[:, self._stored_channels:] = frame_fields(self._frame_derived, self.grid,
+                                                          self._times[first:last + 1:step])
         return out
 
     # -- reading ---------------------------------------------------------------------------------
@@ -519,6 +538,14 @@ class WindowDataset(torch.utils.data.Dataset):
                     np.multiply(out, self._inverse_std[channels, None, None], out=out)
                 else:
                     out[...] = part
+        if self._frame_derived:  # mean 0 and std 1: the same normalised or not
+            _, start, _ = self.locate(index)
+            last = start + (self.t_in - 1) * self.stride
+            frames = np.concatenate([start + self.stride * np.arange(self.t_in),
+                                     last + lead * np.arange(1, self.t_out + 1)])
+            fields = frame_fields(self._frame_derived, self.grid, self._times[frames])
+            x.numpy()[:, self._stored_channels:] = fields[: self.t_in]
+            y.numpy()[:, self._stored_channels:] = fields[self.t_in:]
         return lead * self.time_step
 
     def _result(self, future, name: str) -> np.ndarray:
@@ -548,7 +575,7 @@ class WindowDataset(torch.utils.data.Dataset):
         y = torch.empty((self.t_out, len(self.channels), *self.grid.shape))
         lead_time = self._read_into(int(index), x, y)
         sample = {"x": x, "y": y, "lead_time": torch.tensor(lead_time, dtype=torch.float32)}
-        if self._static_layouts:
+        if self.static_channels:
             sample["static"] = self.static_fields()
         return sample
 
@@ -565,7 +592,7 @@ class WindowDataset(torch.utils.data.Dataset):
         lead_time = batch_buffer((count,))
         for k, index in enumerate(indices):
             lead_time[k] = self._read_into(int(index), x[k], y[k])
-        static = {"static": self.static_fields()} if self._static_layouts else {}
+        static = {"static": self.static_fields()} if self.static_channels else {}
         return [{"x": x[k], "y": y[k], "lead_time": lead_time[k], **static} for k in range(count)]
 
     def static_fields(self) -> torch.Tensor:
@@ -587,7 +614,8 @@ class WindowDataset(torch.utils.data.Dataset):
             self._open()
         fields = [np.asarray(self._result(reader.read((slice(None), slice(None))), layout.name), dtype=np.float64)
                   for reader, layout in zip(self._static_readers, self._static_layouts)]
-        return np.stack(fields) if fields else np.empty((0, *self.grid.shape))
+        stored = np.stack(fields) if fields else np.empty((0, *self.grid.shape))
+        return np.concatenate([stored, static_fields(list(self.derived), self.grid)])
 
     def static_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std ``[C_s]`` (float64) that ``static_fields`` normalises by: the statistics' where they

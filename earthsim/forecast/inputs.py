@@ -58,20 +58,23 @@ class InitialConditions:
     """The initial times of ``split`` with ``steps`` frames of truth after them, and their input frames.
 
     ``variables`` default to the entry's; ``lead_stride`` (store frames between forecast frames)
-    defaults to ``stride``. Raises ValidationError naming the split, its frame count and
+    defaults to ``stride``; ``derived`` names fields computed from coordinates (read as channels or
+    static fields, as the model was trained). Raises ValidationError naming the split, its frame count and
     what ``steps`` needs when the split is too short, and naming an explicit initial time that is
     not one of the split's valid ones.
     """
 
     def __init__(self, entry: DatasetEntry, split: str, steps: int, t_in: int = 1, stride: int = 1,
-                 variables: list[str] | None = None, inits: list | None = None, lead_stride: int | None = None):
+                 variables: list[str] | None = None, inits: list | None = None, lead_stride: int | None = None,
+                 derived: tuple[str, ...] = ()):
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
             raise ValidationError(f"steps must be an integer ≥ 1, got {steps!r}")
         self.entry, self.split, self.steps, self.t_in, self.stride = entry, split, int(steps), int(t_in), int(stride)
         self.lead_stride = self.stride if lead_stride is None else int(lead_stride)
         try:
             self.windows = WindowDataset(entry, split, t_in=self.t_in, t_out=self.steps, stride=self.stride,
-                                         variables=variables, normalise=False, lead_strides=(self.lead_stride,))
+                                         variables=variables, normalise=False, lead_strides=(self.lead_stride,),
+                                         derived=derived)
         except SplitTooShortError as error:  # the same check, said in a forecast's terms
             fit = max(0, (error.frames - 1 - (self.t_in - 1) * self.stride) // self.lead_stride)
             raise ValidationError(

@@ -84,13 +84,17 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
         raise ValidationError(f"seed must be an integer ≥ 0, got {seed!r}")
     spec = model.spec
     lead = _lead_stride(record, lead_stride, mode, steps, where)
-    variables = list(dict.fromkeys(spec.channel_variables))
+    variables = list(dict.fromkeys(v for v in spec.channel_variables if v not in spec.derived))
     absent = [v for v in variables if v not in entry.variables]
     if absent:
         raise ValidationError(f"{where} reads variables {variables}; dataset {entry.name!r} has variables "
                               f"{entry.variable_names}, without {absent}")
+    if mode == "iterative" and model.t_in > 1 and lead != record.stride:
+        raise ValidationError(f"{where} reads {model.t_in} frames {record.stride} store frame(s) apart, so it rolls "
+                              f"out iteratively only {record.stride} frame(s) at a time, not {lead} (a prediction fed "
+                              "back must sit one stride after the other inputs); use mode='direct'")
     ic = InitialConditions(entry, split, steps, t_in=model.t_in, stride=record.stride, lead_stride=lead,
-                           variables=variables, inits=inits)
+                           variables=variables, inits=inits, derived=spec.derived)
     _check_compatible(record, spec, ic, where)
     written = _predicted_variables(ic, spec, where)
 

@@ -20,6 +20,11 @@ need no special cases):
   parallel scan with teacher forcing over a whole sequence, say) without touching the trainer.
 - :class:`RecurrentModel`: ``init_state``/``step`` with a carried state, through which every rollout
   runs, so each new frame costs the same whatever the horizon.
+- ``multi_source`` (class attribute): the family reads any subset of a vocabulary of named
+  variables, so one network can train on several sources (datasets with their own variables and
+  statistics, ClimaX's pretraining across climate models): :meth:`EarthsimModel.add_source` adds
+  one, and :meth:`EarthsimModel.reading_source` selects the one calls read (the trainer, per batch).
+- ``no_weight_decay`` (class attribute): parameter names the optimiser does not decay (embeddings).
 
 Families register with :func:`register_model`; :func:`build_model` builds by name. Third-party
 packages a family needs are imported when it is built, so a missing one fails that family alone,
@@ -29,6 +34,7 @@ by name.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence, TypeVar
 
@@ -55,45 +61,31 @@ class Batch:
     y: torch.Tensor  # [B, T_out, C_in, H, W]
     lead_time: torch.Tensor  # [B]
     static: torch.Tensor | None = None  # [C_s, H, W]
+    source: int = 0  # which of the model's sources (datasets) every sample of the batch comes from
 
     @classmethod
     def from_mapping(cls, batch: Mapping[str, torch.Tensor], device: torch.device | str) -> "Batch":
         static = batch.get("static")
+        source = batch.get("source")
+        if source is not None:
+            if bool((source != source[0]).any()):
+                raise ValidationError(f"a batch mixes samples of sources {sorted(set(source.tolist()))}; each batch "
+                                      "must come from one source")
+            source = int(source[0])
         return cls(batch["x"].to(device), batch["y"].to(device), batch["lead_time"].to(device),
-                   None if static is None else static.to(device))
+                   None if static is None else static.to(device), source or 0)
 
 
-class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
-    """Base class of every model: the forward contract in physical units, input checks, FSDP units, and the
-    declared normalisation and residual update (see the module docstring).
+class Normaliser(nn.Module):
+    """The normalisation statistics of one source as buffers (not saved with the weights: they come from the
+    spec), shaped to broadcast against ``[B, T, C, H, W]`` and ``[B, C_s, H, W]``."""
 
-    Subclasses set ``t_in``, ``t_out`` and (if their config has one) ``residual`` in ``__init__`` and
-    implement :meth:`network` and :meth:`fsdp_units`; :meth:`check_spec` refuses data the family
-    cannot take. The registry sets ``model_name``.
-    """
-
-    model_name: str
-    config: Any
-    spec: DataSpec
-    t_in: int
-    t_out: int
-    residual: bool = False
-    normalised: ClassVar[bool] = True
-    lead_conditioned: ClassVar[bool] = False
-    #: A tiny configuration (and the grid kind it suits: "box" or "latlon" pole to pole) for tests and docs.
-    example_config: ClassVar[dict] = {}
-    example_grid: ClassVar[str] = "box"
-
-    def __init__(self, config: Any, spec: DataSpec):
+    def __init__(self, spec: DataSpec, normalised: bool, family: str):
         super().__init__()
-        self.config = config
-        self.spec = spec
-        self.check_spec(spec)
         stats = spec.statistics
         if stats is None:
-            if self.normalised:
-                raise EarthsimError(f"{type(self).__name__} works on normalised fields, so its data spec needs "
-                                    "statistics")
+            if normalised:
+                raise EarthsimError(f"{family} works on normalised fields, so its data spec needs statistics")
             mean, std, diff_std = ([0.0] * len(spec.inputs), [1.0] * len(spec.inputs), [1.0] * len(spec.inputs))
             static_mean, static_std = [0.0] * len(spec.static), [1.0] * len(spec.static)
         else:
@@ -110,6 +102,74 @@ class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
         self.register_buffer("static_std", torch.tensor(static_std, dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
 
+
+class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of every model: the forward contract in physical units, input checks, FSDP units, and the
+    declared normalisation and residual update (see the module docstring).
+
+    Subclasses set ``t_in``, ``t_out`` and (if their config has one) ``residual`` in ``__init__`` and
+    implement :meth:`network` and :meth:`fsdp_units`; :meth:`check_spec` refuses data the family
+    cannot take. The registry sets ``model_name``.
+    """
+
+    model_name: str
+    config: Any
+    specs: list[DataSpec]
+    t_in: int
+    t_out: int
+    residual: bool = False
+    normalised: ClassVar[bool] = True
+    lead_conditioned: ClassVar[bool] = False
+    multi_source: ClassVar[bool] = False
+    no_weight_decay: ClassVar[tuple[str, ...]] = ()
+    #: A tiny configuration (and the grid kind it suits: "box" or "latlon" pole to pole) for tests and docs.
+    example_config: ClassVar[dict] = {}
+    example_grid: ClassVar[str] = "box"
+
+    def __init__(self, config: Any, spec: DataSpec):
+        super().__init__()
+        self.config = config
+        self.check_spec(spec)
+        self.specs = [spec]
+        self.normalisers = nn.ModuleList([Normaliser(spec, self.normalised, type(self).__name__)])
+        self.source = 0
+
+    @property
+    def spec(self) -> DataSpec:
+        """The data spec of the source calls read (the first, unless :attr:`source` says otherwise)."""
+        return self.specs[self.source]
+
+    def add_source(self, spec: DataSpec) -> int:
+        """Add a source the model can read (a multi-source family only); returns its index for :attr:`source`."""
+        name = getattr(self, "model_name", type(self).__name__)
+        if not self.multi_source:
+            raise EarthsimError(f"model {name!r} reads one set of variables; training on several sources needs a "
+                                "family that reads any subset of its vocabulary (climax)")
+        if spec.time_units != self.specs[0].time_units:
+            raise EarthsimError(f"model {name!r}: a source in {spec.time_units} cannot join sources in "
+                                f"{self.specs[0].time_units} (lead times would mean different things)")
+        self.check_spec(spec)
+        self.specs.append(spec)
+        self.normalisers.append(Normaliser(spec, self.normalised, type(self).__name__).to(
+            self.normalisers[0].input_mean.device))
+        return len(self.specs) - 1
+
+    @contextlib.contextmanager
+    def reading_source(self, source: int):
+        """Within the block, calls read source ``source`` (its variables and statistics)."""
+        if not 0 <= source < len(self.specs):
+            raise ValidationError(f"source {source} out of range: the model has {len(self.specs)} source(s)")
+        before, self.source = self.source, source
+        try:
+            yield self
+        finally:
+            self.source = before
+
+    def __getattr__(self, name: str):
+        if name in _NORMALISER_BUFFERS:  # the statistics of the source calls read
+            return getattr(self.normalisers[self.source], name)
+        return super().__getattr__(name)
+
     # -- what a family provides --------------------------------------------------------------------
 
     def check_spec(self, spec: DataSpec) -> None:
@@ -123,6 +183,18 @@ class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def fsdp_units(self) -> list[FSDPUnit]:
         """The units FSDP shards one by one before the root (each a module or a group of modules)."""
+
+    def initialise_from(self, pretrained: "EarthsimModel") -> str:
+        """Start from the weights of ``pretrained`` (this family, trained on other data); returns what was carried
+        over. By default every tensor is copied, so both must be built alike; a family whose weights belong to
+        named variables (ClimaX) carries them by name instead."""
+        own, theirs = self.state_dict(), pretrained.state_dict()
+        different = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape]
+        if different or set(theirs) - set(own):
+            raise EarthsimError(f"init_from: the pretrained model is built differently (tensors {different[:4]} "
+                                f"differ); {type(self).__name__} carries weights only between models built alike")
+        self.load_state_dict(theirs)
+        return f"{len(own)} tensors copied"
 
     # -- the contract --------------------------------------------------------------------------------
 
@@ -195,6 +267,10 @@ class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
             return static.expand(x.shape[0], -1, -1, -1)
         raise ValidationError(f"{self.model_name}: static must be [C_s={grid[0]}, H={grid[1]}, W={grid[2]}] or "
                               f"[B, C_s, H, W], got {list(static.shape)}")
+
+
+_NORMALISER_BUFFERS = frozenset(("input_mean", "input_std", "output_mean", "output_std", "output_diff_std",
+                                 "static_mean", "static_std"))
 
 
 def _full_precision(tensor: torch.Tensor) -> torch.Tensor:

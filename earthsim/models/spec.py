@@ -43,6 +43,7 @@ class DataSpec:
     grid: Grid
     channel_variables: tuple[str, ...] = ()  # the store variable of each input (z for z500); default: the names
     static: tuple[str, ...] = ()
+    derived: tuple[str, ...] = ()  # inputs and static fields computed from coordinates (earthsim.data.derived)
     time_step: float = 1.0  # between consecutive frames the model sees: hours (weather) or solver units (fluids)
     time_units: str = "hours"
     lead_times: tuple[float, ...] = ()  # leads trained at (same units); empty: time_step alone
@@ -62,6 +63,10 @@ class DataSpec:
         if not self.inputs or not self.outputs:
             raise EarthsimError(f"data spec: inputs and outputs must name channels, got {list(self.inputs)} and "
                                 f"{list(self.outputs)}")
+        strays = [n for n in self.derived if n not in self.inputs and n not in self.static]
+        if strays or any(n in self.outputs for n in self.derived):
+            raise EarthsimError(f"data spec: derived fields {list(self.derived)} must be inputs or static fields, and "
+                                "are never predicted")
         unknown = [c for c in self.outputs if c not in self.inputs]
         if unknown:
             raise EarthsimError(f"data spec: outputs {unknown} are not inputs {list(self.inputs)}; a model predicts "
@@ -111,10 +116,10 @@ class DataSpec:
     @classmethod
     def from_windows(cls, windows: "WindowDataset", output_variables: list[str] | None = None) -> "DataSpec":
         """The spec of models trained on ``windows``: its channels (the channels of ``output_variables`` predicted,
-        default all), grid, time step, leads, store physics and statistics (needed: load them)."""
+        default every stored variable's), grid, time step, leads, store physics and statistics (needed: load them)."""
         channels = tuple(windows.channels)
-        if output_variables is None:
-            predicted = channels
+        if output_variables is None:  # every stored variable (derived fields are never predicted)
+            predicted = tuple(c for c in channels if c not in windows.derived)
         else:
             unknown = [v for v in output_variables if v not in windows.variables]
             if unknown:
@@ -130,7 +135,7 @@ class DataSpec:
             static_mean=tuple(float(v) for v in static_mean), static_std=tuple(float(v) for v in static_std))
         return cls(inputs=channels, outputs=predicted, grid=windows.grid,
                    channel_variables=tuple(windows.channel_variables),
-                   static=tuple(windows.static_channels),
+                   static=tuple(windows.static_channels), derived=tuple(windows.derived),
                    time_step=float(windows.stride * windows.time_step), time_units=windows.entry.time.units,
                    lead_times=tuple(float(v) for v in windows.lead_times), physics=windows.physics,
                    statistics=statistics)

@@ -20,6 +20,17 @@ from earthsim.models.parallelism import ParallelismConfig
 
 
 @dataclass
+class SourceConfig:
+    """A further training source (``data.sources``): a dataset read with its own variables, predicted
+    variables and derived fields; the windows (``t_in``, ``t_out``, stride, leads) are the run's."""
+
+    dataset: str
+    variables: list[str] | None = None
+    output_variables: list[str] | None = None
+    derived: list[str] | None = None
+
+
+@dataclass
 class DataConfig:
     """Which windows of which dataset a model trains on.
 
@@ -28,9 +39,17 @@ class DataConfig:
     ``stride`` store frames apart; each sample's lead is drawn from ``lead_strides`` (a set) or
     ``lead_stride_range`` (``[first, last]``, inclusive), in store frames, else it is ``stride``. With
     several leads every window start is one sample per lead, so an epoch holds that many times more
-    samples; they need a lead-conditioned model reading one frame (``t_in: 1``), since a prediction
-    at lead L fed back as input would otherwise sit L, not ``stride``, frames after the others.
+    samples; they need a lead-conditioned model. ``derived`` adds fields computed from coordinates
+    (:mod:`earthsim.data.derived`: ``latitude``, ``longitude`` as static fields, ``local_time_sin``
+    and ``local_time_cos`` as per-frame forcings). ``sources`` adds further training datasets, read
+    with their own variables and statistics (a multi-source model, ClimaX's pretraining across
+    climate models): each batch comes from one source; validation reads ``dataset``.
     """
+
+    def source_list(self) -> list[SourceConfig]:
+        """Every training source: ``dataset`` (with this section's variables) first, then ``sources``."""
+        first = SourceConfig(self.dataset, self.variables, self.output_variables, self.derived)
+        return [first, *(self.sources or [])]
 
     dataset: str
     t_in: int = 1
@@ -42,6 +61,8 @@ class DataConfig:
     output_variables: list[str] | None = None
     lead_strides: list[int] | None = None
     lead_stride_range: list[int] | None = None
+    derived: list[str] | None = None
+    sources: list[SourceConfig] | None = None
 
     def __post_init__(self):
         if self.lead_strides is not None and self.lead_stride_range is not None:
@@ -127,6 +148,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 1
+    init_from: str | None = None  # an exported model (model.pt or its run folder) whose weights start this run
 
     def __post_init__(self):
         if self.device not in ("auto", "cpu", "cuda"):

@@ -24,12 +24,13 @@ from tqdm import tqdm
 from earthsim import catalog
 from earthsim import config as config_lib
 from earthsim.data.grid import latitude_weights
-from earthsim.data.loader import collate_windows, make_loader
+from earthsim.data.loader import collate_windows, make_loader, set_epoch
+from earthsim.data.sources import SourceWindows
 from earthsim.data.stats import compute_statistics, load_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import EarthsimError
 from earthsim.models import (EXPORT_NAME, MODELS, Batch, DataSpec, EarthsimModel, build_model, export_model,
-                             parallelize, rollout)
+                             load_exported, parallelize, rollout)
 from earthsim.train.checkpoint import Checkpointer
 from earthsim.train.config import TrainConfig, to_yaml
 from earthsim.train.distributed import World, init_world
@@ -40,19 +41,26 @@ from earthsim.train.schedule import warmup_cosine
 
 @dataclass
 class Data:
-    """The datasets of a run (physical units) and the data spec its model is built for."""
+    """The datasets of a run (physical units) and the data specs its model is built for, one per training source
+    (the first is the validation dataset's)."""
 
-    train: WindowDataset
+    train: WindowDataset | SourceWindows
     validation: WindowDataset
-    spec: DataSpec
+    specs: list[DataSpec]
+    windows: list[WindowDataset]  # the training windows of each source
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.specs[0]
 
 
 def prepare_data(cfg: TrainConfig, world: World) -> None:
-    """Rank 0 makes the dataset's store and statistics if missing; the other ranks wait for it."""
+    """Rank 0 makes each source's store and statistics if missing; the other ranks wait for it."""
     if world.is_main:
-        entry = catalog.get_entry(cfg.data.dataset)
-        catalog.open_dataset(entry)
-        compute_statistics(entry)
+        for source in cfg.data.source_list():
+            entry = catalog.get_entry(source.dataset)
+            catalog.open_dataset(entry)
+            compute_statistics(entry)
     dist.barrier()
 
 
@@ -61,24 +69,25 @@ def build_data(cfg: TrainConfig) -> Data:
 
     Windows are read in physical units (the model normalises itself with the spec's statistics).
     """
-    entry = catalog.get_entry(cfg.data.dataset)
-    statistics = load_statistics(entry, progress=False)
-    common = dict(t_in=cfg.data.t_in, stride=cfg.data.stride, variables=cfg.data.variables, normalise=False,
-                  statistics=statistics, lead_strides=cfg.data.leads())
-    train = WindowDataset(entry, "train", t_out=cfg.data.t_out * cfg.rollout.max_steps, **common)
-    validation = WindowDataset(entry, "validation", t_out=cfg.data.t_out * cfg.validation.rollout_steps, **common)
-    return Data(train, validation, DataSpec.from_windows(train, cfg.data.output_variables))
+    windows, specs = [], []
+    for source in cfg.data.source_list():
+        entry = catalog.get_entry(source.dataset)
+        common = dict(t_in=cfg.data.t_in, stride=cfg.data.stride, variables=source.variables, normalise=False,
+                      statistics=load_statistics(entry, progress=False), lead_strides=cfg.data.leads(),
+                      derived=source.derived)
+        train = WindowDataset(entry, "train", t_out=cfg.data.t_out * cfg.rollout.max_steps, **common)
+        if not windows:
+            validation = WindowDataset(entry, "validation", t_out=cfg.data.t_out * cfg.validation.rollout_steps,
+                                       **common)
+        windows.append(train)
+        specs.append(DataSpec.from_windows(train, source.output_variables))
+    return Data(windows[0] if len(windows) == 1 else SourceWindows(windows), validation, specs, windows)
 
 
-def build_loss(cfg: TrainConfig, data: Data) -> TrainingLoss:
-    """The experiment's loss on the predicted channels, weighted per variable or channel as it says."""
-    spec, train = data.spec, data.train
-    known = set(spec.outputs) | {v for c, v in zip(train.channels, train.channel_variables) if c in spec.outputs}
-    unknown = sorted(set(cfg.loss.variable_weights) - known)
-    if unknown:
-        raise EarthsimError(f"loss.variable_weights: unknown name(s) {unknown}; valid (predicted channels and their "
-                            f"variables): {sorted(known)}")
-    variable_of = dict(zip(train.channels, train.channel_variables))
+def build_loss(cfg: TrainConfig, spec: DataSpec) -> TrainingLoss:
+    """The experiment's loss on the predicted channels of one source, weighted per variable or channel as it says
+    (names predicted by no source are refused by :func:`check_loss_weights`)."""
+    variable_of = dict(zip(spec.inputs, spec.channel_variables))
     weights = [float(cfg.loss.variable_weights.get(c, cfg.loss.variable_weights.get(variable_of[c], 1.0)))
                for c in spec.outputs]
     lat = spec.grid.latitudes()
@@ -91,8 +100,19 @@ def build_loss(cfg: TrainConfig, data: Data) -> TrainingLoss:
                         p=cfg.loss.p, **scale)
 
 
-def build_training_model(cfg: TrainConfig, spec: DataSpec) -> EarthsimModel:
-    """Build the model for the data; the family refuses data it cannot take, and the time steps must agree."""
+def check_loss_weights(cfg: TrainConfig, specs: list[DataSpec]) -> None:
+    """Every name in ``loss.variable_weights`` must be a channel or variable some source predicts."""
+    known = {name for spec in specs for c, v in zip(spec.inputs, spec.channel_variables) if c in spec.outputs
+             for name in (c, v)}
+    unknown = sorted(set(cfg.loss.variable_weights) - known)
+    if unknown:
+        raise EarthsimError(f"loss.variable_weights: unknown name(s) {unknown}; valid (predicted channels and their "
+                            f"variables): {sorted(known)}")
+
+
+def build_training_model(cfg: TrainConfig, specs: list[DataSpec]) -> EarthsimModel:
+    """Build the model for the data (every source); the family refuses data it cannot take, and the leads must
+    suit it."""
     params = dict(cfg.model.params)
     fields = {f.name for f in dataclasses.fields(MODELS[cfg.model.name].config_cls)} if cfg.model.name in MODELS \
         else set()
@@ -101,15 +121,30 @@ def build_training_model(cfg: TrainConfig, spec: DataSpec) -> EarthsimModel:
             raise EarthsimError(f"model.params.{key}={params[key]} does not match data.{key}={value}")
         if key in fields:
             params[key] = value
-    model = build_model(cfg.model.name, params, spec)
+    model = build_model(cfg.model.name, params, specs[0])
+    for spec in specs[1:]:
+        model.add_source(spec)
     leads = cfg.data.leads()
-    if leads is not None and leads != (cfg.data.stride,) and not (model.lead_conditioned and model.t_in == 1):
-        raise EarthsimError(
-            f"data: leads drawn from {list(leads)} store frames need a lead-conditioned model reading one frame "
-            f"(t_in: 1); model {cfg.model.name!r} is {'' if model.lead_conditioned else 'not lead-conditioned, '}"
-            f"with t_in={model.t_in}: its rollout would feed predictions {list(leads)} frames apart back among "
-            f"inputs {cfg.data.stride} apart")
+    if leads is not None and leads != (cfg.data.stride,):
+        if not model.lead_conditioned:
+            raise EarthsimError(f"data: leads drawn from {list(leads)} store frames need a lead-conditioned model; "
+                                f"model {cfg.model.name!r} is not")
+        unrolled = {"rollout.max_steps": cfg.rollout.max_steps, "validation.rollout_steps":
+                    cfg.validation.rollout_steps}
+        if model.t_in > 1 and any(v > 1 for v in unrolled.values()):
+            raise EarthsimError(
+                f"data: with leads drawn from {list(leads)} store frames and t_in={model.t_in}, a prediction fed back "
+                f"would sit a lead, not {cfg.data.stride} frame(s), after the other inputs: set "
+                + " and ".join(f"{k}: 1" for k, v in unrolled.items() if v > 1) + " (the model is called directly)")
     return model
+
+
+def initialise_from(model: EarthsimModel, path: str) -> str:
+    """Start ``model`` from the weights of the exported model at ``path``; returns what was carried over."""
+    pretrained, record = load_exported(path)
+    if record.model != model.model_name:
+        raise EarthsimError(f"init_from: {path} is a {record.model!r} model, this run trains {model.model_name!r}")
+    return model.initialise_from(pretrained)
 
 
 def _peak_memory_mb(world: World) -> float:
@@ -127,11 +162,13 @@ class Trainer:
         torch.use_deterministic_algorithms(self.world.device.type == "cpu", warn_only=True)
         prepare_data(cfg, self.world)
         self.data = build_data(cfg)
-        self.loss = build_loss(cfg, self.data).to(self.world.device)
-        model = build_training_model(cfg, self.data.spec).to(self.world.device)
-        self.model = parallelize(model, self.world.mesh, cfg.parallelism)
+        check_loss_weights(cfg, self.data.specs)
+        self.losses = [build_loss(cfg, spec).to(self.world.device) for spec in self.data.specs]
+        model = build_training_model(cfg, self.data.specs)
+        self.initialised = initialise_from(model, cfg.init_from) if cfg.init_from else None
+        self.model = parallelize(model.to(self.world.device), self.world.mesh, cfg.parallelism)
         opt = cfg.optimizer
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2),
+        self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=opt.lr, betas=(opt.beta1, opt.beta2),
                                            weight_decay=opt.weight_decay)
         self.loader = make_loader(self.data.train, cfg.data.batch_size, cfg.data.num_workers, shuffle=True,
                                   seed=cfg.seed, rank=self.world.rank, world_size=self.world.size, drop_last=True)
@@ -149,6 +186,17 @@ class Trainer:
         self._check_first_batch()  # before anything is written: model, data and loss must fit together
         self._prepare_run_dir(resume)
         self.metrics = MetricsLogger(self.run_dir, enabled=self.world.is_main)
+        if self.initialised is not None and self.world.is_main:
+            (self.run_dir / "init_from.txt").write_text(f"{cfg.init_from}: {self.initialised}\n")
+            if progress:
+                print(f"init_from {cfg.init_from}: {self.initialised}")
+
+    def parameter_groups(self) -> list[dict]:
+        """AdamW's groups: the family's ``no_weight_decay`` parameters (embeddings) are not decayed."""
+        skip = set(self.model.no_weight_decay)
+        named = list(self.model.named_parameters())
+        return [{"params": [p for n, p in named if n not in skip]},
+                {"params": [p for n, p in named if n in skip], "weight_decay": 0.0}]
 
     def _check_first_batch(self) -> None:
         """The loss of the first training batch, computed once before the run folder is touched, so that a model, data
@@ -156,7 +204,7 @@ class Trainer:
         batch = Batch.from_mapping(collate_windows(self.data.train.__getitems__(
             list(range(min(self.cfg.data.batch_size, len(self.data.train)))))), self.world.device)
         with torch.random.fork_rng(devices=[]), torch.no_grad(), self.cfg.parallelism.autocast(self.world.device):
-            loss = self.model.training_loss(batch, self.unroll_steps(0), self.loss)
+            loss = self.model.training_loss(batch, self.unroll_steps(0), self.losses[batch.source])
         if loss.ndim != 0:
             raise EarthsimError(f"model {self.cfg.model.name!r}: its training loss is not a scalar ({list(loss.shape)})")
 
@@ -214,8 +262,8 @@ class Trainer:
         for i, micro in enumerate(micro_batches):
             batch = Batch.from_mapping(micro, self.world.device)
             self.model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-            with self.cfg.parallelism.autocast(self.world.device):
-                loss = self.model.training_loss(batch, k, self.loss)
+            with self.cfg.parallelism.autocast(self.world.device), self.model.reading_source(batch.source):
+                loss = self.model.training_loss(batch, k, self.losses[batch.source])
             (loss / len(micro_batches)).backward()
             total += loss.detach() / len(micro_batches)
         if self.cfg.optimizer.grad_clip > 0:
@@ -250,7 +298,7 @@ class Trainer:
                                batch.y[:, :, forcing] if forcing else None).float()
             target = batch.y[:, :, spec.output_index]
             count = batch.x.shape[0]
-            sums[0] += self.loss(pred[:, :t_out], target[:, :t_out]) * count
+            sums[0] += self.losses[0](pred[:, :t_out], target[:, :t_out]) * count
             sums[1] += count
             sq = ((pred[:, -1:] - target[:, -1:]) ** 2 * weights).mean(dim=(1, 3, 4))  # last step: [B, C_out]
             sums[2:] += sq.sum(dim=0).double()
@@ -275,7 +323,7 @@ class Trainer:
             epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
             k = self.unroll_steps(epoch)
             position = self.loader_position()
-            self.loader.sampler.set_epoch(position["epoch"], start=position["samples"])
+            set_epoch(self.loader, position["epoch"], start=position["samples"])
             iterator = iter(self.loader)
             for _ in range(done_in_epoch, self.steps_per_epoch):
                 if self.step >= self.total_steps:

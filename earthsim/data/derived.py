@@ -1,0 +1,86 @@
+"""Fields computed from a dataset's coordinates instead of read from its store.
+
+Weather models read the position and the time of day as fields of their own (ClimaX's
+vocabulary has a latitude field; the ERA5 UK experiment adds longitude and the local time of
+day), so the loader makes them beside the stored variables:
+
+- static fields, one map per dataset: ``latitude`` and ``longitude`` (degrees);
+- per-frame fields, computed at each frame's valid time (forcings: read at every step, never
+  predicted): ``local_time_sin`` and ``local_time_cos``, the sine and cosine of the local solar
+  time ``2π (UTC hour + longitude / 15) / 24``, which vary along longitude.
+
+Per-frame fields are normalised by the fixed mean 0 and std 1 (their range is [-1, 1]); static
+fields by their own mean and std, as any static field without statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from earthsim.data.grid import Grid
+from earthsim.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class DerivedField:
+    """A field computed from coordinates: ``static`` (one map) or per frame (from the frames' valid times)."""
+
+    units: str
+    long_name: str
+    static: bool
+    compute: Callable  # static: (latitude [H, 1], longitude [1, W]); per frame: (..., hours of day [T, 1, 1])
+
+
+def _local_time(longitude: np.ndarray, hours: np.ndarray) -> np.ndarray:
+    """Local solar time as an angle: 2π (UTC hour + longitude / 15) / 24, ``[T, 1, W]``."""
+    return 2.0 * np.pi * (hours + longitude / 15.0) / 24.0
+
+
+DERIVED: dict[str, DerivedField] = {
+    "latitude": DerivedField("degrees_north", "latitude of the grid point", True, lambda lat, lon: lat + 0 * lon),
+    "longitude": DerivedField("degrees_east", "longitude of the grid point", True, lambda lat, lon: lon + 0 * lat),
+    "local_time_sin": DerivedField("1", "sine of the local solar time of day", False,
+                                   lambda lat, lon, hours: np.sin(_local_time(lon, hours)) + 0 * lat),
+    "local_time_cos": DerivedField("1", "cosine of the local solar time of day", False,
+                                   lambda lat, lon, hours: np.cos(_local_time(lon, hours)) + 0 * lat),
+}
+
+
+def check_derived(names: list[str] | tuple[str, ...], grid: Grid, times: np.ndarray, where: str) -> None:
+    """Raise naming ``where`` unless every name is a derived field these coordinates can give."""
+    unknown = [n for n in names if n not in DERIVED]
+    if unknown:
+        raise ValidationError(f"{where}: unknown derived field(s) {unknown}; known: {sorted(DERIVED)}")
+    if len(set(names)) != len(names):
+        raise ValidationError(f"{where}: derived fields repeat a name: {list(names)}")
+    if names and grid.kind != "latlon":
+        raise ValidationError(f"{where}: derived fields {list(names)} need a latitude/longitude grid, not a "
+                              f"{grid.kind} grid")
+    per_frame = [n for n in names if not DERIVED[n].static]
+    if per_frame and not np.issubdtype(np.asarray(times).dtype, np.datetime64):
+        raise ValidationError(f"{where}: derived fields {per_frame} need dates and times (the store's time is "
+                              f"{np.asarray(times).dtype})")
+
+
+def _axes(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    return grid.latitudes()[:, None], grid.longitudes()[None, :]
+
+
+def static_fields(names: list[str], grid: Grid) -> np.ndarray:
+    """The static derived fields ``[C, H, W]`` (float64) among ``names``, in order."""
+    lat, lon = _axes(grid)
+    fields = [DERIVED[n].compute(lat, lon) for n in names if DERIVED[n].static]
+    return np.stack(fields) if fields else np.empty((0, *grid.shape))
+
+
+def frame_fields(names: list[str], grid: Grid, times: np.ndarray) -> np.ndarray:
+    """The per-frame derived fields ``[T, C, H, W]`` (float32) among ``names`` at the valid ``times`` (datetime64)."""
+    lat, lon = _axes(grid)
+    times = np.asarray(times, dtype="datetime64[ns]")
+    hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).reshape(-1, 1, 1)
+    fields = [DERIVED[n].compute(lat[None], lon[None], hours) for n in names if not DERIVED[n].static]
+    shape = (len(times), 0, *grid.shape)
+    return np.stack(fields, axis=1).astype(np.float32) if fields else np.empty(shape, np.float32)

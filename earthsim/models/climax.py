@@ -1,0 +1,458 @@
+"""ClimaX (Nguyen et al. 2023, "ClimaX: A foundation model for weather and climate"), as microsoft/ClimaX builds it.
+
+A vision transformer whose tokens are built per variable, so that one network reads any subset of a
+vocabulary of named variables (which is what lets ClimaX pretrain across climate-model sources that
+store different variables, and fine-tune on yet another set):
+
+1. **Variable tokenisation**: each vocabulary variable has its own ``p × p`` patch embedding; the
+   variables present are embedded together by one grouped convolution (microsoft/ClimaX's
+   ``ParallelVarPatchEmbed``), ``[B, V, H, W] -> [B, V, L, D]`` for ``L`` patches.
+2. A learned **variable embedding** per vocabulary variable is added (initialised with 1-D sin-cos
+   codes of the variable's index, as the reference does).
+3. **Variable aggregation**: at each patch, one cross-attention layer with a learned query (zeros at
+   the start) attends over that patch's ``V`` variable tokens, leaving ``L`` tokens.
+4. A learned **position embedding** (initialised with 2-D sin-cos codes of the patch row and column)
+   and a **lead-time embedding** (a linear map of the lead in hours / 100) are added.
+5. **ViT blocks** (pre-norm attention through ``scaled_dot_product_attention``, pre-norm MLP of
+   ratio 4, drop-path rising linearly to ``drop_path`` over the depth, dropout ``drop_rate``), then a
+   final LayerNorm.
+6. A **head** (``decoder_depth`` × (linear, GELU), then a linear map to ``V_vocab × p × p``) predicts
+   every vocabulary variable at every patch; the outputs are selected by name.
+
+Parameter names follow microsoft/ClimaX's ``ClimaX`` with ``parallel_patch_embed=True``
+(``token_embeds.proj_weights``, ``var_embed``, ``var_query``, ``var_agg.in_proj_weight``,
+``pos_embed``, ``lead_time_embed``, ``blocks.{i}.attn.qkv``, ``head.{j}``), so the reference's
+weights load into this model unchanged.
+
+**Inputs.** The variables fed are the spec's input channels (``z500``, ``t2m``, ...) and static
+fields; with ``t_in > 1`` an earlier input frame's channel is a variable of its own, named
+``<channel>@-<k>`` for the frame ``k`` before the last (``t2m@-1``), with its own embeddings.
+``vocabulary`` lists every name the model has weights for (default: what the data feeds); a
+model built on one vocabulary fine-tunes on another through :func:`carry_weights`, which loads
+shared per-variable weights by name.
+
+**Grids.** The position embedding covers ``position_grid`` (default: the data grid). When the data
+grid is a region of it (same spacing, cells aligned), only the patches covering the region are
+tokenised and the position embedding is sliced to them: ClimaX's regional variant, in which a
+model for the globe is fine-tuned on a region. A grid whose size does not divide by the patch
+size (the UK's 33 × 49 at patch 2) is padded to whole patches by repeating its edge rows and
+columns (ClimaX's regional rule, keeping only patches wholly inside, would crop to 32 × 48 and
+lose a row and a column); predictions are cropped back, so every grid point is predicted and
+scored on the original grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from earthsim.data.grid import GRID_TOLERANCE_DEG, Grid
+from earthsim.errors import EarthsimError
+from earthsim.models.base import EarthsimModel, FSDPUnit, register_model
+from earthsim.models.spec import DataSpec
+
+#: microsoft/ClimaX's default vocabulary (its configs' ``default_vars``) in earthsim's channel names: the three
+#: constants, the surface variables, then z, u, v, t, r, q on seven pressure levels.
+CLIMAX_LEVELS = (50, 250, 500, 600, 700, 850, 925)
+CLIMAX_VOCABULARY = ("lsm", "orography", "latitude", "t2m", "u10", "v10",
+                     *(f"{v}{level}" for v in ("z", "u", "v", "t", "r", "q") for level in CLIMAX_LEVELS))
+
+
+@dataclass
+class ClimaXConfig:
+    """ClimaX: per-variable tokens, variable aggregation, a ViT, a per-variable head (defaults: the paper's)."""
+
+    vocabulary: list[str] | None = dataclasses.field(default=None, metadata={
+        "help": "names the model has per-variable weights for (channels, '<channel>@-<k>' for earlier input "
+                "frames, static fields); default: exactly what the data feeds"})
+    patch_size: int = dataclasses.field(default=2, metadata={"help": "side p of the p x p patches"})
+    embed_dim: int = dataclasses.field(default=1024, metadata={"help": "token width D"})
+    depth: int = dataclasses.field(default=8, metadata={"help": "ViT blocks"})
+    decoder_depth: int = dataclasses.field(default=2, metadata={"help": "linear + GELU layers of the head"})
+    num_heads: int = dataclasses.field(default=16, metadata={"help": "attention heads"})
+    mlp_ratio: float = dataclasses.field(default=4.0, metadata={"help": "MLP width / D"})
+    drop_path: float = dataclasses.field(default=0.1, metadata={"help": "stochastic depth of the last block"})
+    drop_rate: float = dataclasses.field(default=0.1, metadata={"help": "dropout"})
+    t_in: int = dataclasses.field(default=1, metadata={"help": "input frames (earlier ones are variables of their own)"})
+    position_grid: Grid | None = dataclasses.field(default=None, metadata={
+        "help": "the latitude/longitude grid the position embedding covers, when the data is a region of it "
+                "(ClimaX's regional variant); default: the data grid"})
+    residual: bool = dataclasses.field(default=False, metadata={"help": "predict the change from the last frame"})
+
+    def __post_init__(self):
+        for key in ("patch_size", "embed_dim", "depth", "num_heads", "t_in"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be ≥ 1, got {getattr(self, key)}")
+        if self.decoder_depth < 0 or self.mlp_ratio <= 0:
+            raise ValueError("decoder_depth must be ≥ 0 and mlp_ratio > 0")
+        if self.embed_dim % self.num_heads or self.embed_dim % 4:
+            raise ValueError(f"embed_dim {self.embed_dim} must divide by num_heads ({self.num_heads}) and by 4 "
+                             "(the 2-D sin-cos position codes)")
+        for key in ("drop_path", "drop_rate"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.vocabulary is not None and len(set(self.vocabulary)) != len(self.vocabulary):
+            raise ValueError(f"vocabulary repeats a name: {self.vocabulary}")
+
+
+# -- sin-cos codes (MAE's, as microsoft/ClimaX uses them) ------------------------------------------------
+
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """``[M, dim]`` codes: sin then cos of ``positions × 10000^(-2i/dim)``."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.outer(np.asarray(positions, dtype=np.float64).reshape(-1), omega)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_2d(dim: int, rows: int, columns: int) -> np.ndarray:
+    """``[rows × columns, dim]`` codes, row-major: the first half codes the column, the second the row (the
+    reference's meshgrid puts the width coordinate first)."""
+    column, row = np.meshgrid(np.arange(columns, dtype=np.float64), np.arange(rows, dtype=np.float64))
+    return np.concatenate([sincos_1d(dim // 2, column), sincos_1d(dim // 2, row)], axis=1)
+
+
+# -- layers ---------------------------------------------------------------------------------------
+
+
+class VariableTokeniser(nn.Module):
+    """Per-variable ``p × p`` patch embeddings, applied to the variables present as one grouped convolution."""
+
+    def __init__(self, variables: int, patch_size: int, dim: int):
+        super().__init__()
+        self.patch_size, self.dim = patch_size, dim
+        self.proj_weights = nn.Parameter(torch.empty(variables, dim, 1, patch_size, patch_size))
+        self.proj_biases = nn.Parameter(torch.empty(variables, dim))
+        bound = 1.0 / patch_size  # PyTorch's Conv2d bias rule: 1 / sqrt(fan_in), fan_in = p * p
+        for v in range(variables):
+            nn.init.trunc_normal_(self.proj_weights.data[v].view(dim, -1), std=0.02)
+            nn.init.uniform_(self.proj_biases.data[v], -bound, bound)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, V, H, W]`` (variable ``i`` is vocabulary entry ``ids[i]``) to tokens ``[B, V, L, D]``."""
+        count = x.shape[1]
+        weight = self.proj_weights[ids].flatten(0, 1)
+        bias = self.proj_biases[ids].flatten()
+        tokens = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=self.patch_size, groups=count)
+        return tokens.unflatten(1, (count, self.dim)).flatten(3).transpose(2, 3).contiguous()
+
+
+class VariableAggregation(nn.Module):
+    """One cross-attention layer (``nn.MultiheadAttention``'s parameters) from a query over the variable tokens of
+    each patch, computed with ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``query`` ``[1, 1, D]`` attending over ``tokens`` ``[B, V, L, D]`` at each patch: ``[B, L, D]``."""
+        batch, count, length, dim = tokens.shape
+        heads, width = self.heads, dim // self.heads
+        w_q, w_kv = self.in_proj_weight.split((dim, 2 * dim))
+        b_q, b_kv = self.in_proj_bias.split((dim, 2 * dim))
+        kv = F.linear(tokens.transpose(1, 2).reshape(batch * length, count, dim), w_kv, b_kv)
+        k, v = kv.view(batch * length, count, 2, heads, width).permute(2, 0, 3, 1, 4)
+        q = F.linear(query, w_q, b_q).view(1, heads, 1, width).expand(batch * length, -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B L, heads, 1, width]
+        return self.out_proj(out.reshape(batch, length, dim))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch for a whole sample with probability ``p`` (scaled to keep the mean)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (timm's ``Attention``), through SDPA."""
+
+    def __init__(self, dim: int, heads: int, drop: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """A pre-norm ViT block (timm 0.6's ``Block`` with ``qkv_bias=True``)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, drop: float, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# -- where the data sits on the position grid ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The data grid on the patch grid of the position embedding: which patches cover it, and the padding that
+    makes it whole patches (rows before, rows after, columns before, columns after)."""
+
+    patch_rows: int  # patches of the position grid along latitude (y)
+    patch_columns: int
+    rows: range  # patch rows covering the data
+    columns: range
+    padding: tuple[int, int, int, int]
+
+    @property
+    def patch_ids(self) -> list[int]:
+        """Row-major indices (into the position embedding) of the patches covering the data."""
+        return [r * self.patch_columns + c for r in self.rows for c in self.columns]
+
+
+def _offset(data: np.ndarray, parent: np.ndarray, axis: str, where: str) -> int:
+    """Where the data's coordinates start among the parent's (same spacing, aligned, inside)."""
+    if data.size > 1 and parent.size > 1 and not math.isclose(data[1] - data[0], parent[1] - parent[0],
+                                                                rel_tol=1e-6):
+        raise EarthsimError(f"{where}: the data's {axis} spacing {data[1] - data[0]:g} differs from the position "
+                            f"grid's {parent[1] - parent[0]:g}")
+    start = int(np.argmin(np.abs(parent - data[0])))
+    if start + data.size > parent.size or np.max(np.abs(parent[start:start + data.size] - data)) > GRID_TOLERANCE_DEG:
+        raise EarthsimError(f"{where}: the data's {axis} ({data[0]:g} to {data[-1]:g}) is not a run of the position "
+                            f"grid's points ({parent[0]:g} to {parent[-1]:g})")
+    return start
+
+
+def placement(data: Grid, position_grid: Grid | None, patch: int, where: str) -> Placement:
+    """The data grid on the patch grid of ``position_grid`` (or of itself, padded at the end to whole patches)."""
+    height, width = data.shape
+    if position_grid is None:
+        top = left = 0
+        parent_height, parent_width = height, width
+    else:
+        if data.kind != "latlon" or position_grid.kind != "latlon":
+            raise EarthsimError(f"{where}: position_grid needs latitude/longitude grids (data: {data.kind})")
+        top = _offset(data.latitudes(), position_grid.latitudes(), "latitude", where)
+        left = _offset(data.longitudes(), position_grid.longitudes(), "longitude", where)
+        parent_height, parent_width = position_grid.shape
+    rows = range(top // patch, -(-(top + height) // patch))
+    columns = range(left // patch, -(-(left + width) // patch))
+    padding = (top - rows.start * patch, rows.stop * patch - top - height,
+               left - columns.start * patch, columns.stop * patch - left - width)
+    return Placement(-(-parent_height // patch), -(-parent_width // patch), rows, columns, padding)
+
+
+def input_names(spec: DataSpec, t_in: int) -> list[str]:
+    """The variable names of the fields fed, in order: each input frame's channels (earlier frames as
+    ``<channel>@-<k>``), then the static fields."""
+    names = []
+    for frame in range(t_in):
+        back = t_in - 1 - frame
+        names += [f"{c}@-{back}" if back else c for c in spec.inputs]
+    return names + list(spec.static)
+
+
+@register_model("climax", ClimaXConfig)
+class ClimaX(EarthsimModel):
+    """ClimaX: per-variable tokens aggregated by cross-attention, a ViT, a per-variable head (module docstring)."""
+
+    lead_conditioned = True
+    multi_source = True
+    no_weight_decay = ("var_embed", "pos_embed")  # microsoft/ClimaX's pretraining and fine-tuning optimisers
+    example_config = {"embed_dim": 32, "depth": 2, "num_heads": 4, "decoder_depth": 1, "patch_size": 2,
+                      "drop_path": 0.0, "drop_rate": 0.0}
+    example_grid = "latlon"
+
+    def __init__(self, config: ClimaXConfig, spec: DataSpec):
+        self.vocabulary = list(config.vocabulary) if config.vocabulary is not None else \
+            list(dict.fromkeys(input_names(spec, config.t_in) + list(spec.outputs)))
+        self.t_in, self.t_out, self.residual = config.t_in, 1, config.residual
+        super().__init__(config, spec)
+        p, dim = config.patch_size, config.embed_dim
+        self.place = placement(spec.grid, config.position_grid, p, "climax")
+        vocabulary = len(self.vocabulary)
+        self.token_embeds = VariableTokeniser(vocabulary, p, dim)
+        self.var_embed = nn.Parameter(torch.from_numpy(sincos_1d(dim, np.arange(vocabulary))).float().unsqueeze(0))
+        self.var_query = nn.Parameter(torch.zeros(1, 1, dim))
+        self.var_agg = VariableAggregation(dim, config.num_heads)
+        positions = sincos_2d(dim, self.place.patch_rows, self.place.patch_columns)
+        self.pos_embed = nn.Parameter(torch.from_numpy(positions).float().unsqueeze(0))
+        self.lead_time_embed = nn.Linear(1, dim)
+        self.pos_drop = nn.Dropout(config.drop_rate)
+        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
+        self.blocks = nn.ModuleList(Block(dim, config.num_heads, config.mlp_ratio, config.drop_rate, rate)
+                                    for rate in rates)
+        self.norm = nn.LayerNorm(dim)
+        head: list[nn.Module] = []
+        for _ in range(config.decoder_depth):
+            head += [nn.Linear(dim, dim), nn.GELU()]
+        self.head = nn.Sequential(*head, nn.Linear(dim, vocabulary * p * p))
+        for module in self.modules():  # the reference's _init_weights (the aggregation's in-projection stays Xavier)
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        self.register_buffer("patch_ids", torch.tensor(self.place.patch_ids, dtype=torch.long), persistent=False)
+        self._ids: dict = {}
+
+    def check_spec(self, spec: DataSpec) -> None:
+        names = input_names(spec, self.config.t_in)
+        unknown = [n for n in names + list(spec.outputs) if n not in self.vocabulary]
+        if unknown:
+            raise EarthsimError(f"climax: {unknown} are not in the model's vocabulary {self.vocabulary}; add them to "
+                                "model.params.vocabulary")
+        if hasattr(self, "place"):  # a further source: the same grid as the first
+            spec.grid.check_same(self.specs[0].grid, "climax: a further source's grid against the model's")
+
+    def fsdp_units(self) -> list[FSDPUnit]:
+        return [self.token_embeds, *self.blocks]
+
+    def initialise_from(self, pretrained: EarthsimModel) -> str:
+        """Carry ``pretrained``'s weights over by variable name (:func:`carry_weights`)."""
+        return carry_weights(self, pretrained.state_dict(), pretrained.vocabulary).summary()
+
+    def variable_ids(self, names: list[str], device: torch.device) -> torch.Tensor:
+        """Vocabulary indices of ``names`` (cached per source and device)."""
+        key = (tuple(names), device)
+        if key not in self._ids:
+            self._ids[key] = torch.tensor([self.vocabulary.index(n) for n in names], dtype=torch.long, device=device)
+        return self._ids[key]
+
+    def encode(self, fields: torch.Tensor, names: list[str], lead_time: torch.Tensor) -> torch.Tensor:
+        """Fields ``[B, V, H, W]`` (normalised, padded to whole patches) of the variables ``names`` and the lead
+        ``[B]`` to the encoded patch tokens ``[B, L, D]``."""
+        ids = self.variable_ids(names, fields.device)
+        tokens = self.token_embeds(fields, ids) + self.var_embed[:, ids].unsqueeze(2)
+        x = self.var_agg(self.var_query, tokens)
+        x = x + self.pos_embed[:, self.patch_ids]
+        x = x + self.lead_time_embed(lead_time.to(x.dtype).view(-1, 1) / 100.0).unsqueeze(1)
+        x = self.pos_drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def network(self, x: torch.Tensor, static: torch.Tensor | None, lead_time: torch.Tensor | None) -> torch.Tensor:
+        spec, p = self.spec, self.config.patch_size
+        batch, height, width = x.shape[0], *spec.shape
+        if lead_time is None:
+            lead_time = torch.full((batch,), spec.time_step, device=x.device)
+        fields = [x.flatten(1, 2)] + ([static.to(x.dtype)] if static is not None else [])
+        top, bottom, left, right = self.place.padding
+        fields = F.pad(torch.cat(fields, dim=1), (left, right, top, bottom), mode="replicate")
+        tokens = self.encode(fields, input_names(spec, self.t_in), lead_time)
+        patches = self.head(tokens)  # [B, L, V_vocab p p]
+        rows, columns = len(self.place.rows), len(self.place.columns)
+        vocabulary = len(self.vocabulary)
+        frames = patches.view(batch, rows, columns, p, p, vocabulary).permute(0, 5, 1, 3, 2, 4)
+        frames = frames.reshape(batch, vocabulary, rows * p, columns * p)
+        out = frames[:, self.variable_ids(list(spec.outputs), x.device), top:top + height, left:left + width]
+        return out.unsqueeze(1)
+
+
+# -- fine-tuning from a model trained on other variables -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class CarriedWeights:
+    """What :func:`carry_weights` did: tensors copied whole, tensors copied variable by variable (with the
+    variables that were new, left as initialised), and tensors left as initialised."""
+
+    copied: tuple[str, ...]
+    by_variable: tuple[str, ...]
+    new_variables: tuple[str, ...]
+    initialised: tuple[str, ...]
+
+    def summary(self) -> str:
+        new = f" ({len(self.new_variables)} new: {', '.join(self.new_variables)})" if self.new_variables else ""
+        kept = f"; {len(self.initialised)} initialised: {', '.join(self.initialised)}" if self.initialised else ""
+        return (f"{len(self.copied)} tensors copied, {len(self.by_variable)} copied by variable name{new}{kept}")
+
+
+def _rows_by_variable(name: str) -> int | None:
+    """The dim along which a tensor of ClimaX is laid out by vocabulary variable (None: not per variable)."""
+    return {"token_embeds.proj_weights": 0, "token_embeds.proj_biases": 0, "var_embed": 1}.get(name)
+
+
+def carry_weights(model: ClimaX, state: dict[str, torch.Tensor], vocabulary: list[str]) -> CarriedWeights:
+    """Load ``state`` (a ClimaX state dict over ``vocabulary``) into ``model`` (whose vocabulary may differ).
+
+    Per-variable tensors (patch embeddings, variable embeddings, the rows of the head's last layer)
+    are copied for the variables both vocabularies share, by name; the model's new variables keep
+    their initial values. Other tensors are copied when their shapes agree; a position embedding of
+    another grid is refused (its positions would mean other places).
+    """
+    own = model.state_dict()
+    shared = [v for v in model.vocabulary if v in vocabulary]
+    new = tuple(v for v in model.vocabulary if v not in vocabulary)
+    to_ids = torch.tensor([model.vocabulary.index(v) for v in shared], dtype=torch.long)
+    from_ids = torch.tensor([vocabulary.index(v) for v in shared], dtype=torch.long)
+    last = f"head.{len(model.head) - 1}"
+    p2 = model.config.patch_size ** 2
+    copied, by_variable, initialised = [], [], []
+    with torch.no_grad():
+        for name, target in own.items():
+            if name not in state:
+                initialised.append(name)
+                continue
+            source = state[name]
+            dim = _rows_by_variable(name)
+            if name in (f"{last}.weight", f"{last}.bias"):  # rows ordered (pixel, variable): variable fastest
+                source = source.unflatten(0, (p2, len(vocabulary)))
+                view = target.view(p2, len(model.vocabulary), *target.shape[1:])
+                view[:, to_ids] = source[:, from_ids].to(target.dtype)
+                by_variable.append(name)
+            elif dim is not None:
+                target.index_copy_(dim, to_ids, source.index_select(dim, from_ids).to(target.dtype))
+                by_variable.append(name)
+            elif source.shape == target.shape:
+                target.copy_(source)
+                copied.append(name)
+            elif name == "pos_embed":
+                raise EarthsimError(f"the pretrained position embedding has {source.shape[1]} patches, this model's "
+                                    f"grid {target.shape[1]}: give position_grid so that the data is a region of the "
+                                    "pretraining grid")
+            else:
+                raise EarthsimError(f"pretrained tensor {name!r} is {list(source.shape)}, the model's "
+                                    f"{list(target.shape)}: the architectures differ (embed_dim, depth, heads, patch)")
+    model.load_state_dict(own)
+    return CarriedWeights(tuple(copied), tuple(by_variable), new, tuple(initialised))
