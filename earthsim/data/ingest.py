@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 import mmap
 import os
 from pathlib import Path
@@ -34,7 +33,7 @@ from earthsim.data.conventions import (
     TIME_DIM, X_DIM, Y_DIM, record_dim, to_conventions,
 )
 from earthsim.data.store import PROVENANCE_ATTR, provenance, write_zarr
-from earthsim.errors import CatalogError, EarthsimError, ValidationError
+from earthsim.errors import CatalogError, EarthsimError, ValidationError, quiet_loggers, reason
 
 TIME_CHUNK_BYTES = 2**20  # target size of one stored chunk (float32), a block of whole time steps
 LISTED = 10  # times (or fields) listed by name per difference before summarising the rest
@@ -90,7 +89,7 @@ def ingest(
                                     "what can be read and records the loss in the store's provenance")
             if unreadable:
                 damaged[str(Path(path).resolve())] = {"unreadable_messages": unreadable, "messages": total}
-    with _quiet_cfgrib():
+    with quiet_loggers("cfgrib"):  # cfgrib logs each damaged message with a traceback; grib_damage reports it
         ds = open_inputs(files, longitude_convention, time_chunk)
         return _write(ds, files, out, expect, progress, overwrite, longitude_convention, time_chunk, damaged)
 
@@ -239,18 +238,6 @@ def _read_errors(where: str, out: str | os.PathLike):
         if filename.startswith(str(out)):
             raise EarthsimError(f"{out}: writing failed: {getattr(error, 'strerror', None) or error}") from None
         raise EarthsimError(f"{where}: reading failed: {type(error).__name__}: {error}") from error
-
-
-@contextlib.contextmanager
-def _quiet_cfgrib():
-    """cfgrib logs each damaged message with a traceback; earthsim reports damage itself (:func:`grib_damage`)."""
-    logger = logging.getLogger("cfgrib")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def grib_damage(path: str | os.PathLike) -> tuple[int, int]:

@@ -9,7 +9,6 @@ so a killed run never leaves a checkpoint that looks complete; only the last ``k
 from __future__ import annotations
 
 import io
-import logging
 import os
 import pickle
 import random
@@ -28,7 +27,7 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from earthsim.errors import EarthsimError
+from earthsim.errors import EarthsimError, quiet_loggers, reason
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -86,7 +85,7 @@ class SafeCheckpointReader(dcp.FileSystemReader):
             try:
                 metadata = _MetadataUnpickler(stream).load()
             except Exception as error:  # refused globals, or bytes that are no pickle at all
-                raise EarthsimError(f"{path}: refused: {_first_line(error)}; a checkpoint's metadata holds "
+                raise EarthsimError(f"{path}: refused: {reason(error)}; a checkpoint's metadata holds "
                                     "torch.distributed.checkpoint's own types only, so this file was altered or "
                                     "damaged") from None
         if not isinstance(metadata, Metadata):
@@ -115,13 +114,7 @@ def _dcp_reason(error: BaseException) -> str:
     if failures:
         failure = next(iter(failures.values()))
         error = failure[0] if isinstance(failure, tuple) else failure
-    return _first_line(error)
-
-
-def _first_line(error: BaseException) -> str:
-    """An error's first line, without torch's advice to load with ``weights_only=False``."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.split(" Re-running `torch.load`")[0].split(" If you")[0]
+    return reason(error)
 
 
 def _barrier() -> None:
@@ -159,9 +152,14 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         _barrier()
         model_state, optim_state = get_state_dict(model, optimizer)
-        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=tmp)
-        torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": rng_state(), "loader": loader_state},
-                   tmp / f"trainer-rank{_rank()}.pt")
+        try:
+            with quiet_loggers(""):
+                dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=tmp)
+            torch.save({"step": step, "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                        "loader": loader_state}, tmp / f"trainer-rank{_rank()}.pt")
+        except (Exception, CheckpointException) as error:  # a full disk, a vanished folder
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise EarthsimError(f"{final}: writing the checkpoint failed ({_dcp_reason(error)})") from None
         _barrier()
         if _rank() == 0:
             if final.exists():
@@ -180,23 +178,19 @@ class Checkpointer:
             raise EarthsimError(f"{path} is not a complete checkpoint (no .metadata)")
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optim_state}
-        root_logger = logging.getLogger()  # DCP logs each failed read with its traceback on the root logger
-        level = root_logger.level
-        root_logger.setLevel(logging.CRITICAL)
         try:
-            dcp.load(state, storage_reader=SafeCheckpointReader(path), planner=SafeLoadPlanner())
+            with quiet_loggers(""):  # DCP logs each failed read with its traceback on the root logger
+                dcp.load(state, storage_reader=SafeCheckpointReader(path), planner=SafeLoadPlanner())
         except (Exception, CheckpointException) as error:  # DCP's CheckpointException is a BaseException
-            raise EarthsimError(f"{path}: the checkpoint cannot be read ({_dcp_reason(error)}); resume from another "
-                                "checkpoint of the run or start afresh") from None
-        finally:
-            root_logger.setLevel(level)
+            raise EarthsimError(f"{path}: the checkpoint cannot be read ({_dcp_reason(error)}); remove that "
+                                "checkpoints/step-* folder to resume from the one before, or start afresh") from None
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         own = path / f"trainer-rank{_rank()}.pt"
         source = own if own.exists() else path / "trainer-rank0.pt"
         try:
             trainer = torch.load(source, weights_only=True)
         except Exception as error:  # a missing, damaged or altered file
-            raise EarthsimError(f"{source}: cannot be read as a trainer state ({_first_line(error)})") from None
+            raise EarthsimError(f"{source}: cannot be read as a trainer state ({reason(error)})") from None
         scheduler.load_state_dict(trainer["scheduler"])
         if own.exists():  # same world size: continue each rank's random stream exactly
             set_rng_state(trainer["rng"])
