@@ -127,7 +127,7 @@ def _run_catalog(args) -> int:
 
 
 def _add_stats(subparsers) -> None:
-    parser = _parser(subparsers, "stats", "Compute normalisation statistics (and a climatology for weather) with dask.", """
+    parser = _parser(subparsers, "stats", "Compute normalisation statistics (and the entry's climatology) with dask.", """
         earthsim stats era5-uk-t2m          # mean, std, std of one-step differences, day-of-year x hour climatology
         earthsim stats kolmogorov-64 --overwrite
     """)
@@ -142,7 +142,7 @@ def _run_stats(args) -> int:
 
     entry = catalog.get_entry(args.name)
     print(f"statistics: {compute_statistics(entry, overwrite=args.overwrite)}")
-    if entry.kind == "weather":
+    if entry.climatology is not None:
         print(f"climatology: {compute_climatology(entry, overwrite=args.overwrite)}")
     return 0
 
@@ -217,7 +217,7 @@ def _add_score(subparsers) -> None:
                         help="forecast store (WeatherBench 2 layout), optionally LABEL=PATH; baselines too")
     parser.add_argument("--truth", required=True, help="catalog dataset name (or YAML entry) to score against")
     parser.add_argument("--out", required=True, help="directory for scorecard.nc/.csv/.md, spectra.csv and plots/")
-    parser.add_argument("--climatology", help="climatology store for ACC (default: the truth entry's; weather only)")
+    parser.add_argument("--climatology", help="climatology store for ACC (default: the truth entry's)")
     parser.add_argument("--leads", nargs="+", metavar="LEAD",
                         help="lead times to score (weather: 6h, 1D or hours; fluids: solver units); default all")
     parser.add_argument("--metrics", nargs="+", metavar="METRIC", choices=sorted(METRICS),

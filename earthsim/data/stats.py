@@ -10,7 +10,7 @@ Accumulation is float64. Static fields (the entry's ``static``) get a mean and s
 ``diff_std`` is NaN. The result is one Dataset with dims ``("statistic", [level])``,
 ``statistic = ["mean", "std", "diff_std"]``, stored at ``entry.statistics``.
 
-Climatology (``compute_climatology``, weather entries): the mean by hour of day × day of year over
+Climatology (``compute_climatology``) of weather entries: the mean by hour of day × day of year over
 the training split, smoothed over a window of days as WeatherBench 2 does (``compute_hourly_stat``):
 triangular weights ``1 - |Δ|/half`` over ``window_days`` days (WB2's ``create_window_weights``;
 the end points weigh 0), wrapping around the year, a NaN-aware weighted mean of all samples in the
@@ -18,7 +18,10 @@ window (pooled over years and ensemble members), and day 366 of non-leap years t
 of day 365. Unlike WB2, whose wrap assumes whole years, the day-of-year axis is always 1..366 and
 days with no sample within the window stay NaN: a month of training data gives values on the days
 within ``window_days // 2 - 1`` days of it and NaN elsewhere. Stored at ``entry.climatology`` with
-dims ``(hour, dayofyear, [level], latitude, longitude)``, float32.
+dims ``(hour, dayofyear, [level], latitude, longitude)``, float32. A fluid on the sphere (the
+shallow-water sources) has no seasons or time of day: its climatology is the training split's mean
+at each grid point, pooled over time and trajectories, dims ``([level], latitude, longitude)``; it
+stands for every valid time.
 
 Stored results are reused. Their provenance records the dataset, the train split's definition,
 the variables (and, for the climatology, the window); if the entry has changed since, reusing
@@ -247,15 +250,18 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
     ``overwrite``, and one computed for another split, variable set or window raises ValidationError.
     """
     entry = _entry(entry)
-    if entry.kind != "weather":
-        raise CatalogError(f"{entry.path}: a climatology needs a weather entry; {entry.name!r} is {entry.kind!r}")
+    if entry.kind != "weather" and entry.grid.kind != "latlon":
+        raise CatalogError(f"{entry.path}: a climatology needs a weather entry or a fluid on a latitude/longitude "
+                           f"grid; {entry.name!r} is a {entry.kind} entry on a {entry.grid.kind} grid")
     if entry.climatology is None:
         raise CatalogError(f"{entry.path}: entry {entry.name!r} has no 'climatology' path")
-    weights = window_weights(window_days)
+    seasonal = entry.kind == "weather"
+    window = window_days if seasonal else None
+    weights = window_weights(window_days) if seasonal else None
     path = Path(entry.climatology)
     variables = list(entry.variables)
     if path.exists() and not overwrite:
-        _check_stored(path, _expectation(entry, variables, window_days=window_days), "climatology")
+        _check_stored(path, _expectation(entry, variables, window_days=window), "climatology")
         return path
     ds, train = _training_data(entry, variables)
     for name in variables:
@@ -263,19 +269,31 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
         if absent:
             raise ValidationError(f"dataset {entry.name!r}: variable {name!r} lacks dim(s) {absent} needed for a "
                                   f"climatology; it has {train[name].dims}")
-    hours = np.unique(ds.time.dt.hour.values)  # every hour of the data; hours absent from train stay NaN
-    clim = xr.Dataset({name: _climatology(train[name], hours, weights) for name in variables})
-    clim = clim.chunk({"hour": 1, "dayofyear": -1})
-    clim.attrs[store.PROVENANCE_ATTR] = store.provenance(
-        "earthsim.data.stats.compute_climatology", [entry.store],
-        _record(entry, train, variables, window_days=window_days, hours=hours.tolist(),
-                weights="triangular 1 - |days|/(window_days // 2), circular over days 1..366 (WeatherBench 2)",
-                statistic="mean"))
+    if seasonal:
+        hours = np.unique(ds.time.dt.hour.values)  # every hour of the data; hours absent from train stay NaN
+        clim = xr.Dataset({name: _climatology(train[name], hours, weights) for name in variables})
+        clim = clim.chunk({"hour": 1, "dayofyear": -1})
+        record = _record(entry, train, variables, window_days=window_days, hours=hours.tolist(),
+                         weights="triangular 1 - |days|/(window_days // 2), circular over days 1..366 (WeatherBench 2)",
+                         statistic="mean")
+    else:
+        clim = xr.Dataset({name: _time_mean(train[name]) for name in variables})
+        record = _record(entry, train, variables, window_days=None, statistic="mean over time and trajectories")
+    clim.attrs[store.PROVENANCE_ATTR] = store.provenance("earthsim.data.stats.compute_climatology", [entry.store],
+                                                         record)
     return store.write_zarr(clim, path, overwrite=overwrite, progress=progress)
 
 
+def _time_mean(da: xr.DataArray) -> xr.DataArray:
+    """The mean of ``da`` at each point, pooled over every other dim (time, trajectories), float32."""
+    mean = da.astype(np.float64).mean([d for d in da.dims if d not in POINT_DIMS]).astype(np.float32)
+    mean.attrs = {k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs}
+    return mean
+
+
 def load_climatology(entry: DatasetEntry | str, progress: bool = True) -> xr.Dataset:
-    """The entry's climatology, opened lazily (dims hour, dayofyear, [level], latitude, longitude).
+    """The entry's climatology, opened lazily (dims hour, dayofyear, [level], latitude, longitude; a fluid's
+    without hour and dayofyear).
 
     Computed first with the default window if missing; a stored one is accepted with whatever
     window it was made with, as long as the dataset, split and variables match.
@@ -291,15 +309,23 @@ def load_climatology(entry: DatasetEntry | str, progress: bool = True) -> xr.Dat
 
 def climatology_at(climatology: xr.Dataset, name: str, valid_times, levels=None,
                    spatial: tuple[str, str] = (LATITUDE_DIM, LONGITUDE_DIM), where: str = "climatology") -> np.ndarray:
-    """Variable ``name`` of a day-of-year × hour climatology at each valid time: float32 ``[valid, L, H, W]``.
+    """Variable ``name`` of a climatology at each valid time: float32 ``[valid, L, H, W]``.
 
-    Selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does; ``levels``
+    Selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does; a climatology
+    without a ``dayofyear`` dim (a fluid's time mean) is the same at every valid time. ``levels``
     picks levels (``L`` = 1 for a variable without levels). Valid times at hours the climatology
     lacks, and a missing variable, raise ValidationError naming them.
     """
-    times = pd.DatetimeIndex(np.asarray(valid_times).ravel())
     if name not in climatology.data_vars:
         raise ValidationError(f"{where} has no variable {name!r}; it has {sorted(climatology.data_vars)}")
+    count = np.asarray(valid_times).size
+    if "dayofyear" not in climatology.dims:
+        field = climatology[name] if levels is None else climatology[name].sel({LEVEL_DIM: list(levels)})
+        order = ([LEVEL_DIM] if LEVEL_DIM in field.dims else []) + list(spatial)
+        values = np.asarray(field.transpose(*order).values, dtype=np.float32)
+        values = values if LEVEL_DIM in field.dims else values[None]
+        return np.broadcast_to(values, (count, *values.shape)).copy()
+    times = pd.DatetimeIndex(np.asarray(valid_times).ravel())
     selection = {"dayofyear": xr.DataArray(np.asarray(times.day_of_year), dims="valid")}
     if "hour" in climatology.dims:
         hours = climatology["hour"].values.tolist()

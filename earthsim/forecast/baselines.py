@@ -3,9 +3,11 @@
 - :func:`persistence`: every lead repeats the initial frame (any dataset);
 - :func:`climatology_forecast`: the day-of-year × hour climatology (:func:`earthsim.data.stats.load_climatology`)
   at each valid time (weather datasets);
-- :func:`solver_baseline`: earthsim's pseudo-spectral Navier–Stokes solver run at the dataset's own
-  (coarse) resolution from the coarse initial frame, with the physics the store records — the
-  baseline the learned-interpolation (Kochkov et al. 2021) and TSM (Sun et al. 2023) papers beat.
+- :func:`solver_baseline`: the solver that made the store, run at the dataset's own (coarse)
+  resolution from the coarse initial frame, with the physics the store records: earthsim's
+  pseudo-spectral Navier–Stokes solver (the baseline the learned-interpolation, Kochkov et al.
+  2021, and TSM, Sun et al. 2023, papers beat), or torch-harmonics' shallow-water solver at the
+  saved grid, half the resolution the store was solved at.
 
 Baselines take one input frame, so their initial times are every frame of the split with
 ``steps`` frames after it (``lead_stride`` store frames apart); a model forecast with ``t_in`` > 1 starts
@@ -28,6 +30,8 @@ from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
 from earthsim.forecast.store import write_forecast
 from earthsim.sim.navier_stokes import (NavierStokes2D, grid_coordinates, kolmogorov_forcing, stable_time_step,
                                         steps_per_interval)
+from earthsim.sim.shallow_water import PHYSICS_ATTRS as SHALLOW_WATER_ATTRS
+from earthsim.sim.shallow_water import StoredPhysicsSolver
 
 SOLVER_ATTRS = ("flow", "viscosity", "drag", "forcing_wavenumber", "forcing_amplitude", "domain_length",
                 "cfl_velocity", "cfl_safety")
@@ -123,14 +127,16 @@ def navier_stokes_solver(entry: DatasetEntry, ic: InitialConditions, dtype: torc
 def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
                     inits: list | None = None, lead_stride: int = 1, batch_size: int = 16, progress: bool = True,
                     device: str = "cpu", overwrite: bool = False) -> Path:
-    """Numerical-solver forecast store (Navier–Stokes fluid datasets): the solver at the dataset's
-    resolution, in float64, started from the stored coarse frame at each initial time, saving a
-    frame every ``lead_stride`` store frames."""
+    """Numerical-solver forecast store (Navier–Stokes and shallow-water fluid datasets): the solver at the
+    dataset's resolution, in float64, started from the stored coarse frame at each initial time,
+    saving a frame every ``lead_stride`` store frames."""
     entry = resolve_entry(dataset)
     if entry.kind != "fluid":
         raise ValidationError(f"dataset {entry.name!r} is a {entry.kind} dataset; the solver baseline needs a "
-                              "Navier–Stokes fluid dataset")
+                              "Navier–Stokes or shallow-water fluid dataset")
     ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
+    if all(k in ic.ds.attrs for k in SHALLOW_WATER_ATTRS):
+        return _shallow_water_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite)
     solver = navier_stokes_solver(entry, ic, device=device)
 
     def compute(block: Block) -> np.ndarray:
@@ -141,5 +147,25 @@ def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: 
     return write_forecast(ic, out, compute, producer="earthsim.forecast.solver_baseline",
                           request=_request("solver", entry, split, ic, inits, solver_dt=solver.dt,
                                            resolution=solver.resolution, solver_dtype="float64"),
+                          inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
+                          progress=progress, overwrite=overwrite, description=f"solver {entry.name}")
+
+
+def _shallow_water_baseline(entry: DatasetEntry, split: str, ic: InitialConditions, inits: list | None,
+                            out: str | os.PathLike, batch_size: int, progress: bool, device: str,
+                            overwrite: bool) -> Path:
+    """The shallow-water solver at the store's saved grid from each stored initial frame (one run per sample)."""
+    height, width = entry.grid.shape
+    solver = StoredPhysicsSolver(ic.ds.attrs, height, width, ic.lead_time, device=device)
+
+    def compute(block: Block) -> np.ndarray:
+        start = ic.read(block)[:, 0]  # [samples, C, H, W]
+        frames = [solver.forecast(dict(zip(ic.channels, sample)), ic.steps, ic.channels) for sample in start]
+        return np.stack(frames).astype(np.float32)[:, :, None]  # [samples, steps, 1 member, C, H, W]
+
+    return write_forecast(ic, out, compute, producer="earthsim.forecast.solver_baseline",
+                          request=_request("solver", entry, split, ic, inits, solver_dt=solver.step.dt,
+                                           resolution=[height, width], lmax=solver.config.lmax,
+                                           solver_dtype="float64"),
                           inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
                           progress=progress, overwrite=overwrite, description=f"solver {entry.name}")

@@ -319,13 +319,14 @@ def _score_store(aligned: Aligned, truth: Truth, selected: list[type[Metric]], c
 
 
 def _climatology(climatology, truth: Truth, progress: bool) -> xr.Dataset | None:
-    """The climatology for ACC: given (path or Dataset), else the weather truth entry's stored one, else None."""
+    """The climatology for ACC: given (path or Dataset), else the truth entry's stored one, else None."""
     if climatology is not None:
-        if not truth.datetime:
-            raise EarthsimError(f"a climatology (for ACC) needs a weather truth with datetime times; "
+        climatology = climatology if isinstance(climatology, xr.Dataset) else store.open_zarr(climatology)
+        if "dayofyear" in climatology.dims and not truth.datetime:
+            raise EarthsimError(f"a day-of-year climatology (for ACC) needs a truth with datetime times; "
                                 f"{truth.name!r} is a {truth.entry.kind} dataset")
-        return climatology if isinstance(climatology, xr.Dataset) else store.open_zarr(climatology)
-    if truth.entry.kind == "weather" and truth.entry.climatology:
+        return climatology
+    if truth.entry.climatology:
         if not Path(truth.entry.climatology).exists():  # scoring reads stores; it never computes them
             warnings.warn(f"no climatology store at {truth.entry.climatology}: ACC is left out; make it with "
                           f"`earthsim stats {truth.entry.name}` or pass --climatology", stacklevel=2)

@@ -79,6 +79,10 @@ class ShallowWaterConfig:
     hamp: float = field(default=120.0, metadata={
         "help": "random: RMS of the initial depth perturbation in m; galewsky: the bump amplitude (120 m in the paper)"})
     wind_rms: float = field(default=20.0, metadata={"help": "random: RMS initial wind speed in m/s"})
+    havg: float = field(default=HAVG, metadata={"help": "mean depth in m (10 km: Galewsky et al. 2004)"})
+    omega: float = field(default=OMEGA, metadata={"help": "rotation rate of the sphere in rad/s (Earth: 7.292e-5)"})
+    variables: list[str] = field(default_factory=lambda: list(VARIABLES), metadata={
+        "help": f"variables stored (of {list(VARIABLES)}): a source may store any subset"})
     chunk_frames: int = field(default=24, metadata={"help": "frames per Zarr chunk (one trajectory per chunk)"})
     seed: int = field(default=0, metadata={"help": "random seed; trajectory i uses the seed sequence (seed, i)"})
     device: str = field(default="cpu", metadata={"help": "torch device for the solver, e.g. cpu or cuda"})
@@ -101,9 +105,15 @@ class ShallowWaterConfig:
             if value <= 0:
                 raise ValidationError(f"{where}.{key}: expected at least {minimum[key]}, got {getattr(self, key)}"
                                       if key in minimum else f"{where}.{key}: expected > 0, got {getattr(self, key)}")
-        for key in ("spinup_hours", "hamp", "wind_rms"):
+        for key in ("spinup_hours", "hamp", "wind_rms", "omega"):
             if getattr(self, key) < 0:
                 raise ValidationError(f"{where}.{key}: expected >= 0, got {getattr(self, key)}")
+        if self.havg <= 0:
+            raise ValidationError(f"{where}.havg: expected a positive depth in m, got {self.havg}")
+        unknown = [v for v in self.variables if v not in VARIABLES]
+        if unknown or not self.variables or len(set(self.variables)) != len(self.variables):
+            raise ValidationError(f"{where}.variables: expected distinct names among {list(VARIABLES)}, got "
+                                  f"{self.variables}")
         if self.dt is not None and self.dt <= 0:
             raise ValidationError(f"{where}.dt: expected a positive number of seconds, got {self.dt}")
         if self.initial_condition == "galewsky" and self.trajectories != 1:
@@ -135,7 +145,7 @@ def time_step(config: ShallowWaterConfig) -> TimeStep:
     interval = config.save_interval_hours * 3600.0
     if config.dt is None:
         lmax = config.lmax
-        speed = math.sqrt(GRAVITY * HAVG) + max(WIND_BOUND, 4.0 * config.wind_rms)
+        speed = math.sqrt(GRAVITY * config.havg) + max(WIND_BOUND, 4.0 * config.wind_rms)
         limit = config.courant * RADIUS / (speed * math.sqrt(lmax * (lmax - 1)))
         steps = math.ceil(interval / limit - 1e-9)
     else:
@@ -164,7 +174,7 @@ def make_solver(config: ShallowWaterConfig, dt: float | None = None):
     nlat, nlon = config.solver_shape
     solver = ShallowWaterSolver(
         nlat, nlon, dt if dt is not None else time_step(config).dt, lmax=config.lmax, mmax=config.lmax,
-        grid="equiangular", radius=RADIUS, omega=OMEGA, gravity=GRAVITY, havg=HAVG, hamp=config.hamp,
+        grid="equiangular", radius=RADIUS, omega=config.omega, gravity=GRAVITY, havg=config.havg, hamp=config.hamp,
     )
     return solver.double().to(device)
 
@@ -315,7 +325,7 @@ def run_trajectory(config: ShallowWaterConfig, trajectory: int, solver=None, bar
     solver = solver if solver is not None else make_solver(config, step.dt)
     sample = _Sampler(config, solver)
     integrator = AdamsBashforth3(solver, initial_state(config, solver, trajectory))
-    frames = {name: np.empty((config.frames, config.nlat, config.nlon)) for name in VARIABLES}
+    frames = {name: np.empty((config.frames, config.nlat, config.nlon)) for name in config.variables}
     with torch.no_grad():
         for index in range(config.frames):
             steps = step.spinup_steps if index == 0 else step.steps_per_frame
@@ -324,8 +334,9 @@ def run_trajectory(config: ShallowWaterConfig, trajectory: int, solver=None, bar
                 raise EarthsimError(
                     f"shallow-water trajectory {trajectory} blew up before frame {index} with dt = {step.dt:g} s; "
                     f"lower dt or courant ({config.courant})")
-            for name, value in sample(state).items():
-                frames[name][index] = value
+            fields = sample(state)
+            for name in config.variables:
+                frames[name][index] = fields[name]
             if bar is not None:
                 bar.update(steps)
     return frames
@@ -345,7 +356,8 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
     """Run ``config.trajectories`` shallow-water trajectories and write them to a Zarr v3 store at ``out``.
 
     Dims ``(trajectory, time, latitude, longitude)``; ``time`` in hours since the end of spin-up;
-    float32 variables ``h`` (m), ``u``, ``v`` (m s**-1), ``vorticity``, ``divergence`` (s**-1);
+    float32 variables (those of ``config.variables``) ``h`` (m), ``u``, ``v`` (m s**-1), ``vorticity``,
+    ``divergence`` (s**-1);
     chunks of one trajectory × ``chunk_frames`` frames. Written atomically through
     :func:`earthsim.data.store.write_zarr`.
     """
@@ -355,7 +367,7 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
     step = time_step(config)
     solver = make_solver(config, step.dt)
     shape = (config.trajectories, config.frames, config.nlat, config.nlon)
-    data = {name: np.empty(shape, dtype=np.float32) for name in VARIABLES}
+    data = {name: np.empty(shape, dtype=np.float32) for name in config.variables}
     total = config.trajectories * (step.spinup_steps + (config.frames - 1) * step.steps_per_frame)
     with tqdm(total=total, desc="shallow-water", unit="step", disable=not progress) as bar:
         for trajectory in range(config.trajectories):
@@ -371,13 +383,13 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
         LONGITUDE_DIM: (LONGITUDE_DIM, np.arange(config.nlon) * (360.0 / config.nlon),
                       {"units": "degrees_east", "long_name": "longitude"}),
     }
-    ds = xr.Dataset({name: (dims, data[name], dict(VARIABLES[name])) for name in VARIABLES}, coords=coords)
+    ds = xr.Dataset({name: (dims, data[name], dict(VARIABLES[name])) for name in config.variables}, coords=coords)
     ds.attrs.update({
         "title": f"shallow water on the rotating sphere, {config.initial_condition} initial conditions",
         "solver": "torch_harmonics.examples.ShallowWaterSolver (torch-harmonics "
                   f"{_torch_harmonics_version()}), float64, third-order Adams-Bashforth with implicit hyperdiffusion",
         "initial_condition": config.initial_condition,
-        "radius": RADIUS, "omega": OMEGA, "gravity": GRAVITY, "havg": HAVG, "hamp": config.hamp,
+        "radius": RADIUS, "omega": config.omega, "gravity": GRAVITY, "havg": config.havg, "hamp": config.hamp,
         "wind_rms": config.wind_rms if config.initial_condition == "random" else 0.0,
         "solver_dt": step.dt, "steps_per_frame": step.steps_per_frame,
         "save_interval_hours": config.save_interval_hours, "spinup_hours": config.spinup_hours,
@@ -388,7 +400,7 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
         "provenance": provenance("earthsim.sim.shallow_water.simulate_shallow_water", [], _config.to_dict(config)),
     })
     chunks = (1, min(config.chunk_frames, config.frames), config.nlat, config.nlon)
-    encoding = {name: {"chunks": chunks} for name in VARIABLES}
+    encoding = {name: {"chunks": chunks} for name in config.variables}
     return write_zarr(ds, out, encoding=encoding, overwrite=overwrite, progress=progress)
 
 
@@ -396,3 +408,57 @@ def _torch_harmonics_version() -> str:
     from importlib.metadata import version
 
     return version("torch-harmonics")
+
+
+#: What a store must record for its physics to be solved again (the solver baseline).
+PHYSICS_ATTRS = ("havg", "omega", "hamp", "wind_rms")
+
+
+class StoredPhysicsSolver:
+    """torch-harmonics' solver with the physics a shallow-water store records, on the store's own grid.
+
+    The store's frames were solved ``refine`` (2) times finer and truncated; this solver starts from
+    a stored frame and runs at the saved resolution (triangular truncation at a third of its
+    latitudes, the same rule), the "numerical solver at half resolution" baseline a learned model
+    must beat. Depth and either the winds or vorticity and divergence must be among the fields.
+    """
+
+    def __init__(self, attrs: dict, nlat: int, nlon: int, interval_hours: float, device: str = "cpu"):
+        missing = [k for k in PHYSICS_ATTRS if k not in attrs]
+        if missing:
+            raise ValidationError(f"the store records no shallow-water physics (missing attributes {missing}); the "
+                                  "solver baseline needs a store written by earthsim's shallow-water solver")
+        self.config = ShallowWaterConfig(nlat=nlat, nlon=nlon, refine=1, save_interval_hours=interval_hours,
+                                         frames=1, spinup_hours=0.0, trajectories=1, hamp=float(attrs["hamp"]),
+                                         wind_rms=float(attrs["wind_rms"]), havg=float(attrs["havg"]),
+                                         omega=float(attrs["omega"]), device=device)
+        self.step = time_step(self.config)
+        self.solver = make_solver(self.config, self.step.dt)
+        self.sample = _Sampler(self.config, self.solver)
+
+    def initial_state(self, fields: dict[str, np.ndarray]) -> torch.Tensor:
+        """The spectral state of one stored frame (``{variable: [nlat, nlon]}``, latitude increasing)."""
+        solver = self.solver
+        grid = {k: torch.as_tensor(np.asarray(v, np.float64)).flip(-2).to(solver.lap.device) for k, v in fields.items()}
+        if "h" not in grid:
+            raise ValidationError(f"the shallow-water solver needs the depth h; the fields are {sorted(fields)}")
+        if "vorticity" in grid and "divergence" in grid:
+            vrtdiv = solver.grid2spec(torch.stack((grid["vorticity"], grid["divergence"])))
+        elif "u" in grid and "v" in grid:
+            vrtdiv = solver.vrtdivspec(torch.stack((grid["u"], grid["v"])))
+        else:
+            raise ValidationError(f"the shallow-water solver needs u and v, or vorticity and divergence, beside h; the "
+                                  f"fields are {sorted(fields)}")
+        geopotential = solver.grid2spec(solver.gravity * grid["h"])
+        return torch.tril(torch.stack((geopotential, vrtdiv[0], vrtdiv[1])))
+
+    def forecast(self, fields: dict[str, np.ndarray], steps: int, variables: list[str]) -> np.ndarray:
+        """``steps`` frames ``[steps, len(variables), nlat, nlon]`` (float64), one per saved interval."""
+        integrator = AdamsBashforth3(self.solver, self.initial_state(fields))
+        frames = np.empty((steps, len(variables), self.config.nlat, self.config.nlon))
+        with torch.no_grad():
+            for index in range(steps):
+                state = integrator.advance(self.step.steps_per_frame)
+                sampled = self.sample(state)
+                frames[index] = np.stack([sampled[name] for name in variables])
+        return frames

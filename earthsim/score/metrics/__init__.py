@@ -26,7 +26,7 @@ from earthsim.score import formulas
 #: The conditions under which a metric applies (``Metric.needs``).
 NEEDS = {
     None: "always",
-    "climatology": "a weather truth with a climatology (the entry's, or --climatology)",
+    "climatology": "a truth with a climatology (the entry's, or --climatology)",
     "ensemble": "an ensemble forecast (a 'realization' dim with at least 2 members)",
     "fluid": "a fluid truth (dims trajectory, time, ...)",
     "video": "video=True",

@@ -64,8 +64,9 @@ class ACC(PerSampleMean):
     name = "acc"
     needs = "climatology"
     convention = ("uncentred anomaly correlation (WB2's ACC): sum w f'y' / sqrt(sum w f'^2 sum w y'^2) with anomalies "
-                  "against the day-of-year x hour climatology at the valid time, per initial time, then averaged over "
-                  "initial times (NaN-skipping where the climatology has no value)")
+                  "against the climatology at the valid time (day-of-year x hour for weather; the training mean at "
+                  "each point for a fluid on the sphere), per initial time, then averaged over initial times and "
+                  "trajectories (NaN-skipping where the climatology has no value)")
 
     def values(self, piece: Piece) -> np.ndarray:
         c = piece.climatology
