@@ -122,3 +122,10 @@ def latitude_weights(latitude_degrees) -> np.ndarray:
     weights = np.sin(bounds[1:]) - np.sin(bounds[:-1])
     weights = weights / weights.mean()
     return weights if lat[0] <= lat[-1] else weights[::-1].copy()
+
+
+def cos_latitude_weights(latitude_degrees) -> np.ndarray:
+    """ClimaX's and FourCastNet's latitude weights, cos(lat) / mean(cos(lat)): equal to the cell-area weights
+    on grids without poles to within the grid spacing squared, but zero (not a half-width cap) at a pole row."""
+    weights = np.cos(np.deg2rad(np.asarray(latitude_degrees, dtype=np.float64)))
+    return weights / weights.mean()

@@ -184,6 +184,12 @@ class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
     def fsdp_units(self) -> list[FSDPUnit]:
         """The units FSDP shards one by one before the root (each a module or a group of modules)."""
 
+    @classmethod
+    def params_for_sources(cls, params: dict, specs: list[DataSpec]) -> dict:
+        """``params`` completed with what depends on every training source (ClimaX: the vocabulary, the union of
+        the sources' variables), so that the model built on the first source takes the others."""
+        return params
+
     def initialise_from(self, pretrained: "EarthsimModel") -> str:
         """Start from the weights of ``pretrained`` (this family, trained on other data); returns what was carried
         over. By default every tensor is copied, so both must be built alike; a family whose weights belong to

@@ -317,7 +317,7 @@ class ClimaX(EarthsimModel):
         self.pos_embed = nn.Parameter(torch.from_numpy(positions).float().unsqueeze(0))
         self.lead_time_embed = nn.Linear(1, dim)
         self.pos_drop = nn.Dropout(config.drop_rate)
-        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
+        rates = np.linspace(0, config.drop_path, config.depth).tolist()  # no tensor: builds on the meta device
         self.blocks = nn.ModuleList(Block(dim, config.num_heads, config.mlp_ratio, config.drop_rate, rate)
                                     for rate in rates)
         self.norm = nn.LayerNorm(dim)
@@ -334,6 +334,14 @@ class ClimaX(EarthsimModel):
                 nn.init.zeros_(module.bias)
         self.register_buffer("patch_ids", torch.tensor(self.place.patch_ids, dtype=torch.long), persistent=False)
         self._ids: dict = {}
+
+    @classmethod
+    def params_for_sources(cls, params: dict, specs: list[DataSpec]) -> dict:
+        if params.get("vocabulary") is not None or len(specs) < 2:
+            return params
+        t_in = params.get("t_in", 1)
+        names = [n for spec in specs for n in input_names(spec, t_in) + list(spec.outputs)]
+        return {**params, "vocabulary": list(dict.fromkeys(names))}
 
     def check_spec(self, spec: DataSpec) -> None:
         names = input_names(spec, self.config.t_in)

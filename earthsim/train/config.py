@@ -100,16 +100,20 @@ class OptimizerConfig:
 @dataclass
 class LossConfig:
     """The loss on the predicted channels: ``space`` normalised (fields scaled by the data's statistics, as
-    weather models train) or physical (as learned solvers train)."""
+    weather models train) or physical (as learned solvers train); ``latitude_weighting`` for ``lat_mse``: cell
+    ``area`` (WeatherBench 2's scoring weights) or ``cos`` (cos(lat) / mean, as ClimaX trains)."""
 
     name: str = "mse"
     p: float = 2.0
     variable_weights: dict = field(default_factory=dict)
     space: str = "normalised"
+    latitude_weighting: str = "area"
 
     def __post_init__(self):
         if self.space not in ("normalised", "physical"):
             raise EarthsimError(f"loss.space: {self.space!r} is not one of ['normalised', 'physical']")
+        if self.latitude_weighting not in ("area", "cos"):
+            raise EarthsimError(f"loss.latitude_weighting: {self.latitude_weighting!r} is not one of ['area', 'cos']")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from earthsim import catalog
 from earthsim import config as config_lib
-from earthsim.data.grid import latitude_weights
+from earthsim.data.grid import cos_latitude_weights, latitude_weights
 from earthsim.data.loader import collate_windows, make_loader, set_epoch
 from earthsim.data.sources import SourceWindows
 from earthsim.data.stats import compute_statistics, load_statistics
@@ -96,7 +96,8 @@ def build_loss(cfg: TrainConfig, spec: DataSpec) -> TrainingLoss:
         outputs = spec.output_index
         scale = {"mean": torch.tensor([spec.statistics.mean[i] for i in outputs]),
                  "std": torch.tensor([spec.statistics.std[i] for i in outputs])}
-    return TrainingLoss(cfg.loss.name, torch.tensor(weights), latitude_weights(lat) if lat is not None else None,
+    weighting = cos_latitude_weights if cfg.loss.latitude_weighting == "cos" else latitude_weights
+    return TrainingLoss(cfg.loss.name, torch.tensor(weights), weighting(lat) if lat is not None else None,
                         p=cfg.loss.p, **scale)
 
 
@@ -121,6 +122,9 @@ def build_training_model(cfg: TrainConfig, specs: list[DataSpec]) -> EarthsimMod
             raise EarthsimError(f"model.params.{key}={params[key]} does not match data.{key}={value}")
         if key in fields:
             params[key] = value
+    complete = getattr(MODELS[cfg.model.name].factory, "params_for_sources", None) if cfg.model.name in MODELS else None
+    if complete is not None:
+        params = complete(params, specs)
     model = build_model(cfg.model.name, params, specs[0])
     for spec in specs[1:]:
         model.add_source(spec)
@@ -360,7 +364,8 @@ class Trainer:
         return {"steps": self.step, "validation": validation, "export": str(self.run_dir / EXPORT_NAME)}
 
     def export(self) -> Path:
-        ds = self.data.train
+        """The model for forecasts, reading the first source (``data.dataset``; another source: ``init_from``)."""
+        ds = self.data.windows[0]
         return export_model(self.model, self.run_dir / EXPORT_NAME, dataset=ds.entry.name, stride=ds.stride,
                             lead_strides=ds.lead_strides, step=self.step, train_config=config_lib.to_dict(self.cfg))
 

@@ -1,0 +1,300 @@
+"""ClimaX against its paper and microsoft/ClimaX: parameter count at the paper default, each layer against an
+independent formulation (a per-variable Conv2d loop, nn.MultiheadAttention, timm's block written out), invariance
+to the order variables are fed in, fine-tuning on another variable set, grids that do not divide by the patch,
+the regional variant, and multi-source training through the real trainer. When a checkout of microsoft/ClimaX is
+named by ``EARTHSIM_CLIMAX_REFERENCE`` (and timm 0.6 imports), the reference model itself is compared."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import nn
+
+from conftest import small_spec, write_store_entry
+from earthsim.data.grid import Axis, Grid, cos_latitude_weights, latitude_weights
+from earthsim.data.stats import compute_statistics
+from earthsim.errors import EarthsimError
+from earthsim.models import build_model
+from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, ClimaX, ClimaXConfig, carry_weights,
+                                    input_names, placement)
+from earthsim.train.config import from_mapping
+from earthsim.train.trainer import Trainer
+
+SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 4, "decoder_depth": 2, "patch_size": 2, "drop_path": 0.0,
+         "drop_rate": 0.0}
+
+
+def paper_spec(device=None):
+    """The 5.625° grid (32 × 64, no poles) with microsoft/ClimaX's default variables: 45 inputs, 3 constants."""
+    constants = CLIMAX_VOCABULARY[:3]
+    grid = Grid(latitude=Axis(-87.1875, 87.1875, 32), longitude=Axis(0.0, 354.375, 64),
+                longitude_convention="[0, 360)")
+    spec = small_spec(inputs=CLIMAX_VOCABULARY[3:], static=constants, grid="latlon", shape=(32, 64))
+    return spec.__class__(**{**spec.__dict__, "grid": grid})
+
+
+def test_paper_default_has_the_reference_parameter_count():
+    """108,088,512 is what microsoft/ClimaX's ClimaX(default_vars) has (embed 1024, depth 8, 16 heads, patch 2)."""
+    assert len(CLIMAX_VOCABULARY) == 48 and CLIMAX_LEVELS == (50, 250, 500, 600, 700, 850, 925)
+    with torch.device("meta"):
+        model = build_model("climax", {}, paper_spec())
+    assert sum(p.numel() for p in model.parameters()) == 108_088_512
+    assert model.config.embed_dim == 1024 and model.config.depth == 8 and model.config.num_heads == 16
+    assert model.pos_embed.shape == (1, 16 * 32, 1024)
+
+
+def small_model(inputs=("a", "b", "c"), outputs=None, shape=(8, 16), seed=0, **config):
+    torch.manual_seed(seed)
+    spec = small_spec(inputs=inputs, outputs=outputs, grid="latlon", shape=shape)
+    return build_model("climax", {**SMALL, **config}, spec).eval()
+
+
+def test_grouped_tokeniser_equals_a_conv2d_per_variable():
+    model = small_model(inputs=("a", "b", "c", "d"))
+    ids = torch.tensor([2, 0, 3])  # a subset, out of order
+    x = torch.randn(2, 3, 8, 16)
+    tokens = model.token_embeds(x, ids)
+    for i, v in enumerate(ids.tolist()):
+        conv = nn.Conv2d(1, 32, 2, stride=2)
+        conv.weight.data.copy_(model.token_embeds.proj_weights[v])
+        conv.bias.data.copy_(model.token_embeds.proj_biases[v])
+        expected = conv(x[:, i:i + 1]).flatten(2).transpose(1, 2)  # [B, L, D], patches row-major
+        torch.testing.assert_close(tokens[:, i], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_variable_aggregation_equals_multihead_attention():
+    model = small_model()
+    agg = model.var_agg
+    torch.nn.init.normal_(model.var_query)  # a non-zero query, so that the test sees the query path
+    mha = nn.MultiheadAttention(32, 4, batch_first=True)
+    mha.in_proj_weight.data.copy_(agg.in_proj_weight)
+    mha.in_proj_bias.data.copy_(agg.in_proj_bias)
+    mha.out_proj.load_state_dict(agg.out_proj.state_dict())
+    tokens = torch.randn(2, 5, 7, 32)  # [B, V, L, D]
+    got = agg(model.var_query, tokens)
+    per_patch = tokens.permute(0, 2, 1, 3).reshape(14, 5, 32)
+    expected, _ = mha(model.var_query.expand(14, -1, -1), per_patch, per_patch)
+    torch.testing.assert_close(got, expected.view(2, 7, 32), rtol=1e-5, atol=1e-6)
+
+
+def test_vit_block_equals_timms_formula_written_out():
+    block = small_model().blocks[0]
+    x = torch.randn(2, 10, 32)
+
+    def attention(h):
+        qkv = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(2, 10, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8), dim=-1)
+        return F.linear((weights @ v).transpose(1, 2).reshape(2, 10, 32), block.attn.proj.weight, block.attn.proj.bias)
+
+    def mlp(h):
+        return block.mlp.fc2(F.gelu(block.mlp.fc1(h)))
+
+    h = x + attention(F.layer_norm(x, (32,), block.norm1.weight, block.norm1.bias))
+    expected = h + mlp(F.layer_norm(h, (32,), block.norm2.weight, block.norm2.bias))
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_initial_query_is_zero_and_embeddings_are_sincos():
+    model = small_model()
+    assert not model.var_query.detach().any()
+    pos = model.pos_embed[0].detach().double()  # patch (row r, column c) at r * 8 + c on the 4 x 8 patch grid
+    omega = 1.0 / 10000 ** (np.arange(8) / 8.0)
+    r, c = 3, 5
+    np.testing.assert_allclose(pos[r * 8 + c, :8].numpy(), np.sin(c * omega), atol=1e-6)  # column code first
+    np.testing.assert_allclose(pos[r * 8 + c, 16:24].numpy(), np.sin(r * omega), atol=1e-6)
+
+
+def test_the_order_variables_are_fed_in_does_not_matter():
+    model = small_model(inputs=("a", "b", "c", "d"))
+    x = torch.randn(2, 4, 8, 16)
+    names = ["a", "b", "c", "d"]
+    order = [2, 0, 3, 1]
+    lead = torch.tensor([6.0, 24.0])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(x[:, order], [names[i] for i in order], lead),
+                                   model.encode(x, names, lead), rtol=1e-5, atol=1e-5)
+
+
+def test_lead_time_enters_as_hours_over_100():
+    model = small_model()
+    seen = []
+    model.lead_time_embed.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
+    with torch.no_grad():
+        model(torch.randn(2, 1, 3, 8, 16), None, torch.tensor([6.0, 162.0]))
+    torch.testing.assert_close(seen[0], torch.tensor([[0.06], [1.62]]))
+
+
+def test_fine_tuning_on_another_variable_set_carries_shared_weights_by_name():
+    pretrained = small_model(inputs=("h", "u", "v"), seed=0)
+    finetune = small_model(inputs=("h", "u", "v"), vocabulary=["h", "u", "v", "vorticity"], seed=1)
+    done = carry_weights(finetune, pretrained.state_dict(), pretrained.vocabulary)
+    assert done.new_variables == ("vorticity",)
+    assert set(done.by_variable) == {"token_embeds.proj_weights", "token_embeds.proj_biases", "var_embed",
+                                     "head.4.weight", "head.4.bias"}
+    assert "pos_embed" in done.copied and "blocks.1.mlp.fc2.weight" in done.copied and not done.initialised
+    assert "1 new: vorticity" in done.summary()
+    new = finetune.vocabulary.index("vorticity")
+    initial = small_model(inputs=("h", "u", "v"), vocabulary=["h", "u", "v", "vorticity"], seed=1)
+    torch.testing.assert_close(finetune.token_embeds.proj_weights[new], initial.token_embeds.proj_weights[new])
+    x = torch.randn(2, 1, 3, 8, 16)
+    with torch.no_grad():  # fed only the shared variables, the fine-tuning model predicts exactly as the pretrained
+        torch.testing.assert_close(finetune(x, None, torch.tensor([6.0, 6.0])),
+                                   pretrained(x, None, torch.tensor([6.0, 6.0])), rtol=1e-5, atol=1e-5)
+
+
+def test_a_position_embedding_of_another_grid_is_refused():
+    pretrained = small_model(shape=(8, 16))
+    other = small_model(shape=(16, 32))
+    with pytest.raises(EarthsimError, match="position embedding has 32 patches, this model's grid 128"):
+        carry_weights(other, pretrained.state_dict(), pretrained.vocabulary)
+
+
+def test_a_grid_that_does_not_divide_by_the_patch_is_padded_and_predicted_whole():
+    """The UK's 33 x 49 at patch 2: padded by repeating the last row and column to 34 x 50, cropped back."""
+    grid = Grid(latitude=Axis(49.0, 57.0, 33), longitude=Axis(-8.0, 4.0, 49), longitude_convention="[-180, 180)")
+    place = placement(grid, None, 2, "test")
+    assert place.padding == (0, 1, 0, 1) and (len(place.rows), len(place.columns)) == (17, 25)
+    spec = small_spec(inputs=("t2m",), grid="latlon", shape=(33, 49))
+    spec = spec.__class__(**{**spec.__dict__, "grid": grid})
+    model = build_model("climax", SMALL, spec).eval()
+    x = torch.randn(2, 1, 1, 33, 49)
+    with torch.no_grad():
+        out = model(x, None, torch.tensor([1.0, 24.0]))
+        assert out.shape == (2, 1, 1, 33, 49) and bool(torch.isfinite(out).all())
+        padded = F.pad(x[:, 0], (0, 1, 0, 1), mode="replicate")
+        assert torch.equal(padded[..., -1, :-1], x[:, 0, :, -1])  # what the tokeniser sees at the added row
+
+
+def test_regional_variant_tokenises_only_the_patches_inside_the_box():
+    globe = Grid(latitude=Axis(-87.1875, 87.1875, 32), longitude=Axis(0.0, 354.375, 64),
+                 longitude_convention="[0, 360)")
+    box = Grid(latitude=Axis(-87.1875 + 5.625 * 20, -87.1875 + 5.625 * 27, 8),
+               longitude=Axis(5.625 * 10, 5.625 * 21, 12), longitude_convention="[0, 360)")
+    place = placement(box, globe, 2, "test")
+    assert place.rows == range(10, 14) and place.columns == range(5, 11) and place.padding == (0, 0, 0, 0)
+    assert place.patch_ids[:3] == [10 * 32 + 5, 10 * 32 + 6, 10 * 32 + 7] and len(place.patch_ids) == 24
+    spec = small_spec(inputs=("t2m",), grid="latlon", shape=(8, 12))
+    spec = spec.__class__(**{**spec.__dict__, "grid": box})
+    torch.manual_seed(0)
+    model = build_model("climax", {**SMALL, "position_grid": globe}, spec)
+    assert model.pos_embed.shape[1] == 16 * 32  # the globe's patches; the box uses 24 of them
+    torch.manual_seed(0)
+    whole = build_model("climax", SMALL, small_spec(inputs=("t2m",), grid="latlon", shape=(32, 64)))
+    torch.testing.assert_close(model.pos_embed[:, model.patch_ids], whole.pos_embed[:, place.patch_ids])
+    shifted = Grid(latitude=Axis(0.1, 0.1 + 5.625 * 7, 8), longitude=Axis(5.625 * 10, 5.625 * 21, 12),
+                   longitude_convention="[0, 360)")
+    with pytest.raises(EarthsimError, match="is not a run of the position grid's points"):
+        placement(shifted, globe, 2, "climax")
+
+
+def test_history_frames_are_variables_of_their_own():
+    spec = small_spec(inputs=("t2m",), static=("latitude",), grid="latlon", shape=(8, 16))
+    assert input_names(spec, 3) == ["t2m@-2", "t2m@-1", "t2m", "latitude"]
+    model = build_model("climax", {**SMALL, "t_in": 3}, spec)
+    assert model.vocabulary == ["t2m@-2", "t2m@-1", "t2m", "latitude"]
+
+
+def test_cos_latitude_weights_are_climax_s_and_close_to_cell_area_without_poles():
+    lat = np.linspace(-87.1875, 87.1875, 32)
+    weights = cos_latitude_weights(lat)
+    np.testing.assert_allclose(weights, np.cos(np.deg2rad(lat)) / np.cos(np.deg2rad(lat)).mean())
+    np.testing.assert_allclose(weights, latitude_weights(lat), rtol=3e-3)
+
+
+# -- multi-source training through the trainer ---------------------------------------------------------------
+
+
+def _sphere_source(folder, name, variables, seed):
+    """A tiny fluid store on an 8 x 16 latitude/longitude grid (poles included): smooth travelling patterns."""
+    lat, lon = np.linspace(-90, 90, 8), np.arange(16) * 22.5
+    rng = np.random.default_rng(seed)
+    fields = {}
+    for k, v in enumerate(variables):
+        data = np.empty((4, 10, 8, 16), np.float32)
+        for i in range(4):
+            phase = rng.uniform(0, 2 * np.pi)
+            for t in range(10):
+                data[i, t] = (np.cos(np.deg2rad(lat))[:, None] * np.sin(np.deg2rad(lon)[None, :] - 0.3 * t + phase)
+                              * (k + 1) + k)
+        fields[v] = (("trajectory", "time", "latitude", "longitude"), data, {"units": "1"})
+    ds = xr.Dataset(fields, coords={"trajectory": np.arange(4), "time": np.arange(10) * 6.0, "latitude": lat,
+                                    "longitude": lon})
+    path = write_store_entry(folder, name, ds, "fluid", grid={
+        "latitude": {"start": -90.0, "stop": 90.0, "size": 8}, "longitude": {"start": 0.0, "stop": 337.5, "size": 16},
+        "longitude_convention": "[0, 360)"}, time={"step": 6.0, "units": "hours"},
+        splits={"train": {"trajectory": [0, 3]}, "validation": {"trajectory": [3, 4]}})
+    compute_statistics(str(path), progress=False)
+    return str(path)
+
+
+def _multi_source_config(a, b, model="climax"):
+    return from_mapping({
+        "data": {"dataset": a, "batch_size": 4, "lead_stride_range": [1, 2], "sources": [{"dataset": b}]},
+        "model": {"name": model, "params": SMALL if model == "climax" else {"n_modes": [4, 4], "hidden_channels": 8}},
+        "optimizer": {"lr": 0.001, "weight_decay": 0.1, "warmup_steps": 1}, "loss": {"name": "lat_mse",
+                                                                                   "latitude_weighting": "cos"},
+        "epochs": 1, "max_steps": 6, "device": "cpu", "validation": {"rollout_steps": 1, "max_batches": 1}})
+
+
+def test_multi_source_training_reads_each_batch_from_one_source(tmp_path):
+    a = _sphere_source(tmp_path, "deep", ["h", "u", "v"], seed=0)
+    b = _sphere_source(tmp_path, "fast", ["h", "vorticity", "divergence"], seed=1)
+    trainer = Trainer(_multi_source_config(a, b), tmp_path / "run", progress=False)
+    model = trainer.model
+    assert model.vocabulary == ["h", "u", "v", "vorticity", "divergence"]
+    fed = []
+    encode = model.encode
+    model.encode = lambda fields, names, lead: (fed.append((tuple(names), fields.shape[1])), encode(fields, names,
+                                                                                                    lead))[1]
+    groups = trainer.optimizer.param_groups
+    no_decay = sorted(tuple(p.shape) for g in groups if g["weight_decay"] == 0.0 for p in g["params"])
+    assert no_decay == [(1, 5, 32), (1, 32, 32)]  # var_embed (5 variables) and pos_embed (4 x 8 patches) only
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    trainer.fit()
+    sets = {names for names, _ in fed}
+    assert sets == {("h", "u", "v"), ("h", "vorticity", "divergence")}  # never a mixed batch
+    assert all(count == 3 for _, count in fed)
+
+
+def test_a_single_source_family_refuses_several_sources(tmp_path):
+    a = _sphere_source(tmp_path, "deep", ["h", "u", "v"], seed=0)
+    b = _sphere_source(tmp_path, "fast", ["h", "vorticity", "divergence"], seed=1)
+    cfg = _multi_source_config(a, b, model="fno")
+    cfg.data.lead_stride_range = None
+    with pytest.raises(EarthsimError, match="reads one set of variables; training on several sources"):
+        Trainer(cfg, tmp_path / "run", progress=False)
+
+
+# -- microsoft/ClimaX itself, when a checkout is given ------------------------------------------------------------
+
+REFERENCE = os.environ.get("EARTHSIM_CLIMAX_REFERENCE")
+
+
+@pytest.mark.skipif(not REFERENCE, reason="set EARTHSIM_CLIMAX_REFERENCE to a microsoft/ClimaX checkout (with timm "
+                                          "0.6.x importable) to compare against the reference model")
+def test_reference_weights_load_and_give_the_same_forecast(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REFERENCE, "src"))
+    np.float = float  # the reference's utilities use the alias NumPy removed
+    from climax.arch import ClimaX as Reference
+
+    variables = ["t2m", "u10", "v10", "z500", "t850"]
+    torch.manual_seed(0)
+    reference = Reference(variables, img_size=[8, 16], patch_size=2, embed_dim=32, depth=2, decoder_depth=2,
+                          num_heads=4, drop_path=0.0, drop_rate=0.0, parallel_patch_embed=True).eval()
+    model = small_model(inputs=tuple(variables))
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 5, 8, 16)
+    lead = torch.tensor([0.06, 0.24])  # the reference takes hours / 100
+    with torch.no_grad():
+        _, expected = reference(x, None, lead, variables, variables, [], None)
+        got = model.network(x.unsqueeze(1), None, lead * 100)
+    torch.testing.assert_close(got[:, 0], expected, rtol=1e-4, atol=1e-5)
+    sys.modules.pop("climax.arch", None)
