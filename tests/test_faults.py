@@ -416,3 +416,109 @@ def test_a_statistics_job_killed_part_way_runs_again_to_the_same_result(tmp_path
     _earthsim("stats", "era5-uk-t2m", cwd=tmp_path, env=reference, check=True)
     for name in ("era5-uk-t2m.stats.zarr", "era5-uk-t2m.climatology.zarr"):
         _same_store(tmp_path / "stores" / name, tmp_path / "reference" / name, where_made=False)
+
+
+# ------------------------------------------------------------------------- stores written by other tools, and damage
+# earthsim check, ingest and stats on small stores and files made here; each refusal as above: exit status 2, one line
+# naming the file, variable or key, no traceback, nothing left under the output name.
+
+def _assert_refused(run: subprocess.CompletedProcess, folder: Path, says: tuple[str, ...], absent: tuple[str, ...] = ()):
+    assert run.returncode == 2, f"exit {run.returncode}\n{run.stdout[-1500:]}\n{run.stderr[-3000:]}"
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("earthsim ")]
+    assert len(errors) == 1, run.stderr[-2000:]
+    for fragment in says:
+        assert fragment in errors[0], (fragment, errors[0])
+    for relative in absent:
+        assert not (folder / relative).exists(), f"{relative} was left behind"
+    assert not list(folder.rglob("*.tmp-*")), "a temporary was left behind"
+
+
+def _tiny_store(path: Path, zarr_format: int = 3, shards: bool = False, values: np.ndarray | None = None,
+                latitude=(-10.0, 0.0, 10.0), coordinates: bool = True) -> Path:
+    """A complete store as another tool writes it: t (time 4, latitude 3, longitude 2) in K, stored in two chunks
+    of two time steps (two shards of two one-step chunks each when ``shards``), Zarr v3 or v2."""
+    import xarray as xr
+
+    from earthsim.data.store import COMPLETE_ATTR
+
+    values = np.arange(1.0, 25.0, dtype=np.float32).reshape(4, 3, 2) if values is None else values
+    coords = {"time": np.arange(4.0), "latitude": list(latitude), "longitude": [0.0, 90.0]} if coordinates else {}
+    ds = xr.Dataset({"t": (("time", "latitude", "longitude"), values, {"units": "K"})}, coords=coords,
+                    attrs={COMPLETE_ATTR: "written whole by a test"})
+    encoding = {"chunks": (1, 3, 2), "shards": (2, 3, 2)} if shards else {"chunks": (2, 3, 2)}
+    ds.to_zarr(path, zarr_format=zarr_format, encoding={"t": encoding}, consolidated=zarr_format == 2)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sharded v3", "v2"])
+def test_check_counts_shards_and_v2_chunks_and_finds_the_one_deleted(kind, tmp_path):
+    store = _tiny_store(tmp_path / "s.zarr", zarr_format=2 if kind == "v2" else 3, shards=kind == "sharded v3")
+    whole = _earthsim("check", store, cwd=tmp_path, check=True)
+    assert "| t | time, latitude, longitude | 2 of 2 |" in whole.stdout and "whole, readable" in whole.stdout
+    chunk = store / "t" / ("1.0.0" if kind == "v2" else "c/1/0/0")
+    chunk.unlink()
+    _assert_refused(_earthsim("check", store, cwd=tmp_path), tmp_path,
+                    ("s.zarr", "t: 1 of 2 chunks missing", "(1, 0, 0)"))
+
+
+def test_a_chunk_equal_to_the_fill_value_is_written_so_the_store_stays_whole(world, tmp_path):
+    """A coordinate [0] (one trajectory, one ensemble member) equals the fill value of an integer array: the
+    template writes of a simulation and of a forecast still write its chunk, and zero fields stay whole too."""
+    _earthsim("simulate", "navier-stokes", "--out", tmp_path / "ns.zarr", "--resolution", "16", "--save-resolutions",
+              "16", "--trajectories", "1", "--frames", "2", "--save-interval", "0.05", "--spinup-time", "0.01",
+              "--coarse-spinup-time", "0", "--coarse-resolution", "16", "--max-velocity", "1", cwd=tmp_path, check=True)
+    _earthsim("forecast", world.export, "--dataset", world.entry, "--steps", "2", "--members", "1", "--out",
+              tmp_path / "f.zarr", cwd=tmp_path, check=True)
+    write_zarr(__import__("xarray").open_zarr(_tiny_store(tmp_path / "t.zarr", values=np.zeros((4, 3, 2), np.float32)),
+                                              consolidated=False).load(), tmp_path / "zeros.zarr", progress=False)
+    for store in ("ns.zarr", "f.zarr", "zeros.zarr", world.forecast, world.entry.parent / "waves.zarr",
+                  world.entry.parent / "waves.stats.zarr"):
+        run = _earthsim("check", tmp_path / store, cwd=tmp_path)
+        assert run.returncode == 0 and "whole, readable" in run.stdout, (store, run.stdout[-2000:], run.stderr[-2000:])
+
+
+def _break_metadata(store: Path, relative: str, text: str | None) -> Path:
+    target = store / relative
+    if text is None:
+        target.unlink()
+    else:
+        target.write_text(text)
+    return store
+
+
+CHECKS = {  # damage to a tiny store -> what the one line says
+    "orphan folder (array metadata deleted)": (
+        lambda d: _break_metadata(_tiny_store(d / "s.zarr"), "t/zarr.json", None),
+        ("s.zarr/t:", "2 file(s)", "no zarr.json or .zarray")),
+    "orphan folder in a v2 store": (
+        lambda d: _break_metadata(_tiny_store(d / "s.zarr", zarr_format=2), "t/.zarray", None),
+        ("s.zarr/t:", "no zarr.json or .zarray")),
+    "array metadata not JSON": (
+        lambda d: _break_metadata(_tiny_store(d / "s.zarr"), "t/zarr.json", '{"zarr_format": 3,'),
+        ("s.zarr/t/zarr.json", "cannot be read as JSON", "JSONDecodeError")),
+    "root metadata empty": (
+        lambda d: _break_metadata(_tiny_store(d / "s.zarr"), "zarr.json", ""), ("s.zarr/zarr.json", "as JSON")),
+    "v2 metadata not JSON": (
+        lambda d: _break_metadata(_tiny_store(d / "s.zarr", zarr_format=2), "t/.zarray", "\x00\x01"),
+        ("s.zarr/t/.zarray", "as JSON")),
+    "dims without coordinates": (
+        lambda d: _tiny_store(d / "s.zarr", coordinates=False), ("dim 'time' has no coordinate array",)),
+    "latitude decreasing": (
+        lambda d: _tiny_store(d / "s.zarr", latitude=(10.0, 0.0, -10.0)), ("latitude", "not increasing")),
+    "float64 data with a time dim": (
+        lambda d: _tiny_store(d / "s.zarr", values=np.ones((4, 3, 2))), ("t: dtype float64", "float32")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_check_names_a_damaged_or_unconventional_store(name, tmp_path):
+    prepare, says = CHECKS[name]
+    _assert_refused(_earthsim("check", prepare(tmp_path), cwd=tmp_path), tmp_path, says)
+
+
+def test_check_counts_infinities_with_nan(tmp_path):
+    values = np.ones((4, 3, 2), np.float32)
+    values[0, 0, 0], values[3, 2, 1], values[2, 1, 0] = np.nan, np.inf, -np.inf
+    run = _earthsim("check", _tiny_store(tmp_path / "s.zarr", values=values), cwd=tmp_path, check=True)
+    assert "non-finite values" in run.stdout and "| t | time, latitude, longitude | 2 of 2 | 0 | 3 of 24 |" in run.stdout

@@ -205,17 +205,54 @@ class ChunkStatus:
         return self.expected - len(self.missing)
 
 
+def stored_chunks(array) -> tuple[int, ...]:
+    """The shape of the objects an array's data is stored in, one file (or key) each: its shards when it is a
+    sharded Zarr v3 array (the inner chunks live inside them), else its chunks."""
+    return tuple(getattr(array, "shards", None) or array.chunks)
+
+
+def stored_chunk_grid(array) -> list[tuple[int, ...]]:
+    """The grid coordinates of every stored object of an array (:func:`stored_chunks`), in C order."""
+    if not array.shape:
+        return [()]
+    grid = [range(-(-size // chunk)) for size, chunk in zip(array.shape, stored_chunks(array))]
+    return list(itertools.product(*grid))
+
+
+def stored_chunk_region(array, coords: tuple[int, ...]) -> tuple[slice, ...]:
+    """The region of the array that the stored object at grid coordinates ``coords`` holds."""
+    return tuple(slice(c * chunk, min((c + 1) * chunk, size))
+                 for c, chunk, size in zip(coords, stored_chunks(array), array.shape))
+
+
+def array_dims(array) -> tuple[str, ...]:
+    """An array's dimension names: Zarr v3's ``dimension_names``, or Zarr v2's ``_ARRAY_DIMENSIONS`` attribute
+    (where xarray keeps them); empty when it has none."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names is None:
+        names = array.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(str(n) for n in names or ())
+
+
+#: Files of a node's metadata, never chunks: Zarr v3's ``zarr.json`` and Zarr v2's dotfiles.
+METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+
+
+def _is_chunk_key(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1]
+    return name not in METADATA_FILES and not name.startswith(".")
+
+
 def chunk_status(path: str | os.PathLike, group: str | None = None,
                  names: list[str] | None = None) -> dict[str, ChunkStatus]:
-    """Every chunk of the store's arrays (or of ``names``), present or missing; local stores by listing their
-    files, URLs through zarr's store listing."""
+    """Every stored chunk (shard, for a sharded array) of the store's arrays (or of ``names``), present or missing;
+    local stores by listing their files, URLs through zarr's store listing. Zarr v2 and v3."""
     root = zarr.open_group(str(path), mode="r", path=group or "")
     out = {}
     for name, array in root.arrays():
         if names is not None and name not in names:
             continue
-        grid = [range(-(-size // chunk)) for size, chunk in zip(array.shape, array.chunks)]
-        coords = list(itertools.product(*grid)) if array.shape else [()]
+        coords = stored_chunk_grid(array)
         present = _chunk_keys(path, group, name, array)
         missing = tuple(c for c in coords if array.metadata.encode_chunk_key(c) not in present)
         out[name] = ChunkStatus(name, len(coords), missing)
@@ -223,15 +260,15 @@ def chunk_status(path: str | os.PathLike, group: str | None = None,
 
 
 def _chunk_keys(path, group: str | None, name: str, array) -> set[str]:
-    """The chunk keys (relative to the array) present in the store."""
+    """The chunk keys (relative to the array) present in the store: every key below it but its metadata."""
     prefix = "/".join(p for p in (group, name) if p)
     if not is_url(path):
         folder = Path(path) / prefix
-        return {str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file() and f.name != "zarr.json"}
+        return {f.relative_to(folder).as_posix() for f in folder.rglob("*") if f.is_file() and _is_chunk_key(f.name)}
     store = array.store
     from zarr.core.sync import sync
 
     async def listing():
-        return {key[len(prefix) + 1:] async for key in store.list_prefix(prefix + "/") if not key.endswith("zarr.json")}
+        return {key[len(prefix) + 1:] async for key in store.list_prefix(prefix + "/") if _is_chunk_key(key)}
 
     return sync(listing())

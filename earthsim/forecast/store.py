@@ -120,8 +120,9 @@ class ForecastStore:
         template[DONE] = xr.Variable("block", da.zeros(len(self.blocks), chunks=1, dtype=np.int8),
                                      {"long_name": "1 where the block of initial times is written (resume state)"})
         encoding = {name: {"chunks": var.data.chunksize} for name, var in template.data_vars.items()}
-        with atomic_output(self.partial) as tmp:
-            template.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
+        with atomic_output(self.partial) as tmp:  # every chunk written, even a coordinate equal to the fill value
+            template.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding,
+                             write_empty_chunks=True)
 
     def _resumable(self, record: dict, overwrite: bool) -> bool:
         """Whether the partial store is of this request; if not, an error unless ``overwrite``."""

@@ -529,7 +529,8 @@ def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = Tru
             for resolution in config.save_resolutions:
                 ds, encoding = _template(config, resolution, attrs)
                 ds.to_zarr(tmp, group=str(resolution), mode="a" if tmp.exists() else "w-", zarr_format=3,
-                           encoding=encoding, consolidated=False, compute=False)
+                           encoding=encoding, consolidated=False, compute=False,
+                           write_empty_chunks=True)  # coordinates too: trajectory [0] equals the fill value
             max_courant = 0.0
             for batch in batches:
                 frames, courant = _solve_batch(solver, config, batch, spinup_steps, bar)
