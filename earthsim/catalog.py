@@ -27,7 +27,7 @@ import yaml
 from earthsim import config
 from earthsim.data.conventions import TIME_DIM, TRAJECTORY_DIM
 from earthsim.data.grid import Axis, Grid
-from earthsim.errors import CatalogError, EarthsimError
+from earthsim.errors import CatalogError, EarthsimError, reason
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_CATALOGS = PACKAGE_DIR / "catalogs"
@@ -281,6 +281,17 @@ def names() -> list[str]:
     return sorted(_entry_files())
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """One line saying what is wrong in a YAML text and where (PyYAML's own message spans several lines, quoting
+    the text): ``expected ',' or ']', but got '<stream end>' (line 3, column 1, while parsing a flow sequence)``."""
+    problem, mark = getattr(error, "problem", None), getattr(error, "problem_mark", None)
+    if not problem:
+        return reason(error)
+    where = [f"line {mark.line + 1}, column {mark.column + 1}"] if mark is not None else []
+    context = getattr(error, "context", None)
+    return f"{problem} ({', '.join(where + ([context] if context else []))})" if where or context else problem
+
+
 def get_entry(name: str | os.PathLike) -> DatasetEntry:
     """The entry called ``name``, or the entry in YAML file ``name``."""
     path = Path(name)
@@ -294,7 +305,7 @@ def get_entry(name: str | os.PathLike) -> DatasetEntry:
     try:
         raw = yaml.safe_load(file.read_text())
     except yaml.YAMLError as error:
-        raise CatalogError(f"{file}: not valid YAML: {error}") from error
+        raise CatalogError(f"{file}: not valid YAML: {yaml_problem(error)}") from None
     entry = parse_entry(raw, file)
     if entry.name != file.stem and path.suffix not in (".yaml", ".yml"):
         raise CatalogError(f"{file}: entry name {entry.name!r} differs from its file name {file.stem!r}")
