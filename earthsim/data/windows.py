@@ -47,7 +47,7 @@ from earthsim.data.derived import DERIVED, check_derived, frame_fields, static_f
 from earthsim.data.grid import Grid
 from earthsim.data.store import chunk_status
 from earthsim.data.conventions import LEVEL_DIM, TIME_DIM, physics_attributes
-from earthsim.errors import ValidationError
+from earthsim.errors import ValidationError, reason
 
 STATISTICS = ("mean", "std", "diff_std")
 
@@ -553,9 +553,8 @@ class WindowDataset(torch.utils.data.Dataset):
         try:
             return future.result()
         except Exception as error:  # tensorstore and zarr raise many types for damaged data
-            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-            raise ValidationError(f"store {self._store}: variable {name!r} cannot be read ({reason}); `earthsim check "
-                                  f"{self._store}` names the damaged chunks") from None
+            raise ValidationError(f"store {self._store}: variable {name!r} cannot be read ({reason(error)}); `earthsim "
+                                  f"check {self._store}` names the damaged chunks") from None
 
     def _refuse_nan(self, block: np.ndarray, layout: _Layout, where) -> None:
         """A NaN (a fill value read from a damaged store, a diverged solver) never becomes a sample."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from earthsim import __version__
 from earthsim import config as config_lib
-from earthsim.errors import EarthsimError
+from earthsim.errors import EarthsimError, reason
 from earthsim.models.base import EarthsimModel, build_model
 from earthsim.models.spec import DataSpec
 
@@ -89,10 +90,11 @@ def load_exported(path: str | os.PathLike) -> tuple[EarthsimModel, ExportRecord]
     """The exported model (weights loaded, eval mode, on CPU) and its record."""
     path = export_path(path)
     try:
-        saved = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns of an unusual pickle protocol before refusing the file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            saved = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises many types for a file that is not a weights-only checkpoint
-        reason = str(error).split("\n")[0].split(" Re-running `torch.load`")[0]
-        raise EarthsimError(f"{path}: not a loadable earthsim model file ({type(error).__name__}: {reason})") from None
+        raise EarthsimError(f"{path}: not a loadable earthsim model file ({reason(error)})") from None
     if not isinstance(saved, dict) or "state_dict" not in saved or "model" not in saved:
         raise EarthsimError(f"{path}: not an earthsim model export (no model name and weights); export one with "
                             "`earthsim train`")
@@ -110,6 +112,6 @@ def load_exported(path: str | os.PathLike) -> tuple[EarthsimModel, ExportRecord]
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as error:
-        raise EarthsimError(f"{path}: weights do not fit model {record.model!r} as its record describes it: "
-                            f"{str(error).splitlines()[0]}") from None
+        raise EarthsimError(f"{path}: weights do not fit model {record.model!r} as its record describes it "
+                            f"({reason(error)})") from None
     return model.eval(), record
