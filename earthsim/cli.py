@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import textwrap
 
@@ -166,11 +167,15 @@ def _add_train(subparsers) -> None:
 def _run_train(args) -> int:
     from pathlib import Path
 
+    from earthsim.errors import EarthsimError
     from earthsim.train.config import experiment_path, load_experiment
     from earthsim.train.trainer import train
 
     train_config = load_experiment(args.experiment, args.overrides)
     run_dir = args.run_dir or str(Path("runs") / experiment_path(args.experiment).stem)
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise EarthsimError(f"--run-dir {run_dir} is a file, not a directory: give the run's folder (where "
+                            "checkpoints, metrics and the exported model go)")
     from earthsim.train.distributed import close_world
 
     try:
@@ -249,6 +254,8 @@ def _run_score(args) -> int:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise EarthsimError(f"--units {item!r}: expected VARIABLE=UNITS, e.g. t2m=K")
+        if name in units and units[name] != value:
+            raise EarthsimError(f"--units gives variable {name!r} two units: {units[name]!r} and {value!r}")
         units[name] = value
     card = score(args.forecasts, args.truth, args.out, climatology=args.climatology, progress=not args.quiet,
                  leads=args.leads, video=args.video, data_range=args.data_range, metrics=args.metrics,
@@ -311,8 +318,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _output(args) -> str:
+    """What the command writes, for an error that names no file: its --out, its run directory, or the stores of
+    the catalog entry it makes."""
+    from pathlib import Path
+
+    if getattr(args, "out", None):
+        return str(args.out)
+    if args.command == "train":
+        return str(args.run_dir or Path("runs") / Path(args.experiment).stem)
+    entry = None
+    if args.command in ("simulate", "stats"):
+        entry = getattr(args, "entry", None) or getattr(args, "name", None)
+    elif args.command == "ingest":
+        entry = args.inputs[0]
+    return f"the stores of {entry}" if entry else f"the output of earthsim {args.command}"
+
+
+_WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.")
+
+
+def _worker_error(error: BaseException, earthsim_only: bool = True) -> str | None:
+    """The message of an earthsim error raised in a DataLoader worker process, which torch re-raises in the main
+    process as ``Caught X in DataLoader worker process N. Original Traceback (most recent call last): ... X: message``
+    (as X when X can be made from one string, else as RuntimeError); None for any other error (with
+    ``earthsim_only=False``, the message of any error raised in a worker)."""
     from earthsim.errors import EarthsimError
+
+    text = str(error)
+    caught = _WORKER.match(text)
+    if caught is None:
+        return None
+    name = caught.group(1)
+    known, todo = set(), [EarthsimError]
+    while todo:
+        cls = todo.pop()
+        known.add(cls.__name__)
+        todo += cls.__subclasses__()
+    lines = text.splitlines()
+    for index in range(len(lines) - 1, 0, -1):
+        qualified, sep, message = lines[index].partition(": ")
+        if sep and qualified.split(".")[-1] == name and not qualified.startswith(" "):
+            if not earthsim_only or name in known or qualified.startswith("earthsim."):
+                return "\n".join([message, *lines[index + 1:]]).strip()
+            return None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from earthsim.errors import EarthsimError, reason
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -322,11 +376,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except EarthsimError as error:
-        print(f"earthsim {args.command}: error: {error}", file=sys.stderr)
+        message = _worker_error(error) or str(error)
+        print(f"earthsim {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as error:  # a file that cannot be read or written: say which, without a traceback
-        where = error.filename or "a file"
-        print(f"earthsim {args.command}: error: {where}: {error.strerror or error}", file=sys.stderr)
+        message = _worker_error(error, earthsim_only=False)  # raised in a DataLoader worker: its own message
+        if message is None:
+            message = f"{error.filename or _output(args)}: {error.strerror or reason(error)}"
+        print(f"earthsim {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:  # an earthsim error raised in a DataLoader worker, re-raised by torch
+        message = _worker_error(error)
+        if message is None:
+            raise
+        print(f"earthsim {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"earthsim {args.command}: interrupted", file=sys.stderr)
