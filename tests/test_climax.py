@@ -67,6 +67,9 @@ def test_grouped_tokeniser_equals_a_conv2d_per_variable():
         conv.bias.data.copy_(model.token_embeds.proj_biases[v])
         expected = conv(x[:, i:i + 1]).flatten(2).transpose(1, 2)  # [B, L, D], patches row-major
         torch.testing.assert_close(tokens[:, i], expected, rtol=1e-5, atol=1e-6)
+    grouped = F.conv2d(x, model.token_embeds.proj_weights[ids].flatten(0, 1),
+                       model.token_embeds.proj_biases[ids].flatten(), stride=2, groups=3)
+    torch.testing.assert_close(tokens, grouped.unflatten(1, (3, 32)).flatten(3).transpose(2, 3), rtol=1e-5, atol=1e-6)
 
 
 def test_variable_aggregation_equals_multihead_attention():
