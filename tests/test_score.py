@@ -234,12 +234,14 @@ def test_alignment_errors_name_the_mismatch(tmp_path):
         evaluate([shifted], truth_yaml, climatology=None, progress=False)
 
     coarse = ok.isel(longitude=slice(0, 12))
-    with pytest.raises(AlignmentError, match="grid of the truth 'wtruth': longitude has 12 points, the grid has 24"):
+    with pytest.raises(AlignmentError,
+                       match=r"grid of the truth 'wtruth' \(\S+wtruth\.zarr\): longitude has 12 points, the grid has 24"):
         evaluate([_write(tmp_path, "coarse", coarse)], truth_yaml, climatology=None, progress=False)
 
     kilometres = ok.copy()
     kilometres["z"] = kilometres["z"].assign_attrs(units="km")
-    with pytest.raises(AlignmentError, match="variable 'z' has units 'km' but the truth 'wtruth' has 'm'"):
+    with pytest.raises(AlignmentError, match=r"variable 'z' has units 'km' but the truth 'wtruth' \(\S+wtruth\.zarr\) "
+                                             r"has 'm'"):
         evaluate([_write(tmp_path, "km", kilometres)], truth_yaml, climatology=None, progress=False)
 
     late = ok.assign_coords(time=ok.time.values + np.timedelta64(24, "h"))
@@ -323,7 +325,8 @@ def test_fluid_alignment_errors(tmp_path):
     truth_yaml, _ = _fluid_truth(tmp_path)
     ok = _fluid_forecast(3, 3, lambda t, p, lead: t)
     small = ok.isel(x=slice(0, 16))
-    with pytest.raises(AlignmentError, match=r"grid sizes \{'y': 32, 'x': 16\} differ from the truth 'modes'"):
+    with pytest.raises(AlignmentError,
+                       match=r"grid sizes \{'y': 32, 'x': 16\} differ from the truth 'modes' \(\S+modes\.zarr\)"):
         evaluate([_write(tmp_path, "small", small)], truth_yaml, progress=False)
     hours = _fluid_forecast(3, 3, lambda t, p, lead: t, lead_units="hours")
     with pytest.raises(AlignmentError, match="prediction_timedelta has units 'hours' but the truth 'modes'"):
@@ -572,3 +575,150 @@ def test_era5_uk_month_persistence_and_climatology_baselines(tmp_path):
     # the climatology forecast has no anomaly: its ACC is 0/0, NaN (as in WB2); persistence's is defined
     assert np.all(np.isnan(card["acc"].sel(model="climatology").values))
     assert np.all(np.isfinite(card["acc"].sel(model="persistence").values))
+
+
+# ------------------------------------------------------------------------ refusals (review H6, M8, M13, L14, L16)
+
+def _cli(args: list, capsys) -> str:
+    """Run ``earthsim score ARGS`` in this process; it must be refused (status 2) in one line: that line."""
+    from earthsim.cli import main
+
+    assert main(["score", *map(str, args), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("earthsim score: error: "), err
+    return lines[0]
+
+
+def _no_temporaries(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if ".tmp-" in p.name], "a temporary was left behind"
+
+
+def test_score_refuses_an_unwritable_out_before_scoring(tmp_path, monkeypatch, capsys):
+    from earthsim.score import evaluation
+
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    forecast = _write(tmp_path, "same", _fluid_forecast(3, 3, lambda t, p, lead: t))
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("scored although --out cannot be written"))
+    (tmp_path / "file").write_text("")
+    line = _cli([forecast, "--truth", truth_yaml, "--out", tmp_path / "file"], capsys)
+    assert f"--out {tmp_path / 'file'} is a file" in line
+    line = _cli([forecast, "--truth", truth_yaml, "--out", tmp_path / "file" / "scores"], capsys)
+    assert f"--out {tmp_path / 'file' / 'scores'}: cannot create its folder" in line
+    _no_temporaries(tmp_path)
+
+
+def test_score_write_failure_names_out_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    forecast = _write(tmp_path, "same", _fluid_forecast(3, 3, lambda t, p, lead: t))
+    out = tmp_path / "scores"
+
+    def hdf_error(self, *args, **kwargs):
+        raise RuntimeError("NetCDF: HDF error\nmore detail")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", hdf_error)
+    line = _cli([forecast, "--truth", truth_yaml, "--out", out], capsys)
+    assert line == f"earthsim score: error: --out {out}: writing the scores failed (RuntimeError: NetCDF: HDF error)"
+    assert not out.exists()
+    _no_temporaries(tmp_path)
+
+
+def test_score_replaces_its_own_outputs_and_keeps_other_files(tmp_path):
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    forecast = _write(tmp_path, "same", _fluid_forecast(3, 3, lambda t, p, lead: t))
+    out = tmp_path / "scores"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "stale.png").write_bytes(b"")
+    (out / "scorecard.md").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    score([forecast], truth_yaml, out, progress=False)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "scorecard.md").read_text() != "old"
+    assert not (out / "plots" / "stale.png").exists() and (out / "scorecard.nc").exists()
+    _no_temporaries(tmp_path)
+
+
+def test_infinities_are_refused_as_non_finite_or_left_out_like_nan(tmp_path, capsys):
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    ok = _fluid_forecast(3, 3, lambda t, p, lead: t)
+    values = ok["vorticity"].values.copy()
+    values[0, 0, 1, 5, 5] = np.inf
+    values[1, 2, 0, 0, 0] = -np.inf
+    forecast = _write(tmp_path, "inf", ok.copy(data={"vorticity": values}))
+    line = _cli([forecast, "--truth", truth_yaml, "--out", tmp_path / "scores"], capsys)
+    assert "2 forecast frame(s) hold NaN or inf (non-finite values)" in line and "--allow-missing" in line
+    assert not (tmp_path / "scores").exists()
+    card = evaluate([forecast], truth_yaml, progress=False, allow_missing=True).scorecard
+    assert card["frames_left_out"].sel(model="inf", variable="vorticity", side="forecast") == 2
+    assert np.isfinite(card["rmse"]).all() and float(card["rmse"].max()) < 1e-6  # the rest is the truth itself
+
+
+def test_an_unreadable_truth_is_named_by_its_store(tmp_path):
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    forecast = _write(tmp_path, "same", _fluid_forecast(3, 3, lambda t, p, lead: t))
+    chunk = sorted(p for p in (tmp_path / "modes.zarr" / "vorticity" / "c").rglob("*") if p.is_file())[0]
+    chunk.write_bytes(b"\x00" * 17)
+    with pytest.raises(AlignmentError) as refused:
+        evaluate([forecast], truth_yaml, progress=False)
+    message = str(refused.value)
+    assert message.startswith(f"truth 'modes' ({tmp_path / 'modes.zarr'}), variable 'vorticity': cannot be read")
+    assert "\n" not in message and f"earthsim check {tmp_path / 'modes.zarr'}" in message
+
+
+def test_units_flag_names_only_scored_variables_and_never_contradicts_the_store(tmp_path, capsys):
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    forecast = _write(tmp_path, "same", _fluid_forecast(3, 3, lambda t, p, lead: t))
+    args = [forecast, "--truth", truth_yaml, "--out", tmp_path / "scores"]
+    line = _cli(args + ["--units", "vorticty=1"], capsys)
+    assert "--units names ['vorticty'], which is not a variable scored in the forecast store(s)" in line
+    assert "['vorticity']" in line
+    line = _cli(args + ["--units", "vorticity=s**-1"], capsys)
+    assert "--units vorticity=s**-1 conflicts with the units the store states for variable 'vorticity', '1'" in line
+    line = _cli(args + ["--units", "vorticity=1", "--units", "vorticity=2"], capsys)
+    assert "two units" in line
+    assert not (tmp_path / "scores").exists()
+    # the units the store states, stated again, are no conflict
+    assert score([forecast], truth_yaml, tmp_path / "scores", progress=False, units={"vorticity": "1"}) is not None
+
+
+def test_an_earthsim_store_without_its_completion_record_is_refused(tmp_path, capsys):
+    import zarr
+
+    from earthsim.data.store import COMPLETE_ATTR, provenance
+
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    ds = _fluid_forecast(3, 3, lambda t, p, lead: t)
+    ds.attrs["provenance"] = provenance("earthsim.forecast.persistence", [], {})
+    for name in ("old.zarr", "fc.zarr.partial"):
+        write_zarr(ds, tmp_path / name, progress=False)
+        del zarr.open_group(str(tmp_path / name), mode="r+").attrs[COMPLETE_ATTR]
+    line = _cli([tmp_path / "old.zarr", "--truth", truth_yaml, "--out", tmp_path / "scores"], capsys)
+    assert "was written by earthsim (earthsim.forecast.persistence" in line and "no completion record" in line
+    assert "incomplete" in line and "older than 0.2.0" in line and "`earthsim forecast`" in line and "resumes" in line
+    line = _cli([tmp_path / "fc.zarr.partial", "--truth", truth_yaml, "--out", tmp_path / "scores"], capsys)
+    assert f"renames it to {tmp_path / 'fc.zarr'}" in line
+    assert not (tmp_path / "scores").exists()
+    # a store that is not earthsim's (no provenance record) is scored as before
+    plain = _write(tmp_path, "plain", _fluid_forecast(3, 3, lambda t, p, lead: t))
+    del zarr.open_group(plain.split("=", 1)[1], mode="r+").attrs[COMPLETE_ATTR]
+    assert evaluate([plain], truth_yaml, progress=False).scorecard["rmse"].max() < 1e-6
+
+
+def test_score_into_an_out_whose_parent_is_read_only(tmp_path, monkeypatch):
+    """The temporary goes beside --out; when only --out itself can be written, inside it."""
+    from earthsim.score import output
+
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    forecast = _write(tmp_path, "same", _fluid_forecast(3, 3, lambda t, p, lead: t))
+    out = tmp_path / "locked" / "scores"
+    out.mkdir(parents=True)
+    mkdir = Path.mkdir
+
+    def refuse_beside(self, *args, **kwargs):
+        if self.parent == out.parent and ".tmp-" in self.name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse_beside)
+    score([forecast], truth_yaml, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(output.OUTPUTS)  # and no temporary inside
+    _no_temporaries(tmp_path)

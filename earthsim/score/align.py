@@ -36,8 +36,9 @@ from earthsim.data import store
 from earthsim.data.grid import LATLON, Grid
 from earthsim.data.stats import climatology_at
 from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LEVEL_DIM, LONGITUDE_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM, lead_numbers
-from earthsim.errors import EarthsimError, ValidationError
+from earthsim.errors import EarthsimError, ValidationError, reason
 
+PARTIAL_SUFFIX = ".partial"  # an unfinished forecast store: OUT.partial (earthsim.forecast.store)
 INIT_DIM = TIME_DIM  # in a forecast store, time is the initialisation time
 LISTED = 5  # missing items named in an error before summarising the rest
 
@@ -55,6 +56,11 @@ class Truth:
     data: xr.Dataset
     grid: Grid
     datetime: bool
+
+    @property
+    def where(self) -> str:
+        """The truth in a message: its name and store."""
+        return f"{self.name!r} ({self.entry.store})"
 
 
 @dataclass
@@ -82,6 +88,8 @@ class Aligned:
     truth: xr.Dataset
     units: dict[str, str]
     grid_dims: tuple[str, str]
+    truth_name: str = ""
+    truth_store: str = ""
 
     def read_truth(self, name: str, valid: np.ndarray) -> np.ndarray:
         """The truth of variable ``name`` at the valid times numbered ``valid`` (indices into ``valid_times``):
@@ -93,9 +101,9 @@ class Aligned:
         try:
             values = np.asarray(da.transpose(*order).values, dtype=np.float32)
         except Exception as error:  # codecs raise many types for damaged bytes
-            raise AlignmentError(f"the truth of variable {name!r} cannot be read at {len(valid)} valid time(s) "
-                                 f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})"
-                                 "; `earthsim check` names the damaged chunks") from None
+            raise AlignmentError(f"truth {self.truth_name!r} ({self.truth_store}), variable {name!r}: cannot be read "
+                                 f"at {len(valid)} valid time(s) of forecast {self.label!r} ({reason(error)}); "
+                                 f"`earthsim check {self.truth_store}` names the damaged chunks") from None
         if TRAJECTORY_DIM not in da.dims:
             values = values[:, None]
         if LEVEL_DIM not in da.dims:
@@ -160,7 +168,42 @@ def open_forecast(spec: str) -> tuple[str, str, xr.Dataset]:
     if missing:
         raise AlignmentError(f"forecast {label!r} ({path}) lacks dim(s) {missing}: a forecast store has dims "
                              f"time (initialisation) and prediction_timedelta (lead); dims: {dict(ds.sizes)}")
+    _check_complete(label, path, ds)
     return label, path, ds
+
+
+def _check_complete(label: str, path: str, ds: xr.Dataset) -> None:
+    """A store earthsim wrote (it has earthsim's provenance record) must also have its completion record, which
+    earthsim writes last, just before the store gets its final name."""
+    record = ds.attrs.get(store.PROVENANCE_ATTR)
+    if not isinstance(record, Mapping) or "producer" not in record or store.is_complete(path):
+        return
+    made = f"{record.get('producer')}, earthsim {record.get('earthsim_version', '?')}"
+    partial = str(path).rstrip("/").endswith(PARTIAL_SUFFIX)
+    raise AlignmentError(
+        f"forecast {label!r} ({path}) was written by earthsim ({made}) but has no completion record: it is "
+        "incomplete (interrupted, or still being written) or from an earthsim older than 0.2.0; finish it by running "
+        "the `earthsim forecast` command that made it again, which resumes what is not yet written"
+        + (f" and renames it to {str(path).rstrip('/')[:-len(PARTIAL_SUFFIX)]}" if partial else
+           " (a store from an older earthsim: remove it first, then run the command again)"))
+
+
+def forecast_variables(fc: xr.Dataset) -> list[str]:
+    """The variables of a forecast store that are scored: those with dims time and prediction_timedelta."""
+    return [name for name in fc.data_vars if INIT_DIM in fc[name].dims and LEAD_DIM in fc[name].dims]
+
+
+def check_stated_units(forecasts: Sequence[str], stated: Mapping[str, str]) -> None:
+    """Units stated by the user (``--units NAME=UNITS``) must name variables scored in some forecast store."""
+    if not stated:
+        return
+    scored: dict[str, None] = {}
+    for spec in forecasts:
+        scored.update(dict.fromkeys(forecast_variables(open_forecast(spec)[2])))
+    unknown = [name for name in stated if name not in scored]
+    if unknown:
+        raise AlignmentError(f"--units names {unknown}, which {'is' if len(unknown) == 1 else 'are'} not a variable "
+                             f"scored in the forecast store(s); they have {list(scored)}")
 
 
 def _check_grid(label: str, path: str, fc: xr.Dataset, truth: Truth) -> None:
@@ -168,19 +211,19 @@ def _check_grid(label: str, path: str, fc: xr.Dataset, truth: Truth) -> None:
     grid = truth.grid
     absent = [d for d in grid.dims if d not in fc.dims]
     if absent:
-        raise AlignmentError(f"{where}: the truth {truth.name!r} is on a {grid.kind} grid {grid.dims} but the "
+        raise AlignmentError(f"{where}: the truth {truth.where} is on a {grid.kind} grid {grid.dims} but the "
                              f"forecast lacks dim(s) {absent}; dims: {dict(fc.sizes)}")
     if grid.kind == LATLON:
         try:
             grid.check_coordinates(fc[LATITUDE_DIM].values, fc[LONGITUDE_DIM].values,
-                                   f"{where}, against the grid of the truth {truth.name!r}")
+                                   f"{where}, against the grid of the truth {truth.where}")
         except EarthsimError as error:
             raise AlignmentError(str(error)) from error
     else:
         sizes = {d: fc.sizes.get(d) for d in grid.dims}
         expected = dict(zip(grid.dims, grid.shape))
         if sizes != expected:
-            raise AlignmentError(f"{where}: grid sizes {sizes} differ from the truth {truth.name!r}'s {expected}")
+            raise AlignmentError(f"{where}: grid sizes {sizes} differ from the truth {truth.where}: {expected}")
 
 
 def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variables: list[str],
@@ -190,18 +233,21 @@ def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variab
     where = f"forecast {label!r} ({path})"
     missing = [v for v in variables if v not in truth.data.data_vars]
     if missing:
-        raise AlignmentError(f"{where}: variable(s) {missing} are not in the truth {truth.name!r} "
-                             f"({truth.entry.store}); it has {sorted(truth.data.data_vars)}")
+        raise AlignmentError(f"{where}: variable(s) {missing} are not in the truth {truth.where}; "
+                             f"it has {sorted(truth.data.data_vars)}")
     units = {}
     for name in variables:
         known = truth.entry.variables.get(name)
         theirs = truth.data[name].attrs.get("units", known.units if known is not None else None)
         ours = fc[name].attrs.get("units", stated.get(name))
+        if name in stated and str(stated[name]) != str(ours):
+            raise AlignmentError(f"{where}: --units {name}={stated[name]} conflicts with the units the store states "
+                                 f"for variable {name!r}, {ours!r}; --units is for variables whose store states none")
         if ours is None:
             raise AlignmentError(f"{where}: variable {name!r} has no units attribute; state them (--units "
-                                 f"{name}=UNITS; the truth {truth.name!r} is in {theirs!r})")
+                                 f"{name}=UNITS; the truth {truth.where} is in {theirs!r})")
         if theirs is not None and str(ours) != str(theirs):
-            raise AlignmentError(f"{where}: variable {name!r} has units {ours!r} but the truth {truth.name!r} "
+            raise AlignmentError(f"{where}: variable {name!r} has units {ours!r} but the truth {truth.where} "
                                  f"has {theirs!r}")
         units[name] = str(ours)
         extra = [d for d in fc[name].dims if d not in (INIT_DIM, LEAD_DIM, MEMBER_DIM, TRAJECTORY_DIM, LEVEL_DIM)
@@ -210,41 +256,41 @@ def _check_variables(label: str, path: str, fc: xr.Dataset, truth: Truth, variab
             raise AlignmentError(f"{where}: variable {name!r} has dim(s) {extra} that a forecast store does not "
                                  f"use; dims: {fc[name].dims}")
         if (LEVEL_DIM in fc[name].dims) != (LEVEL_DIM in truth.data[name].dims):
-            raise AlignmentError(f"{where}: variable {name!r} has dims {fc[name].dims} but the truth has "
-                                 f"{truth.data[name].dims} (one has 'level', the other not)")
+            raise AlignmentError(f"{where}: variable {name!r} has dims {fc[name].dims} but the truth {truth.where} "
+                                 f"has {truth.data[name].dims} (one has 'level', the other not)")
     return units
 
 
-def _levels(label: str, fc: xr.Dataset, truth: Truth, name: str) -> np.ndarray | None:
+def _levels(label: str, path: str, fc: xr.Dataset, truth: Truth, name: str) -> np.ndarray | None:
     if LEVEL_DIM not in fc[name].dims:
         return None
     ours = np.asarray(fc[LEVEL_DIM].values, np.float64)
     theirs = np.asarray(truth.data[LEVEL_DIM].values, np.float64)
     missing = [lvl for lvl in ours if not np.any(np.isclose(theirs, lvl, rtol=0, atol=1e-6))]
     if missing:
-        raise AlignmentError(f"forecast {label!r}: level(s) {missing} of variable {name!r} are not in the truth "
-                             f"{truth.name!r}, which has levels {theirs.tolist()}")
+        raise AlignmentError(f"forecast {label!r} ({path}): level(s) {missing} of variable {name!r} are not in the "
+                             f"truth {truth.where}, which has levels {theirs.tolist()}")
     return ours
 
 
-def _time_units(label: str, fc: xr.Dataset, truth: Truth) -> None:
+def _time_units(label: str, path: str, fc: xr.Dataset, truth: Truth) -> None:
     """Fluids: float times whose stated units must agree with the truth's ``time`` units."""
-    where = f"forecast {label!r}"
+    where = f"forecast {label!r} ({path})"
     for dim in (INIT_DIM, LEAD_DIM):
         values = fc[dim].values
         if truth.datetime:
             wanted = np.datetime64 if dim == INIT_DIM else np.timedelta64
             if not np.issubdtype(values.dtype, wanted):
-                raise AlignmentError(f"{where}: {dim} has dtype {values.dtype} but the truth {truth.name!r} has "
+                raise AlignmentError(f"{where}: {dim} has dtype {values.dtype} but the truth {truth.where} has "
                                      f"datetime64 times; weather stores use datetime64 time and timedelta64 leads")
         else:
             if not np.issubdtype(values.dtype, np.number):
-                raise AlignmentError(f"{where}: {dim} has dtype {values.dtype} but the truth {truth.name!r} counts "
+                raise AlignmentError(f"{where}: {dim} has dtype {values.dtype} but the truth {truth.where} counts "
                                      f"time in {_truth_time_units(truth)} (float); "
                                      f"fluid stores use a float {dim} in solver time units")
             ours, theirs = fc[dim].attrs.get("units"), _truth_time_units(truth)
             if ours is not None and theirs is not None and str(ours) != str(theirs):
-                raise AlignmentError(f"{where}: {dim} has units {ours!r} but the truth {truth.name!r}'s time has "
+                raise AlignmentError(f"{where}: {dim} has units {ours!r} but the truth {truth.where} has time "
                                      f"units {theirs!r}")
 
 
@@ -259,7 +305,7 @@ def _format_times(times: np.ndarray) -> list[str]:
     return [f"{float(t):g}" for t in times]
 
 
-def _frame_rows(label: str, truth: Truth, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _frame_rows(label: str, path: str, truth: Truth, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct valid times, the truth's time index of each, and each of ``valid``'s row among them.
 
     Float (solver) times match the nearest truth time within a thousandth of its time step.
@@ -282,14 +328,14 @@ def _frame_rows(label: str, truth: Truth, valid: np.ndarray) -> tuple[np.ndarray
         shown = ", ".join(_format_times(missing[:LISTED]))
         more = f" and {missing.size - LISTED} more" if missing.size > LISTED else ""
         raise AlignmentError(
-            f"forecast {label!r}: {missing.size} valid time(s) (time + prediction_timedelta) are missing in the "
-            f"truth {truth.name!r} ({truth.entry.store}): {shown}{more}; the truth covers "
+            f"forecast {label!r} ({path}): {missing.size} valid time(s) (time + prediction_timedelta) are missing in "
+            f"the truth {truth.where}: {shown}{more}; the truth covers "
             f"{' to '.join(_format_times(sorted_times[[0, -1]]))}")
     rows, inverse = np.unique(order[pos], return_inverse=True)
     return times[rows], rows, inverse.reshape(valid.shape)
 
 
-def _select_leads(label: str, fc: xr.Dataset, leads: Sequence | None, datetime: bool) -> xr.Dataset:
+def _select_leads(label: str, path: str, fc: xr.Dataset, leads: Sequence | None, datetime: bool) -> xr.Dataset:
     if leads is None:
         return fc
     available = fc[LEAD_DIM].values
@@ -298,8 +344,8 @@ def _select_leads(label: str, fc: xr.Dataset, leads: Sequence | None, datetime: 
     for value in wanted:
         hits = np.flatnonzero(available == value if datetime else np.isclose(available, value, rtol=1e-9, atol=1e-9))
         if hits.size == 0:
-            raise AlignmentError(f"forecast {label!r}: lead time {format_lead(value)} is not in the store; its leads "
-                                 f"are {[format_lead(v) for v in available]}")
+            raise AlignmentError(f"forecast {label!r} ({path}): lead time {format_lead(value)} is not in the store; "
+                                 f"its leads are {[format_lead(v) for v in available]}")
         index.append(int(hits[0]))
     return fc.isel({LEAD_DIM: index})
 
@@ -342,35 +388,36 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None, units: Mapping
     forecast or truth is missing (unless ``allow_missing``). Coordinates only: the fields are read later, block
     by block."""
     label, path, fc = open_forecast(spec)
-    variables = [name for name in fc.data_vars if INIT_DIM in fc[name].dims and LEAD_DIM in fc[name].dims]
+    variables = forecast_variables(fc)
     if not variables:
         raise AlignmentError(f"forecast {label!r} ({path}) has no variable with dims time and prediction_timedelta; "
                              f"variables: {sorted(fc.data_vars)}")
     units = _check_variables(label, path, fc, truth, variables, units or {})
     _check_chunks(f"forecast {label!r} ({path})", path, None, fc, variables, allow_missing)
-    _check_chunks(f"truth {truth.name!r} ({truth.entry.store})", truth.entry.store, truth.entry.group, truth.data,
+    _check_chunks(f"truth {truth.where}", truth.entry.store, truth.entry.group, truth.data,
                   variables, allow_missing)
     _check_grid(label, path, fc, truth)
-    _time_units(label, fc, truth)
-    fc = _select_leads(label, fc, leads, truth.datetime)
-    levels = {name: _levels(label, fc, truth, name) for name in variables}
+    _time_units(label, path, fc, truth)
+    fc = _select_leads(label, path, fc, leads, truth.datetime)
+    levels = {name: _levels(label, path, fc, truth, name) for name in variables}
 
     fluid = TRAJECTORY_DIM in truth.data.dims
     trajectories = None
     truth_ds = truth.data
     if fluid:
         if TRAJECTORY_DIM not in fc.dims:
-            raise AlignmentError(f"forecast {label!r}: the truth {truth.name!r} has trajectories but the forecast "
-                                 f"has no 'trajectory' dim; dims: {dict(fc.sizes)}")
+            raise AlignmentError(f"forecast {label!r} ({path}): the truth {truth.where} has trajectories but the "
+                                 f"forecast has no 'trajectory' dim; dims: {dict(fc.sizes)}")
         trajectories = np.asarray(fc[TRAJECTORY_DIM].values)
         known = np.asarray(truth_ds[TRAJECTORY_DIM].values)
         missing = [t for t in trajectories.tolist() if t not in set(known.tolist())]
         if missing:
-            raise AlignmentError(f"forecast {label!r}: trajectory(ies) {missing[:LISTED]} are not in the truth "
-                                 f"{truth.name!r}, which has trajectories {known.min()}..{known.max()}")
+            raise AlignmentError(f"forecast {label!r} ({path}): trajectory(ies) {missing[:LISTED]} are not in the "
+                                 f"truth {truth.where}, which has trajectories {known.min()}..{known.max()}")
         truth_ds = truth_ds.sel({TRAJECTORY_DIM: trajectories})
     elif TRAJECTORY_DIM in fc.dims:
-        raise AlignmentError(f"forecast {label!r} has a 'trajectory' dim but the truth {truth.name!r} has none")
+        raise AlignmentError(f"forecast {label!r} ({path}) has a 'trajectory' dim but the truth {truth.where} has "
+                             "none")
 
     inits = fc[INIT_DIM].values
     lead_values = fc[LEAD_DIM].values
@@ -378,10 +425,10 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None, units: Mapping
         valid = inits.astype("datetime64[ns]")[:, None] + lead_values.astype("timedelta64[ns]")[None, :]
     else:
         valid = inits.astype(np.float64)[:, None] + lead_values.astype(np.float64)[None, :]
-    valid_times, rows, frame_index = _frame_rows(label, truth, valid)
+    valid_times, rows, frame_index = _frame_rows(label, path, truth, valid)
     members = fc.sizes.get(MEMBER_DIM, 1)
     return Aligned(label, path, fc, variables, levels, lead_values, inits, trajectories, members, frame_index,
-                   valid_times, rows, truth_ds[variables], units, truth.grid.dims)
+                   valid_times, rows, truth_ds[variables], units, truth.grid.dims, truth.name, str(truth.entry.store))
 
 
 def _check_chunks(where: str, path: str, group: str | None, ds: xr.Dataset, variables: list[str],
@@ -391,7 +438,7 @@ def _check_chunks(where: str, path: str, group: str | None, ds: xr.Dataset, vari
     try:
         status = store.chunk_status(path, group, variables)
     except Exception as error:  # zarr raises many types for damaged metadata
-        raise AlignmentError(f"{where}: cannot list its chunks ({type(error).__name__}: {error})") from None
+        raise AlignmentError(f"{where}: cannot list its chunks ({reason(error)})") from None
     for name in variables:
         lost = status[name].missing
         if not lost:
@@ -417,7 +464,7 @@ def check_climatology(climatology: xr.Dataset, aligned: Aligned, truth: Truth, w
             raise AlignmentError(f"climatology {where}: no {name!r} dim; dims: {dict(climatology.sizes)}")
     try:
         truth.grid.check_coordinates(climatology[LATITUDE_DIM].values, climatology[LONGITUDE_DIM].values,
-                                     f"climatology {where}, against the grid of the truth {truth.name!r}")
+                                     f"climatology {where}, against the grid of the truth {truth.where}")
     except EarthsimError as error:
         raise AlignmentError(str(error)) from error
     for name in aligned.variables:

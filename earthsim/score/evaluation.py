@@ -37,10 +37,10 @@ from earthsim.catalog import DatasetEntry
 from earthsim.data import store
 from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TRAJECTORY_DIM, lead_numbers
 from earthsim.data.grid import LATLON
-from earthsim.errors import EarthsimError
+from earthsim.errors import EarthsimError, reason
 from earthsim.score import formulas
 from earthsim.score.align import (INIT_DIM, Aligned, AlignmentError, Truth, align, check_climatology,
-                                  climatology_frames, format_lead, lead_value, open_truth)
+                                  check_stated_units, climatology_frames, format_lead, lead_value, open_truth)
 from earthsim.score.metrics import METRICS, NEEDS, Context, Metric, Piece, conventions
 
 BLOCK_BYTES = 64 * 2**20  # forecast data read per block (whole store chunks along time)
@@ -50,7 +50,7 @@ DATA_RANGE = ("data range R used by SSIM and PSNR: given by the user, else max -
               "scored for the variable")
 FRAMES_LEFT_OUT = ("scored with --allow-missing: forecast frames (initial time x lead x trajectory) left out of "
                    "every score because the forecast (side forecast) or the truth valid at them (side truth) holds "
-                   "NaN or lies in a missing chunk")
+                   "NaN or inf or lies in a missing chunk")
 
 
 @dataclass
@@ -116,9 +116,8 @@ def _read_block(aligned: Aligned, name: str, start: int, stop: int) -> np.ndarra
         values = np.asarray(da.transpose(*order, *aligned.grid_dims).values)
     except Exception as error:  # codecs raise many types for damaged bytes
         raise AlignmentError(f"forecast {aligned.label!r} ({aligned.path}), variable {name!r}: initial times "
-                             f"{start}..{stop - 1} cannot be read ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0][:200] if str(error) else ''}); `earthsim check` names the "
-                             "damaged chunks") from None
+                             f"{start}..{stop - 1} cannot be read ({reason(error)}); `earthsim check {aligned.path}` "
+                             "names the damaged chunks") from None
     for position, dim in ((2, TRAJECTORY_DIM), (3, MEMBER_DIM), (4, LEVEL_DIM)):
         if dim not in da.dims:
             values = np.expand_dims(values, position)
@@ -159,7 +158,8 @@ def _data_range(value, name: str, aligned: Aligned) -> float:
             if finite.size:
                 low, high = min(low, float(finite.min())), max(high, float(finite.max()))
         if not np.isfinite(low):
-            raise EarthsimError(f"variable {name!r}: the truth frames hold no finite value to take a data range from")
+            raise EarthsimError(f"variable {name!r}: the truth {aligned.truth_name!r} ({aligned.truth_store}) holds no "
+                                "finite value in the frames scored to take a data range from; pass --data-range")
         value = high - low
     value = float(value)
     if not value > 0:
@@ -191,8 +191,8 @@ def _labels(name: str, levels: np.ndarray | None) -> list[tuple[str, float]]:
 
 @dataclass
 class Missing:
-    """Forecast frames (initial time × lead × trajectory) of one variable holding NaN, in the forecast or in the
-    truth valid at them."""
+    """Forecast frames (initial time × lead × trajectory) of one variable holding NaN or ±inf, in the forecast or in
+    the truth valid at them."""
 
     forecast: int = 0
     truth: int = 0
@@ -203,7 +203,7 @@ def _score_variable(aligned: Aligned, truth: Truth, name: str, selected: list[ty
                     ) -> tuple[dict[str, np.ndarray], dict[str, list], float | None, np.ndarray, np.ndarray, Missing]:
     """One variable of one store: every selected metric's outputs, their coordinates, the data range used, the
     forecast and truth maps of the first initial time (first trajectory, ensemble mean) ``[K, map_lead, H, W]``,
-    and the frames left out for NaN (refused unless ``allow_missing``)."""
+    and the frames left out for NaN or ±inf (refused unless ``allow_missing``)."""
     grid = truth.grid
     n_init, n_lead = aligned.frame_index.shape
     n_traj = len(aligned.trajectories) if aligned.trajectories is not None else 1
@@ -224,10 +224,11 @@ def _score_variable(aligned: Aligned, truth: Truth, name: str, selected: list[ty
         bar.update(stop - start)
     if (missing.forecast or missing.truth) and not allow_missing:
         raise AlignmentError(
-            f"forecast {aligned.label!r} ({aligned.path}), variable {name!r}: {missing.forecast} forecast frame(s) hold "
-            f"NaN, and the truth {truth.name!r} holds NaN at {missing.truth} of the frames they are scored against "
-            f"(of {context.shape[0] * context.shape[1] * context.shape[2]} frames); a NaN is never scored: mend the "
-            "stores, or pass --allow-missing to score what is there")
+            f"forecast {aligned.label!r} ({aligned.path}), variable {name!r}: {missing.forecast} forecast frame(s) "
+            f"hold NaN or inf (non-finite values), and the truth {truth.name!r} ({truth.entry.store}) holds them at "
+            f"{missing.truth} of the frames they are scored against (of "
+            f"{context.shape[0] * context.shape[1] * context.shape[2]} frames); a non-finite value is never scored: "
+            "mend the stores, or pass --allow-missing to score what is there")
     outputs, coords = {}, {}
     for metric in metrics:
         outputs.update(metric.finish())
@@ -237,11 +238,11 @@ def _score_variable(aligned: Aligned, truth: Truth, name: str, selected: list[ty
 
 def _accumulate_block(aligned: Aligned, name: str, start: int, stop: int, metrics: list[Metric], context: Context,
                       climatology: xr.Dataset | None, map_index: list[int] | None, missing: Missing):
-    """Read one block of initial times and its truth, count the frames holding NaN into ``missing`` (marking them NaN
-    on both sides, so every metric leaves them out when the context skips missing samples), and hand each piece to
-    every metric; with ``map_index``, return the forecast and truth maps of its first initial time (first trajectory,
-    ensemble mean) ``[K, map_lead, H, W]``. A function of its own, so that nothing of one block is alive when the
-    next is read."""
+    """Read one block of initial times and its truth, count the frames holding NaN or ±inf into ``missing`` (marking
+    them NaN on both sides, so every metric leaves them out when the context skips missing samples), and hand each
+    piece to every metric; with ``map_index``, return the forecast and truth maps of its first initial time (first
+    trajectory, ensemble mean) ``[K, map_lead, H, W]``. A function of its own, so that nothing of one block is alive
+    when the next is read."""
     size = context.grid.shape[0] * context.grid.shape[1]
     block = _read_block(aligned, name, start, stop)
     frames, valid, rows = _truth_block(aligned, name, start, stop)
@@ -251,7 +252,8 @@ def _accumulate_block(aligned: Aligned, name: str, start: int, stop: int, metric
         index = rows[where[0].start - start:where[0].stop - start, where[1]]
         forecast = piece.reshape(s, n_l, n_r, n_m, n_k, size).astype(np.float64)
         truth = frames[index].reshape(s, n_l, n_r, n_k, size).astype(np.float64)
-        bad_forecast, bad_truth = np.isnan(forecast).any(axis=(3, 5)), np.isnan(truth).any(axis=-1)  # [s, L, R, K]
+        # NaN, +inf and -inf alike: [s, L, R, K]
+        bad_forecast, bad_truth = (~np.isfinite(forecast)).any(axis=(3, 5)), (~np.isfinite(truth)).any(axis=-1)
         missing.forecast += int(bad_forecast.any(axis=-1).sum())
         missing.truth += int(bad_truth.any(axis=-1).sum())
         if context.skip_missing and (bad_forecast.any() or bad_truth.any()):
@@ -352,7 +354,7 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
     :data:`earthsim.score.metrics.METRICS` to restrict the work to (default: all that apply).
     ``map_leads``: lead times whose fields are kept for the maps (default: first, middle and last).
     ``units``: units of forecast variables whose store does not state them (none are guessed).
-    ``allow_missing``: score what is there when forecast or truth has missing chunks or NaN (refused
+    ``allow_missing``: score what is there when forecast or truth has missing chunks, NaN or ±inf (refused
     otherwise): such frames are left out of every score and counted in ``frames_left_out``.
     """
     if isinstance(forecasts, (str, os.PathLike)):
@@ -362,13 +364,14 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
     opened = open_truth(truth)
     wanted = METRICS.values() if metrics is None else [METRICS[n] for n in metrics if n in METRICS]
     clim = _climatology(climatology, opened, progress) if any(m.needs == "climatology" for m in wanted) else None
-    cards, fields, labels = [], [], {}
-    seen = set()
+    check_stated_units(forecasts, units or {})
+    every = []  # every store checked against the truth (coordinates only) before any is scored
     for spec in forecasts:
-        aligned = align(spec, opened, leads, units=units, allow_missing=allow_missing)
-        if aligned.label in seen:
-            raise EarthsimError(f"two forecasts are labelled {aligned.label!r}; label them as LABEL=PATH")
-        seen.add(aligned.label)
+        every.append(align(spec, opened, leads, units=units, allow_missing=allow_missing))
+        if every[-1].label in [a.label for a in every[:-1]]:
+            raise EarthsimError(f"two forecasts are labelled {every[-1].label!r}; label them as LABEL=PATH")
+    cards, fields, labels = [], [], {}
+    for aligned in every:
         selected = select_metrics(metrics, opened, aligned.members, clim is not None and opened.datetime, video)
         card, field, store_labels = _score_store(aligned, opened, selected, clim, data_range, map_leads,
                                                  allow_missing, progress)
@@ -402,8 +405,9 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
         "grid": opened.grid.kind,
         "climatology": ("given" if climatology is not None else "the truth entry's") if clim is not None
         else "none (no ACC)",
-        "missing_data": "allowed: frames with NaN or in missing chunks are left out (frames_left_out counts them)"
-        if allow_missing else "refused: no forecast or truth frame holds NaN or lies in a missing chunk",
+        "missing_data": ("allowed: frames with NaN or inf or in missing chunks are left out (frames_left_out "
+                         "counts them)") if allow_missing
+        else "refused: no forecast or truth frame holds NaN or inf or lies in a missing chunk",
         "variable_labels": "one entry per variable and level: name followed by the level (z500), or the name alone",
         "provenance": json.dumps(store.provenance("earthsim.score.evaluation", [opened.entry.store, *forecasts],
                                                   {"leads": [str(v) for v in leads] if leads else None,
@@ -421,15 +425,20 @@ def score(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, out
     """Score forecast stores against a catalog truth and write the scorecard into ``out``.
 
     Writes ``scorecard.nc``, ``scorecard.csv``, ``spectra.csv`` (when spectra were computed),
-    ``scorecard.md`` and ``plots/*.png``, each to a temporary name renamed when complete. Returns
-    the scorecard Dataset. See :func:`evaluate` for the arguments.
+    ``scorecard.md`` and ``plots/*.png`` into a temporary folder beside ``out`` (made before any work,
+    so that an ``out`` that cannot be written is refused at once) whose contents become ``out``'s when
+    all are written. Returns the scorecard Dataset. See :func:`evaluate` for the arguments.
     """
     from earthsim.score import output, plots
 
-    result = evaluate(forecasts, truth, climatology, progress, leads=leads, video=video, data_range=data_range,
-                      metrics=metrics, map_leads=map_leads, units=units, allow_missing=allow_missing)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    output.write_scorecard(result.scorecard, out)
-    plots.plot_all(result, out / "plots")
+    with output.output_folder(out) as folder:  # refused here, before any work, when out cannot be written
+        result = evaluate(forecasts, truth, climatology, progress, leads=leads, video=video, data_range=data_range,
+                          metrics=metrics, map_leads=map_leads, units=units, allow_missing=allow_missing)
+        try:
+            output.write_scorecard(result.scorecard, folder)
+            plots.plot_all(result, folder / "plots")
+        except EarthsimError as error:  # named after the temporary folder: name the output instead
+            raise EarthsimError(f"--out {out}: {str(error).replace(str(folder), str(out))}") from None
+        except (OSError, RuntimeError) as error:  # netCDF4 reports HDF and NetCDF failures as RuntimeError
+            raise EarthsimError(f"--out {out}: writing the scores failed ({reason(error)})") from None
     return result.scorecard

@@ -1,10 +1,15 @@
 """The scorecard written out: netCDF, CSV (scores and spectra in long form) and Markdown, each to a temporary
-name renamed when complete (plots are :mod:`earthsim.score.plots`)."""
+name renamed when complete (plots are :mod:`earthsim.score.plots`); the whole output folder too
+(:func:`output_folder`), so that a failed or interrupted scoring leaves nothing new under ``--out``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import uuid
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -12,8 +17,81 @@ import xarray as xr
 
 from earthsim.data import store
 from earthsim.data.conventions import LEAD_DIM, lead_numbers
+from earthsim.errors import EarthsimError, reason
 from earthsim.score.align import format_lead
 from earthsim.score.metrics import METRICS
+
+
+#: What ``earthsim score`` writes into its output folder (anything else there is left alone).
+OUTPUTS = ("scorecard.nc", "scorecard.csv", "scorecard.md", "spectra.csv", "plots")
+
+
+@contextlib.contextmanager
+def output_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``out`` (inside it when only ``out`` can be written) to write the scores
+    into; when the block succeeds, its contents become ``out``'s (renamed to ``out`` when ``out`` does not exist;
+    else each output replaces its older copy and outputs of an earlier run that this one did not write are removed,
+    other files being left alone).
+
+    Whether ``out`` can be written is found out before the block runs (by making the temporary), so a scoring that
+    could not be saved is refused before any work. On any exception the temporary is removed and
+    ``out`` is left as it was; an error writing names ``out``. Temporaries of ``out`` left by killed runs are removed
+    first.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EarthsimError(f"--out {out} is a file; the scores need a folder (scorecard.nc, scorecard.csv, "
+                            "scorecard.md, plots/)")
+    final = Path(os.path.abspath(out))  # "." and "a/.." have a name too
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EarthsimError(f"--out {out}: cannot create its folder {parent}: {error.strerror or reason(error)}") \
+            from None
+    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
+        raise EarthsimError(f"--out {out}: the folder is not writable")
+    store.remove_stale_temporaries(final)
+    store.remove_stale_temporaries(final / ".scores")
+    suffix = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:  # the test write: a temporary beside out, else (out exists, its parent is read-only) inside it
+        tmp = parent / f"{final.name}{suffix}"
+        tmp.mkdir()
+    except OSError as error:
+        if not final.is_dir():
+            raise EarthsimError(f"--out {out}: cannot write in {parent}: {error.strerror or reason(error)}") from None
+        try:
+            tmp = final / f".scores{suffix}"
+            tmp.mkdir()
+        except OSError as error:
+            raise EarthsimError(f"--out {out}: cannot write in it: {error.strerror or reason(error)}") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        _install(tmp, final)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EarthsimError(f"--out {out}: moving the scores into place failed: {error.strerror or reason(error)}"
+                            + (f" ({error.filename})" if error.filename else "")) from None
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the scores written into ``tmp`` to ``out``."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    for name in OUTPUTS:  # an earlier run's outputs go, this run's take their place
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        if (tmp / name).exists():
+            os.replace(tmp / name, target)
+    shutil.rmtree(tmp)
 
 
 def _atomic_write(path: Path, write) -> Path:
