@@ -51,8 +51,7 @@ def test_no_subcommand_prints_help_and_fails(capsys):
     assert "SUBCOMMAND" in capsys.readouterr().out
 
 
-
-# ------------------------------------------------------------------ one line for every refusal (review H6, H7, L17, L18)
+# ----------------------------------------------------------- one line for every refusal (review H6, H7, L17, L18)
 
 def _one_error_line(err: str, command: str) -> str:
     """The single ``earthsim COMMAND: error: ...`` line of ``err`` (and nothing else: no traceback)."""
