@@ -112,7 +112,7 @@ def test_ensemble_entry_ingests_with_members_and_levels(stores):
 
 
 def test_damaged_grib_is_refused_by_default_naming_how_many_messages(tmp_path, capsys):
-    assert grib_damage(CORRUPTED) == (1, 2) and grib_damage(UK) == (0, 744)
+    assert grib_damage(CORRUPTED) == (1, 2, 0) and grib_damage(UK) == (0, 744, 0) and not grib_damage(UK)
     out = tmp_path / "corrupted.zarr"
     with pytest.raises(EarthsimError, match=r"era5-levels-corrupted.grib: 1 of 2 GRIB messages cannot be read"):
         ingest([CORRUPTED], out, progress=False)
@@ -124,7 +124,7 @@ def test_damaged_grib_is_refused_by_default_naming_how_many_messages(tmp_path, c
 
     accepted = ingest([CORRUPTED], out, progress=False, accept_damaged=True)  # what can be read, loss recorded
     record = open_zarr(accepted).attrs["provenance"]["config"]["damaged_inputs_accepted"]
-    assert record == {str(CORRUPTED.resolve()): {"unreadable_messages": 1, "messages": 2}}
+    assert record == {str(CORRUPTED.resolve()): {"unreadable_messages": 1, "messages": 2, "stray_bytes": 0}}
 
 
 def test_corrupted_grib_fails_validation_and_cli_exits_nonzero(stores, tmp_path, capsys):
@@ -414,3 +414,36 @@ def test_missing_unreadable_and_existing_paths_are_named(tmp_path):
         ingest([tmp_path / "whole.nc"], tmp_path / "w.zarr", progress=False)
     ingest([tmp_path / "whole.nc"], tmp_path / "w.zarr", progress=False, overwrite=True)
     assert open_zarr(tmp_path / "w.zarr").attrs["provenance"]["config"]["entry"] is None
+
+
+@pytest.mark.parametrize("engine, form", [("scipy", "NETCDF3_CLASSIC"), ("scipy", "NETCDF3_64BIT"),
+                                          ("netcdf4", "NETCDF3_64BIT_DATA")])
+def test_classic_netcdf_header_gives_the_exact_size_of_whole_files(tmp_path, engine, form):
+    """CDF-1, CDF-2 and CDF-5, with and without a record (unlimited) dim, a lone short record variable unpadded."""
+    from earthsim.data.ingest import classic_netcdf_sizes
+
+    ds = _tiny().isel(realization=0, level=0).drop_vars(["realization", "level"])
+    ds["count"] = ("time", np.arange(6, dtype=np.int16))
+    for name, part, unlimited in (("all", ds, ["time"]), ("fixed", ds, []), ("lone", ds[["count"]], ["time"])):
+        path = tmp_path / f"{name}.nc"
+        part.to_netcdf(path, engine=engine, format=form, unlimited_dims=unlimited)
+        size = path.stat().st_size
+        needed, actual = classic_netcdf_sizes(path)
+        assert actual == size and size - 4 < needed <= size, name  # but the padding of the last record
+        path.write_bytes(path.read_bytes()[:needed - 1])
+        assert classic_netcdf_sizes(path) == (needed, needed - 1), name
+        path.write_bytes(path.read_bytes()[:20])
+        with pytest.raises(EarthsimError, match=rf"{name}\.nc: truncated netCDF file: the file \(20 bytes\) ends inside"):
+            classic_netcdf_sizes(path)
+    assert classic_netcdf_sizes(ERAINT)[0] == ERAINT.stat().st_size and classic_netcdf_sizes(UK) is None
+
+
+def test_grib_damage_counts_non_zero_bytes_outside_messages(tmp_path):
+    data = UK.read_bytes()
+    second = data.index(b"GRIB", 4)
+    (tmp_path / "padded.grib").write_bytes(data[:second] + bytes(8) + data[second:] + bytes(4))
+    assert grib_damage(tmp_path / "padded.grib") == (0, 744, 0)
+    (tmp_path / "junk.grib").write_bytes(b"ab" + data[:second] + b"\x00xyz" + data[second:] + b"\x01")
+    assert grib_damage(tmp_path / "junk.grib") == (0, 744, 6)
+    (tmp_path / "empty.grib").write_bytes(b"")
+    assert grib_damage(tmp_path / "empty.grib") == (0, 0, 0)

@@ -15,11 +15,12 @@ ingest leaves no store, and no temporary, under the output name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import mmap
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import dask
 import numpy as np
@@ -82,13 +83,12 @@ def ingest(
     damaged = {}
     for path in files:
         if Path(path).is_file() and _engine(path) == "cfgrib":
-            unreadable, total = grib_damage(path)
-            if unreadable and not accept_damaged:
-                raise EarthsimError(f"{path}: {unreadable} of {total} GRIB messages cannot be read (damaged); nothing "
-                                    "is ingested from a damaged file unless you pass --accept-damaged, which ingests "
-                                    "what can be read and records the loss in the store's provenance")
-            if unreadable:
-                damaged[str(Path(path).resolve())] = {"unreadable_messages": unreadable, "messages": total}
+            damage = grib_damage(path)
+            if damage and not accept_damaged:
+                raise EarthsimError(_damage_message(path, damage))
+            if damage:
+                damaged[str(Path(path).resolve())] = {"unreadable_messages": damage.damaged, "messages": damage.total,
+                                                      "stray_bytes": damage.stray_bytes}
     with quiet_loggers("cfgrib"):  # cfgrib logs each damaged message with a traceback; grib_damage reports it
         ds = open_inputs(files, longitude_convention, time_chunk)
         return _write(ds, files, out, expect, progress, overwrite, longitude_convention, time_chunk, damaged)
@@ -102,7 +102,7 @@ def _write(ds: xr.Dataset, files: list[str], out, expect: DatasetEntry | None, p
         if expect is not None:
             validate_against_entry(ds, expect, where, progress=progress)
         else:
-            problems = _time_order_problems(ds)
+            problems = _time_order_problems(ds) or _time_gap_problems(ds)
             if problems:
                 raise ValidationError(f"{where}: " + "; ".join(problems))
         record = record_dim(ds)
@@ -181,6 +181,8 @@ def open_input(path: str | os.PathLike, time_chunk: int | None = None) -> xr.Dat
     if not Path(path).is_file():
         raise EarthsimError(f"input file {path} does not exist" if not Path(path).exists() else f"{path} is not a file")
     engine = _engine(path)
+    if engine != "cfgrib":
+        _refuse_truncated_netcdf(path)
     kwargs = {"backend_kwargs": {"indexpath": ""}} if engine == "cfgrib" else {}
     try:
         # cache=False and no chunks: variables stay lazily indexed, so chunking below reads block by block.
@@ -195,12 +197,132 @@ def open_input(path: str | os.PathLike, time_chunk: int | None = None) -> xr.Dat
     return ds.chunk(chunks)
 
 
+_NC_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}  # classic netCDF nc_type -> bytes
+_NC_DIMENSION, _NC_VARIABLE, _NC_ATTRIBUTE = 0x0A, 0x0B, 0x0C
+
+
+class _Header:
+    """A reader of a classic netCDF header (CDF-1, CDF-2 64-bit offsets, CDF-5 64-bit data)."""
+
+    def __init__(self, data: bytes, version: int):
+        self.data, self.offset = data, 4
+        self.count = 8 if version == 5 else 4  # NON_NEG sizes (element counts, dim lengths, vsize)
+        self.position = 4 if version == 1 else 8  # OFFSET (a variable's begin)
+
+    def number(self, size: int) -> int:
+        end = self.offset + size
+        if end > len(self.data):
+            raise EOFError(end)
+        value = int.from_bytes(self.data[self.offset:end], "big")
+        self.offset = end
+        return value
+
+    def skip(self, size: int) -> None:
+        self.offset += size + (-size % 4)  # padded to 4 bytes
+        if self.offset > len(self.data):
+            raise EOFError(self.offset)
+
+    def name(self) -> None:
+        self.skip(self.number(self.count))
+
+    def attributes(self) -> None:
+        tag, count = self.number(4), self.number(self.count)
+        if tag not in (0, _NC_ATTRIBUTE):
+            raise ValueError(f"attribute list tag {tag}")
+        for _ in range(count):
+            self.name()
+            kind = self.number(4)
+            if kind not in _NC_TYPE_SIZES:
+                raise ValueError(f"attribute type {kind}")
+            self.skip(self.number(self.count) * _NC_TYPE_SIZES[kind])
+
+
+def classic_netcdf_sizes(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(needed, actual)`` bytes of a classic netCDF file (magic ``CDF\\x01``, ``\\x02`` or ``\\x05``): ``needed``
+    is where its header says the data of its last variable ends (a non-record variable at ``begin`` + its size, a
+    record variable at ``begin + (numrecs - 1) * recsize`` + its size), so a file cut short has ``actual < needed``.
+    None for any other file and for a file being streamed (numrecs unknown). Raises EarthsimError naming the file
+    when the header itself is cut short or malformed."""
+    path = str(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head not in (b"CDF\x01", b"CDF\x02", b"CDF\x05"):
+            return None
+        actual = os.fstat(f.fileno()).st_size
+        header = _Header(head, head[3])
+        size = 1 << 16
+        while True:  # the header is small; read more until it parses or the file ends
+            f.seek(0)
+            header.data, header.offset = f.read(size), 4
+            try:
+                needed = _classic_needed(header)
+                break
+            except EOFError as error:  # its argument: the offset the header needed to read up to
+                if error.args[0] > actual:
+                    raise EarthsimError(f"{path}: truncated netCDF file: the file ({actual} bytes) ends inside its "
+                                        "header") from None
+                size = max(4 * size, error.args[0] + (1 << 16))
+            except ValueError as error:
+                raise EarthsimError(f"{path}: not a valid classic netCDF header ({error})") from None
+    return None if needed is None else (needed, actual)
+
+
+def _refuse_truncated_netcdf(path: str) -> None:
+    """Refuse a classic netCDF file shorter than its header says, before any of its data is read."""
+    try:
+        sizes = classic_netcdf_sizes(path)
+    except OSError as error:
+        raise EarthsimError(f"{path}: cannot read: {error.strerror or error}") from None
+    if sizes is not None and sizes[1] < sizes[0]:
+        needed, actual = sizes
+        raise EarthsimError(f"{path}: truncated netCDF file: its header says its data ends at byte {needed}, but the "
+                            f"file has {actual} bytes ({needed - actual} missing); nothing is read from a file cut short")
+
+
+def _classic_needed(header: _Header) -> int | None:
+    numrecs = header.number(header.count)
+    if numrecs == (1 << 8 * header.count) - 1:  # STREAMING: a file still being written
+        return None
+    tag, count = header.number(4), header.number(header.count)
+    if tag not in (0, _NC_DIMENSION):
+        raise ValueError(f"dimension list tag {tag}")
+    lengths = []
+    for _ in range(count):
+        header.name()
+        lengths.append(header.number(header.count))
+    header.attributes()
+    tag, count = header.number(4), header.number(header.count)
+    if tag not in (0, _NC_VARIABLE):
+        raise ValueError(f"variable list tag {tag}")
+    variables = []  # (begin, bytes of one record or of the whole variable, is a record variable)
+    for _ in range(count):
+        header.name()
+        dims = [header.number(header.count) for _ in range(header.number(header.count))]  # dim ids
+        header.attributes()
+        kind = header.number(4)
+        header.number(header.count)  # vsize: the padded size, capped for large variables; recomputed below
+        begin = header.number(header.position)
+        if kind not in _NC_TYPE_SIZES or any(d >= len(lengths) for d in dims):
+            raise ValueError(f"variable type {kind} or dimension ids {dims}")
+        record = bool(dims) and lengths[dims[0]] == 0  # the unlimited dim has length 0 in the header
+        size = _NC_TYPE_SIZES[kind] * int(np.prod([lengths[d] for d in dims[1 if record else 0:]], dtype=object))
+        variables.append((begin, size, record))
+    records = [size for _, size, record in variables if record]
+    # one record holds every record variable, each padded to 4 bytes, but a lone record variable is not padded
+    recsize = records[0] if len(records) == 1 else sum(size + (-size % 4) for size in records)
+    ends = [begin + size if not record else (begin + (numrecs - 1) * recsize + size if numrecs else 0)
+            for begin, size, record in variables]
+    return max(ends, default=header.offset)
+
+
 def _engine(path: str) -> str:
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError as error:
         raise EarthsimError(f"{path}: cannot read: {error}") from error
+    if not head:
+        raise EarthsimError(f"{path}: the file is empty (0 bytes); expected GRIB or netCDF")
     if head.startswith(b"GRIB") or Path(path).suffix.lower() in _GRIB_SUFFIXES:
         return "cfgrib"
     if head.startswith((b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF")):
@@ -227,42 +349,85 @@ def default_time_chunk(ds: xr.Dataset, record: str | None = None, itemsize: int 
     return max(1, min(ds.sizes[record], TIME_CHUNK_BYTES // step_bytes))
 
 
+#: Errors that can only be the output's: its file system is full, over quota, read-only or the file too large.
+OUTPUT_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EROFS")
+                           if hasattr(errno, name))
+
+
 @contextlib.contextmanager
 def _read_errors(where: str, out: str | os.PathLike):
     """Errors raised while dask reads the inputs (after opening) become EarthsimErrors naming them; an error about
-    the output (``out`` or its temporary) names the output instead."""
+    the output (``out`` or its temporary by name, or a full, read-only or over-quota file system, which only
+    writing meets, named or not) names the output instead."""
     try:
         yield
     except (OSError, RuntimeError) as error:
         filename = str(getattr(error, "filename", "") or "")
-        if filename.startswith(str(out)):
+        if filename.startswith(str(out)) or getattr(error, "errno", None) in OUTPUT_ERRNOS:
             raise EarthsimError(f"{out}: writing failed: {getattr(error, 'strerror', None) or error}") from None
-        raise EarthsimError(f"{where}: reading failed: {type(error).__name__}: {error}") from error
+        raise EarthsimError(f"{where}: reading failed: {reason(error)}") from error
 
 
-def grib_damage(path: str | os.PathLike) -> tuple[int, int]:
-    """``(damaged, total)`` GRIB messages of a file: each message begins with ``GRIB``, states its length (GRIB1:
-    3 bytes at offset 4; GRIB2: 8 bytes at offset 8) and ends with ``7777`` at that length; one that does not is
-    damaged (cfgrib skips such messages, saying so only in a log line)."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        damaged = total = 0
-        start = data.find(b"GRIB")
-        while start != -1:
-            total += 1
-            edition = data[start + 7] if start + 8 <= len(data) else 0
-            if edition == 1:
-                length = int.from_bytes(data[start + 4:start + 7], "big")
-            elif edition == 2:
-                length = int.from_bytes(data[start + 8:start + 16], "big")
-            else:
-                length = 0
-            end = start + length
-            if length < 8 or end > len(data) or data[end - 4:end] != b"7777":
-                damaged += 1
-                start = data.find(b"GRIB", start + 4)
-            else:
-                start = data.find(b"GRIB", end)
-        return damaged, total
+class GribDamage(NamedTuple):
+    """What :func:`grib_damage` found in a GRIB file."""
+
+    damaged: int  # messages that do not end with 7777 where their stated length says
+    total: int  # messages (damaged ones included)
+    stray_bytes: int = 0  # non-zero bytes outside every message: garbage between or after messages
+
+    def __bool__(self) -> bool:  # any damage at all
+        return bool(self.damaged or self.stray_bytes)
+
+
+def grib_damage(path: str | os.PathLike) -> GribDamage:
+    """``(damaged, total, stray_bytes)`` of a GRIB file: each message begins with ``GRIB``, states its length
+    (GRIB1: 3 bytes at offset 4; GRIB2: 8 bytes at offset 8) and ends with ``7777`` at that length; one that does
+    not is damaged (cfgrib skips such messages, saying so only in a log line), and the bytes up to the next
+    ``GRIB`` are counted as that message's. Bytes outside every message are padding when zero; each non-zero one
+    is garbage (a concatenation gone wrong, a partial overwrite) that cfgrib skips silently: ``stray_bytes``."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return GribDamage(0, 0, 0)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            damaged = total = stray = 0
+            done = 0  # end of the last message accounted for
+            start = data.find(b"GRIB")
+            while start != -1:
+                stray += _nonzero(data, done, start)
+                total += 1
+                edition = data[start + 7] if start + 8 <= len(data) else 0
+                if edition == 1:
+                    length = int.from_bytes(data[start + 4:start + 7], "big")
+                elif edition == 2:
+                    length = int.from_bytes(data[start + 8:start + 16], "big")
+                else:
+                    length = 0
+                end = start + length
+                if length < 8 or end > len(data) or data[end - 4:end] != b"7777":
+                    damaged += 1
+                    start = data.find(b"GRIB", start + 4)
+                    done = len(data) if start == -1 else start
+                else:
+                    done = end
+                    start = data.find(b"GRIB", end)
+            stray += _nonzero(data, done, len(data))
+            return GribDamage(damaged, total, stray)
+
+
+def _nonzero(data, start: int, stop: int, block: int = 1 << 24) -> int:
+    """Non-zero bytes of ``data[start:stop]``, read a block at a time."""
+    return sum(min(block, stop - i) - data[i:min(i + block, stop)].count(0) for i in range(start, stop, block))
+
+
+def _damage_message(path: str, damage: GribDamage) -> str:
+    parts = []
+    if damage.damaged:
+        parts.append(f"{damage.damaged} of {damage.total} GRIB messages cannot be read (damaged)")
+    if damage.stray_bytes:
+        parts.append(f"{damage.stray_bytes} non-zero byte(s) lie outside its {damage.total - damage.damaged} valid GRIB "
+                     "message(s) (garbage between or after messages)")
+    return (f"{path}: {' and '.join(parts)}; nothing is ingested from a damaged file unless you pass --accept-damaged, "
+            "which ingests what can be read and records the loss in the store's provenance")
 
 
 def validate_against_entry(ds: xr.Dataset, entry: DatasetEntry, where: str, progress: bool = False) -> None:
@@ -334,7 +499,7 @@ def _member_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
 
 def _time_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
     if entry.time.start is None or entry.time.stop is None:
-        return _time_order_problems(ds)
+        return _time_order_problems(ds) or _time_gap_problems(ds)
     expected = entry.time.values().as_unit("ns")
     span = f"{_stamp(expected[0])} to {_stamp(expected[-1])} every {entry.time.step}"
     if TIME_DIM not in ds.dims:
@@ -366,6 +531,41 @@ def _time_order_problems(ds: xr.Dataset) -> list[str]:
         more = f" and {len(back) - LISTED} more" if len(back) > LISTED else ""
         problems.append(f"time is not increasing (non-monotonic) at {len(back)} place(s): {', '.join(pairs)}{more}")
     return problems
+
+
+def _time_gap_problems(ds: xr.Dataset) -> list[str]:
+    """Irregular time steps (a gap where files, or fields, are missing): every step must be the usual one, or, for
+    datetimes, the same number of calendar months (monthly or yearly data) at the same day and time of day."""
+    if TIME_DIM not in ds.dims or ds.sizes[TIME_DIM] < 3:
+        return []
+    values = ds[TIME_DIM].values
+    steps = np.diff(values)
+    if np.issubdtype(steps.dtype, np.floating):  # solver times: 0.1 * n differ from 0.1 in the last bits
+        steps = steps[0] * np.round(steps / steps[0], 6) if steps[0] != 0 else steps
+    if np.all(steps == steps[0]):
+        return []
+    if np.issubdtype(values.dtype, np.datetime64):
+        times = pd.DatetimeIndex(values)
+        months = np.diff(times.year * 12 + times.month)
+        offsets = times - times.normalize()
+        if (times.day == times.day[0]).all() and (offsets == offsets[0]).all() and months[0] > 0 \
+                and np.all(months == months[0]):
+            return []
+    kinds, counts = np.unique(steps, return_counts=True)
+    usual = kinds[np.argmax(counts)]  # the most common step (the smallest of equally common ones)
+    odd = np.flatnonzero(steps != usual)
+    pairs = [f"{_label(values[i])} to {_label(values[i + 1])} ({_step(steps[i])})" for i in odd[:LISTED]]
+    more = f" and {len(odd) - LISTED} more" if len(odd) > LISTED else ""
+    return [f"time steps are irregular: every {_step(usual)} but at {len(odd)} place(s), a gap or an uneven step: "
+            f"{', '.join(pairs)}{more}; ingest each regular run of files separately"]
+
+
+def _step(step) -> str:
+    """A time step as hours (``6h``), anything else as a number (solver time units)."""
+    if isinstance(step, np.timedelta64):
+        hours = pd.Timedelta(step) / pd.Timedelta("1h")
+        return f"{hours:g}h" if float(hours).is_integer() else str(pd.Timedelta(step))
+    return _number(step)
 
 
 def _grid_problems(ds: xr.Dataset, entry: DatasetEntry) -> list[str]:
