@@ -522,3 +522,95 @@ def test_check_counts_infinities_with_nan(tmp_path):
     values[0, 0, 0], values[3, 2, 1], values[2, 1, 0] = np.nan, np.inf, -np.inf
     run = _earthsim("check", _tiny_store(tmp_path / "s.zarr", values=values), cwd=tmp_path, check=True)
     assert "non-finite values" in run.stdout and "| t | time, latitude, longitude | 2 of 2 | 0 | 3 of 24 |" in run.stdout
+
+
+def _tiny_netcdf(path: Path, times, engine: str = "scipy") -> Path:
+    """A classic netCDF file (the scipy engine writes netCDF3) of t (time, latitude 3, longitude 4) in K."""
+    import xarray as xr
+
+    values = np.arange(len(times) * 12, dtype=np.float32).reshape(len(times), 3, 4) + 250
+    xr.Dataset({"t": (("time", "latitude", "longitude"), values, {"units": "K", "long_name": "Temperature"})},
+               coords={"time": times, "latitude": [-10.0, 0.0, 10.0], "longitude": [0.0, 90.0, 180.0, 270.0]},
+               ).to_netcdf(path, engine=engine)
+    return path
+
+
+def test_ingest_refuses_a_truncated_netcdf3_file_naming_both_sizes(tmp_path):
+    import pandas as pd
+
+    whole = _tiny_netcdf(tmp_path / "whole.nc", pd.date_range("2020-01-01", periods=8, freq="6h"))
+    data = whole.read_bytes()
+    assert data[:4] in (b"CDF\x01", b"CDF\x02")  # classic netCDF3 (scipy: 64-bit offsets)
+    (tmp_path / "cut.nc").write_bytes(data[:-40])
+    _assert_refused(_earthsim("ingest", tmp_path / "cut.nc", "--out", tmp_path / "x.zarr", cwd=tmp_path), tmp_path,
+                    ("cut.nc", "truncated netCDF", f"ends at byte {len(data)}", f"the file has {len(data) - 40} bytes"),
+                    ("x.zarr",))
+    _earthsim("ingest", whole, "--out", tmp_path / "w.zarr", cwd=tmp_path, check=True)
+
+
+def test_ingest_refuses_garbage_outside_grib_messages_and_empty_files(tmp_path):
+    data = SAMPLE_DATA.joinpath("era5-2mt-2019-03-uk.grib").read_bytes()
+    second = data.index(b"GRIB", 4)
+    (tmp_path / "between.grib").write_bytes(data[:second] + b"\x00\x00junk-bytes-here" + data[second:])
+    (tmp_path / "after.grib").write_bytes(data + b"\x00" * 16 + b"trailing junk")  # zero padding alone is fine
+    (tmp_path / "empty.grib").write_bytes(b"")
+    (tmp_path / "empty.nc").write_bytes(b"")
+    for name, says in (("between.grib", "15 non-zero byte(s) lie outside its 744 valid GRIB message(s)"),
+                       ("after.grib", "13 non-zero byte(s) lie outside"), ("empty.grib", "empty (0 bytes)"),
+                       ("empty.nc", "empty (0 bytes)")):
+        run = _earthsim("ingest", tmp_path / name, "--out", tmp_path / "x.zarr", cwd=tmp_path)
+        _assert_refused(run, tmp_path, (name, says), ("x.zarr",))
+    assert "--accept-damaged" in run.stderr or name.startswith("empty")
+
+
+def test_ingest_refuses_files_with_a_gap_between_their_times(tmp_path):
+    import pandas as pd
+
+    times = pd.date_range("2020-01-01", periods=12, freq="6h")
+    _tiny_netcdf(tmp_path / "a.nc", times[:4])
+    _tiny_netcdf(tmp_path / "c.nc", times[8:])  # b.nc, the times between, is missing
+    _assert_refused(_earthsim("ingest", tmp_path / "a.nc", tmp_path / "c.nc", "--out", tmp_path / "x.zarr",
+                              cwd=tmp_path), tmp_path,
+                    ("a.nc, ", "c.nc", "irregular", "every 6h", "2020-01-01T18:00 to 2020-01-03T00:00 (30h)"), ("x.zarr",))
+    _tiny_netcdf(tmp_path / "b.nc", times[4:8])
+    _earthsim("ingest", tmp_path / "a.nc", tmp_path / "b.nc", tmp_path / "c.nc", "--out", tmp_path / "x.zarr",
+              cwd=tmp_path, check=True)
+
+
+def test_a_full_disk_while_ingesting_names_the_output(tmp_path):
+    """ENOSPC (likewise EFBIG, EDQUOT, EROFS) without a file name: the output's failure, not the input's."""
+    import pandas as pd
+
+    source = _tiny_netcdf(tmp_path / "a.nc", pd.date_range("2020-01-01", periods=4, freq="6h"))
+    script = ("import errno, sys, zarr.storage._local as local\n"
+              "put = local._put\n"
+              "def full(path, *args, **kwargs):\n"
+              "    if '/c/' in str(path):\n"
+              "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+              "    return put(path, *args, **kwargs)\n"
+              "local._put = full\n"
+              "from earthsim.cli import main\n"
+              "raise SystemExit(main(sys.argv[1:]))\n")
+    run = subprocess.run([sys.executable, "-c", script, "ingest", str(source), "--out", str(tmp_path / "x.zarr")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _assert_refused(run, tmp_path, (f"{tmp_path / 'x.zarr'}: writing failed: No space left on device",), ("x.zarr",))
+    assert "a.nc" not in run.stderr
+
+
+def test_statistics_refuse_non_finite_values_naming_the_variable_and_count(world, tmp_path):
+    import xarray as xr
+
+    ds = xr.open_zarr(world.entry.parent / "waves.zarr", consolidated=False).load()
+    ds["vorticity"][0, 1, 2, 3] = np.inf
+    ds["vorticity"][1, 0, 0, 0] = -np.inf
+    ds["vorticity"][2, 3, 1, 1] = np.nan
+    ds.attrs.pop("provenance", None)
+    write_zarr(ds, tmp_path / "inf.zarr", progress=False)
+    raw = yaml.safe_load(world.entry.read_text())
+    raw.update(name="inf", store=str(tmp_path / "inf.zarr"), statistics=str(tmp_path / "inf.stats.zarr"))
+    (tmp_path / "inf.yaml").write_text(yaml.safe_dump(raw))
+    run = _earthsim("stats", tmp_path / "inf.yaml", cwd=tmp_path)
+    _assert_refused(run, tmp_path, ("inf.zarr", "variable 'vorticity' holds 3 non-finite value(s)", "split 'train'"),
+                    ("inf.stats.zarr",))
+    assert "Warning" not in run.stderr, run.stderr

@@ -331,3 +331,21 @@ def test_real_era5_uk_t2m_statistics_and_climatology(tmp_path):
     expected = _circular_brute_force(times, x, 12, stats.DEFAULT_WINDOW_DAYS)[69]  # day 70, raw grid order
     got = clim.sel(hour=12, dayofyear=70).sel(latitude=raw.latitude.values, longitude=raw.longitude.values)
     np.testing.assert_allclose(got.values, expected, rtol=1e-6)
+
+
+def test_non_finite_values_are_refused_by_variable_and_count(tmp_path):
+    """NaN or ±inf in the training split (here: trajectories 0-2) never becomes a statistic; outside it is no concern."""
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(5, 4, 4, 4)).astype(np.float32)
+    data[0, 1, 2, 3], data[2, 0, 0, 0] = np.inf, np.nan
+    data[4, 0, 0, 0] = -np.inf  # the test split
+    ds = xr.Dataset({"vorticity": (("trajectory", "time", "y", "x"), data)},
+                    coords={"trajectory": np.arange(5), "time": 0.5 * np.arange(4)})
+    entry = _entry(tmp_path, "bad", ds, "fluid",
+                   splits={"train": {"trajectory": [0, 3]}, "validation": {"trajectory": [3, 4]},
+                           "test": {"trajectory": [4, 5]}},
+                   time={"step": 0.5, "units": "solver"}, grid={"x": 4, "y": 4, "length": 6.283185307179586})
+    with pytest.raises(ValidationError, match=r"variable 'vorticity' holds 2 non-finite value\(s\) \(NaN or ±inf\) in "
+                                              r"split 'train'"):
+        stats.compute_statistics(entry, progress=False)
+    assert not Path(entry.statistics).exists()

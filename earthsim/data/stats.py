@@ -9,6 +9,8 @@ between frames exactly one catalog time step apart, so they never straddle a gap
 Accumulation is float64. Static fields (the entry's ``static``) get a mean and std; their
 ``diff_std`` is NaN. The result is one Dataset with dims ``("statistic", [level])``,
 ``statistic = ["mean", "std", "diff_std"]``, stored at ``entry.statistics``.
+A NaN or ±inf value in a variable (over the training split; a static field: anywhere) is refused,
+naming the variable and how many, so that no model is normalised with NaN or inf statistics.
 
 Climatology (``compute_climatology``) of weather entries: the mean by hour of day × day of year over
 the training split, smoothed over a window of days as WeatherBench 2 does (``compute_hourly_stat``):
@@ -33,6 +35,7 @@ model may depend on.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +151,14 @@ def _statistics(da: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
     return out.drop_vars([c for c in out.coords if c not in ("statistic", LEVEL_DIM)])
 
 
+_COUNT_PREFIX = "__nonfinite__"
+
+
+def _nonfinite(da: xr.DataArray) -> xr.DataArray:
+    """Lazy count of the NaN and ±inf values of ``da``."""
+    return (~np.isfinite(da)).sum()
+
+
 def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwrite: bool = False) -> Path:
     """Mean, std and one-step-difference std of every variable (per level) over the training split.
 
@@ -164,7 +175,22 @@ def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwri
     lazy = xr.Dataset({name: _statistics(train[name], entry) for name in dynamic})
     for name in static:
         lazy[name] = _statistics(ds[name], entry)
-    result = _compute(lazy, progress)
+    sources = {**{name: train[name] for name in dynamic}, **{name: ds[name] for name in static}}
+    counts = {name: _nonfinite(da) for name, da in sources.items() if np.issubdtype(da.dtype, np.inexact)}
+    for name, count in counts.items():  # computed in the same pass as the statistics
+        lazy[_COUNT_PREFIX + name] = count
+    with warnings.catch_warnings():  # numpy's warnings about inf and NaN: the counts below say it in one line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = _compute(lazy, progress)
+    for name in counts:
+        count = int(result[_COUNT_PREFIX + name])
+        if count:
+            where = f"split {SPLIT!r}" if name in dynamic else "the store (a static field)"
+            raise ValidationError(
+                f"dataset {entry.name!r} ({entry.store}): variable {name!r} holds {count} non-finite value(s) (NaN "
+                f"or ±inf) in {where}; statistics are not computed from them, so training never starts from NaN or "
+                f"inf statistics: mend the store (`earthsim check {entry.store}` counts them per array)")
+    result = result.drop_vars([_COUNT_PREFIX + name for name in counts])
     for name in dynamic + static:
         for stat in ("mean", "std") + (("diff_std",) if name in dynamic else ()):
             if bool(result[name].sel(statistic=stat).isnull().any()):
