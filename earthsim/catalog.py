@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 import yaml
@@ -27,7 +28,7 @@ import yaml
 from earthsim import config
 from earthsim.data.conventions import TIME_DIM, TRAJECTORY_DIM
 from earthsim.data.grid import Axis, Grid
-from earthsim.errors import CatalogError, EarthsimError, reason
+from earthsim.errors import CatalogError, EarthsimError, ValidationError, reason
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_CATALOGS = PACKAGE_DIR / "catalogs"
@@ -42,10 +43,13 @@ def default_environment() -> dict[str, str]:
     ``EARTHSIM_DATA``: raw input files (default: the sample files installed with earthsim).
     ``EARTHSIM_STORES``: where earthsim writes the stores it makes (default: ``data/`` in the current
     folder, as ``earthsim train`` writes ``runs/`` there).
+    ``EARTHSIM_WB2``: local copies of WeatherBench 2's stores (default: ``weatherbench2/`` in the stores folder).
     """
+    stores = os.environ.get("EARTHSIM_STORES", str(Path.cwd() / "data"))
     return {
         "EARTHSIM_DATA": os.environ.get("EARTHSIM_DATA", str(SAMPLE_DATA)),
-        "EARTHSIM_STORES": os.environ.get("EARTHSIM_STORES", str(Path.cwd() / "data")),
+        "EARTHSIM_STORES": stores,
+        "EARTHSIM_WB2": os.environ.get("EARTHSIM_WB2", str(Path(stores) / "weatherbench2")),
     }
 
 
@@ -77,8 +81,12 @@ def resolve_path(value: str, base: Path) -> str:
 
 @dataclass(frozen=True)
 class Variable:
+    """A variable of an entry: its units, and its name in the store when that differs from the catalog's
+    (WeatherBench 2's ``2m_temperature`` for ``t2m``)."""
+
     units: str
     long_name: str = ""
+    store_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,13 +125,18 @@ class Split:
 
 @dataclass(frozen=True)
 class Source:
-    """How a missing store is made: ``ingest`` (raw ``files``) or ``simulate`` (``solver`` with ``params``)."""
+    """How a missing store is made: ``ingest`` (raw ``files``), ``simulate`` (``solver`` with ``params``), or
+    ``copy``: a store published elsewhere (WeatherBench 2's), read as it is, which the user copies with the
+    command given (earthsim downloads nothing)."""
 
     ingest: tuple[str, ...] | None = None
     solver: str | None = None
     params: dict = field(default_factory=dict)
+    copy: str | None = None
 
     def command(self, name: str) -> str:
+        if self.copy is not None:
+            return self.copy
         if self.solver is not None:
             return f"earthsim simulate --entry {name}"
         return f"earthsim ingest {name}"
@@ -158,6 +171,11 @@ class DatasetEntry:
     @property
     def variable_names(self) -> list[str]:
         return list(self.variables)
+
+    def store_name(self, name: str) -> str:
+        """The name in the store of variable (or static field) ``name``."""
+        variable = self.variables.get(name)
+        return variable.store_name if variable is not None and variable.store_name else name
 
     def exists(self) -> bool:
         return "://" in self.store or Path(self.store).exists()
@@ -316,6 +334,9 @@ def build_store(entry: DatasetEntry, progress: bool = True) -> Path:
     """Make the entry's store from its recorded source: ingest its raw files or run its solver."""
     if entry.source is None:
         raise CatalogError(f"dataset {entry.name!r}: the entry has no 'source' to make its store {entry.store} from")
+    if entry.source.copy is not None:
+        raise CatalogError(f"dataset {entry.name!r}: no store at {entry.store}; it is published elsewhere and read "
+                           f"as it is: copy it there with `{entry.source.copy}`")
     if entry.source.solver is not None:
         from earthsim.sim import generate
 
@@ -336,9 +357,26 @@ def open_dataset(name: str | DatasetEntry, split: str | None = None, generate: b
         if not generate:
             entry.require_store()
         build_store(entry)
-    ds = open_zarr(entry.store, group=entry.group, dask=dask)
+    ds = entry_view(open_zarr(entry.store, group=entry.group, dask=dask), entry)
     if split is not None:
         ds = entry.split(split).select(ds)
+    return ds
+
+
+def entry_view(ds: xr.Dataset, entry: DatasetEntry) -> xr.Dataset:
+    """The store as the entry describes it: variables under their catalog names and, when the store holds more
+    pressure levels than the entry reads (WeatherBench 2's 13 for ClimaX's 7), the entry's levels only."""
+    renames = {entry.store_name(name): name for name in entry.variables if entry.store_name(name) != name}
+    ds = ds.rename({old: new for old, new in renames.items() if old in ds.data_vars})
+    if entry.levels and "level" in ds.coords:
+        wanted = np.asarray(entry.levels, dtype=float)
+        present = np.asarray(ds["level"].values, dtype=float)
+        if wanted.size != present.size or not np.array_equal(wanted, present):
+            missing = [f"{v:g}" for v in wanted if not np.isclose(present, v).any()]
+            if missing:
+                raise ValidationError(f"store {entry.store}: levels {missing} of entry {entry.name!r} are not in the "
+                                      f"store (it has {[f'{v:g}' for v in present]})")
+            ds = ds.isel(level=[int(np.flatnonzero(np.isclose(present, v))[0]) for v in wanted])
     return ds
 
 

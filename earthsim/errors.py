@@ -17,14 +17,19 @@ class ValidationError(EarthsimError):
 
 
 def reason(error: BaseException, limit: int = 200) -> str:
-    """One line saying why ``error`` happened, for a message of our own: its type and the first line of its text
-    (for a refused ``torch.load(weights_only=True)``, the line naming what the unpickler refused, without
-    torch's advice to load with ``weights_only=False``)."""
-    text = str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("WeightsUnpickler error:"):
-            return line[:limit]
+    """One line saying why ``error`` happened, for a message of our own: its type and the first line of its text.
+    For a refused ``torch.load(weights_only=True)``, the unpickler's own words (what follows "WeightsUnpickler
+    error:", on that line or the next), without torch's advice to load with ``weights_only=False``."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        _, marker, rest = line.partition("WeightsUnpickler error:")
+        if marker:
+            cause = rest.strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return f"WeightsUnpickler error: {cause}"[:limit]
+    if lines and lines[0].startswith("Weights only load failed"):
+        later = [line for line in lines[1:] if not line.startswith(("Check the documentation", "Please file an issue"))]
+        if later:
+            return later[0][:limit]
     first = lines[0] if lines else ""
     return f"{type(error).__name__}: {first}"[:limit] if first else type(error).__name__
 

@@ -163,8 +163,6 @@ def test_a_refused_export_is_one_line_without_warnings(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="errors.reason does not yet find torch 2.13's cause: its "
-                                       "'WeightsUnpickler error:' ends a line and the cause follows on the next")
 def test_a_refused_export_says_why_without_torchs_advice(tmp_path):
     from earthsim.errors import EarthsimError
     from earthsim.models.export import load_exported

@@ -614,3 +614,24 @@ def test_statistics_refuse_non_finite_values_naming_the_variable_and_count(world
     _assert_refused(run, tmp_path, ("inf.zarr", "variable 'vorticity' holds 3 non-finite value(s)", "split 'train'"),
                     ("inf.stats.zarr",))
     assert "Warning" not in run.stderr, run.stderr
+
+
+def test_a_window_holding_inf_never_becomes_a_sample(world, tmp_path):
+    """Statistics made before the store was damaged: the loader itself refuses the window, for +inf as for NaN."""
+    import xarray as xr
+
+    from earthsim.data.windows import WindowDataset
+    from earthsim.errors import ValidationError
+
+    ds = xr.open_zarr(world.entry.parent / "waves.zarr", consolidated=False).load()
+    ds["vorticity"][0, 1, 2, 3] = np.inf
+    ds.attrs.pop("provenance", None)
+    write_zarr(ds, tmp_path / "inf.zarr", progress=False)
+    raw = yaml.safe_load(world.entry.read_text())
+    raw.update(store=str(tmp_path / "inf.zarr"))  # the clean store's statistics
+    (tmp_path / "inf.yaml").write_text(yaml.safe_dump(raw))
+    windows = WindowDataset(str(tmp_path / "inf.yaml"), "train")
+    with pytest.raises(ValidationError, match=r"variable 'vorticity' holds non-finite values \(NaN or ±inf\) in 1 "
+                                              r"frame\(s\) of the window of sample 0"):
+        windows[0]
+    assert windows[2]["x"].isfinite().all()  # windows that do not reach the damaged frame are read

@@ -146,6 +146,7 @@ def write_zarr(
         groups = {"": groups}
     with atomic_output(path, overwrite=overwrite) as tmp:
         for group, ds in groups.items():
+            ds = without_storage_encoding(ds)
             enc = {k: v for k, v in (encoding or {}).items() if k in ds.variables}
             delayed = ds.to_zarr(
                 tmp, group=group or None, mode="a" if tmp.exists() else "w-", zarr_format=3,
@@ -154,6 +155,16 @@ def write_zarr(
             _compute(delayed, progress)
         mark_complete(tmp)
     return Path(path)
+
+
+def without_storage_encoding(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` without the storage encoding its variables carry from the store they were read from (a Zarr v2
+    store's numcodecs compressor, its chunks), which a Zarr v3 write cannot take; CF encodings stay."""
+    kept = ("units", "calendar", "dtype", "_FillValue")
+    ds = ds.copy()
+    for variable in ds.variables.values():
+        variable.encoding = {k: v for k, v in variable.encoding.items() if k in kept}
+    return ds
 
 
 def mark_complete(path: str | os.PathLike) -> None:

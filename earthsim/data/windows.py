@@ -68,6 +68,7 @@ class _Layout:
     channels: int
     order: tuple[int, ...]  # transpose of a window read to (time, [level], y, x)
     has_level: bool
+    level_positions: tuple[int, ...] | None = None  # the store's levels read, when not all of them, in order
 
 
 _CONTEXT = None
@@ -96,7 +97,8 @@ def _open_array(store: str, path: str):
     if local is not None:
         import tensorstore as ts
 
-        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(Path(local) / path)}}
+        driver = "zarr" if (Path(local) / path / ".zarray").exists() else "zarr3"  # Zarr v2 (WeatherBench 2) or v3
+        spec = {"driver": driver, "kvstore": {"driver": "file", "path": str(Path(local) / path)}}
         array = ts.open(spec, read=True, context=_tensorstore_context()).result()
         return _TensorStoreReader(array)
     import zarr
@@ -122,7 +124,7 @@ class _ZarrReader:
 
     def read(self, index: tuple) -> Future:
         future: Future = Future()
-        future.set_result(self.array[index])
+        future.set_result(self.array.oindex[index])  # orthogonal: a list of levels selects along that dim alone
         return future
 
 
@@ -199,6 +201,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self._store = entry.store
 
         ds = catalog.open_dataset(entry)
+        self._store_levels = self._stored_levels(entry)
         self.variables = list(variables) if variables is not None else entry.variable_names
         if not self.variables:
             raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
@@ -278,19 +281,33 @@ class WindowDataset(torch.utils.data.Dataset):
             wanted = (TIME_DIM, LEVEL_DIM, *spatial) if LEVEL_DIM in dims else (TIME_DIM, *spatial)
             read_dims = [d for d in dims if d not in seq]
             order = tuple(read_dims.index(d) for d in wanted)
+            positions = None
             if LEVEL_DIM in dims:
                 levels[name] = var[LEVEL_DIM].values
                 names = [channel_name(name, level) for level in levels[name]]
+                stored = self._store_levels[entry.store_name(name)]
+                positions = tuple(int(np.flatnonzero(stored == level)[0]) for level in levels[name])
+                if positions == tuple(range(len(stored))):
+                    positions = None
             else:
                 names = [channel_name(name)]
-            path = f"{entry.group}/{name}" if entry.group else name
-            layouts.append(_Layout(name, path, dims, len(channels), len(names), order, LEVEL_DIM in dims))
+            stored_name = entry.store_name(name)
+            path = f"{entry.group}/{stored_name}" if entry.group else stored_name
+            layouts.append(_Layout(name, path, dims, len(channels), len(names), order, LEVEL_DIM in dims, positions))
             channels += names
         return layouts, channels, levels, sequence_dims
 
+    @staticmethod
+    def _stored_levels(entry: DatasetEntry) -> dict[str, np.ndarray]:
+        """The level values of each variable as stored (the entry may read a subset of them)."""
+        from earthsim.data.store import open_zarr
+
+        raw = open_zarr(entry.store, group=entry.group)
+        return {name: raw[name][LEVEL_DIM].values for name in raw.data_vars if LEVEL_DIM in raw[name].dims}
+
     def _check_chunks(self) -> None:
         """Every chunk of the variables read must be in the store: a missing one would read as its fill value."""
-        names = [layout.name for layout in self._layouts] + list(self.entry.static)
+        names = [self.entry.store_name(layout.name) for layout in self._layouts] + list(self.entry.static)
         try:
             status = chunk_status(self._store, self.entry.group, names)
         except Exception as error:  # zarr raises many types for damaged metadata
@@ -362,12 +379,13 @@ class WindowDataset(torch.utils.data.Dataset):
             if name not in ds.data_vars:
                 raise ValidationError(f"store {self.entry.store}: static field {name!r} of entry {self.entry.name!r} is missing")
             self._check_raw_float32(ds[name])
-            if tuple(ds[name].dims) != spatial:
+            dims = tuple(ds[name].dims)
+            if sorted(dims) != sorted(spatial):
                 raise ValidationError(
-                    f"store {self.entry.store}: static field {name!r} has dims {ds[name].dims}; expected {spatial}"
+                    f"store {self.entry.store}: static field {name!r} has dims {dims}; expected {spatial} (any order)"
                 )
             path = f"{self.entry.group}/{name}" if self.entry.group else name
-            layouts.append(_Layout(name, path, spatial, i, 1, (0, 1), False))
+            layouts.append(_Layout(name, path, dims, i, 1, tuple(dims.index(d) for d in spatial), False))
         return layouts
 
     def _channel_statistic(self, statistics: xr.Dataset, statistic: str, levels: dict) -> np.ndarray:
@@ -516,7 +534,8 @@ class WindowDataset(torch.utils.data.Dataset):
         where = dict(zip(self._sequence_dims, sequence))
         where[TIME_DIM] = slice(start, stop, step)
         return [
-            reader.read(tuple(where.get(d, slice(None)) for d in layout.dims))
+            reader.read(tuple(np.asarray(layout.level_positions) if d == LEVEL_DIM and layout.level_positions
+                              else where.get(d, slice(None)) for d in layout.dims))
             for layout, reader in zip(self._layouts, self._readers)
         ]
 
@@ -557,15 +576,15 @@ class WindowDataset(torch.utils.data.Dataset):
                                   f"check {self._store}` names the damaged chunks") from None
 
     def _refuse_nan(self, block: np.ndarray, layout: _Layout, where) -> None:
-        """A NaN (a fill value read from a damaged store, a diverged solver) never becomes a sample."""
-        if np.isnan(block).any():
+        """A NaN or ±inf (a fill value read from a damaged store, a diverged solver) never becomes a sample."""
+        if not np.isfinite(block).all():
             if isinstance(where, (int, np.integer)):
                 sequence, start, lead = self.locate(int(where))
                 where = f"the window of sample {where} (sequence {sequence}, from store frame {start}, lead {lead})"
-            frames = int(np.isnan(block.reshape(block.shape[0], -1)).any(axis=1).sum())
-            raise ValidationError(f"store {self.entry.store}: variable {layout.name!r} holds NaN in {frames} frame(s) "
-                                  f"of {where}; a NaN never becomes a sample: mend the store (`earthsim check` "
-                                  "finds its damage)")
+            frames = int((~np.isfinite(block.reshape(block.shape[0], -1))).any(axis=1).sum())
+            raise ValidationError(f"store {self.entry.store}: variable {layout.name!r} holds non-finite values (NaN "
+                                  f"or ±inf) in {frames} frame(s) of {where}; they never become a sample: mend the "
+                                  "store (`earthsim check` finds its damage)")
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self._pid != os.getpid():
@@ -611,7 +630,8 @@ class WindowDataset(torch.utils.data.Dataset):
         """Static fields ``[C_s, H, W]`` as stored (float64, not normalised); read on each call."""
         if self._pid != os.getpid():
             self._open()
-        fields = [np.asarray(self._result(reader.read((slice(None), slice(None))), layout.name), dtype=np.float64)
+        fields = [np.asarray(self._result(reader.read((slice(None), slice(None))), layout.name),
+                             dtype=np.float64).transpose(layout.order)
                   for reader, layout in zip(self._static_readers, self._static_layouts)]
         stored = np.stack(fields) if fields else np.empty((0, *self.grid.shape))
         return np.concatenate([stored, static_fields(list(self.derived), self.grid)])

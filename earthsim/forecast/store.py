@@ -31,7 +31,8 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
-from earthsim.data.store import PROVENANCE_ATTR, atomic_output, mark_complete, open_zarr, provenance
+from earthsim.data.store import (PROVENANCE_ATTR, atomic_output, mark_complete, open_zarr, provenance,
+                                 without_storage_encoding)
 from earthsim.data.conventions import LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TIME_DIM
 from earthsim.errors import EarthsimError
 from earthsim.forecast.inputs import Block, InitialConditions
@@ -115,7 +116,7 @@ class ForecastStore:
                         for name in self.dims}
 
     def _create(self, template: xr.Dataset, record: dict) -> None:
-        template = template.copy()
+        template = without_storage_encoding(template)  # coordinates taken from a Zarr v2 truth (WeatherBench 2)
         template.attrs[PROVENANCE_ATTR] = record
         template[DONE] = xr.Variable("block", da.zeros(len(self.blocks), chunks=1, dtype=np.int8),
                                      {"long_name": "1 where the block of initial times is written (resume state)"})

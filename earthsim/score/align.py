@@ -395,7 +395,7 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None, units: Mapping
     units = _check_variables(label, path, fc, truth, variables, units or {})
     _check_chunks(f"forecast {label!r} ({path})", path, None, fc, variables, allow_missing)
     _check_chunks(f"truth {truth.where}", truth.entry.store, truth.entry.group, truth.data,
-                  variables, allow_missing)
+                  variables, allow_missing, truth.entry.store_name)
     _check_grid(label, path, fc, truth)
     _time_units(label, path, fc, truth)
     fc = _select_leads(label, path, fc, leads, truth.datetime)
@@ -432,15 +432,16 @@ def align(spec: str, truth: Truth, leads: Sequence | None = None, units: Mapping
 
 
 def _check_chunks(where: str, path: str, group: str | None, ds: xr.Dataset, variables: list[str],
-                  allow_missing: bool) -> None:
+                  allow_missing: bool, store_name=lambda name: name) -> None:
     """Refuse a store with missing chunks, naming the variable and how many frames they hold; with
-    ``allow_missing`` the frames read as the fill value, which must be NaN (so that the scorer leaves them out)."""
+    ``allow_missing`` the frames read as the fill value, which must be NaN (so that the scorer leaves them out).
+    ``store_name`` gives a variable's name in the store (a catalog entry's mapping)."""
     try:
-        status = store.chunk_status(path, group, variables)
+        status = store.chunk_status(path, group, [store_name(name) for name in variables])
     except Exception as error:  # zarr raises many types for damaged metadata
         raise AlignmentError(f"{where}: cannot list its chunks ({reason(error)})") from None
     for name in variables:
-        lost = status[name].missing
+        lost = status[store_name(name)].missing
         if not lost:
             continue
         var = ds[name]

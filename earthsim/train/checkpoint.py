@@ -109,12 +109,15 @@ class SafeLoadPlanner(DefaultLoadPlanner):
 
 
 def _dcp_reason(error: BaseException) -> str:
-    """The first failure DCP collected (it wraps each rank's exception), else the error's first line."""
+    """The root cause of the first failure DCP collected (it wraps each rank's exception), in one line."""
     failures = getattr(error, "failures", None)
     if failures:
         failure = next(iter(failures.values()))
         error = failure[0] if isinstance(failure, tuple) else failure
-    return reason(error)
+    while error.__cause__ is not None:  # the root cause
+        error = error.__cause__
+    # our own message whole; DCP may also re-raise it inside its own text ("global metadata read failed: ...")
+    return str(error) if isinstance(error, EarthsimError) else reason(error, limit=600)
 
 
 def _barrier() -> None:

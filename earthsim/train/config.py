@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from earthsim import config
-from earthsim.catalog import catalog_dirs
+from earthsim.catalog import catalog_dirs, yaml_problem
 from earthsim.errors import EarthsimError
 from earthsim.models.parallelism import ParallelismConfig
 
@@ -197,8 +197,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         try:
             node[parts[-1]] = yaml.safe_load(value)
         except yaml.YAMLError as error:
-            reason = str(error).splitlines()[0]
-            raise EarthsimError(f"--set {item!r}: the value of {key!r} is not valid YAML ({reason})") from None
+            raise EarthsimError(f"--set {item!r}: the value of {key!r} is not valid YAML ({yaml_problem(error)})") \
+                from None
     return raw
 
 
@@ -207,7 +207,7 @@ def load_experiment(name: str | os.PathLike, overrides: list[str] = ()) -> Train
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise EarthsimError(f"{path}: not valid YAML: {error}") from error
+        raise EarthsimError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     return config.build(TrainConfig, apply_overrides(raw, list(overrides)), str(path))
 
 
