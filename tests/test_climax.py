@@ -267,6 +267,30 @@ def test_multi_source_training_reads_each_batch_from_one_source(tmp_path):
     assert all(count == 3 for _, count in fed)
 
 
+def test_sources_stream_with_workers_on_every_rank_each_batch_from_one_source(tmp_path):
+    """ClimaX's own loader fails with more than one worker and reads every file on every rank; earthsim's deals
+    disjoint one-source batches to each rank, the same with 0 or 2 workers."""
+    from earthsim.data.loader import make_loader
+    from earthsim.data.sources import SourceWindows
+    from earthsim.data.windows import WindowDataset
+
+    sources = SourceWindows([WindowDataset(_sphere_source(tmp_path, name, variables, seed), "train",
+                                           lead_strides=(1, 2))
+                             for name, variables, seed in (("deep", ["h", "u", "v"], 0),
+                                                           ("fast", ["h", "vorticity", "divergence"], 1))])
+    seen = {}
+    for rank in (0, 1):
+        for workers in (0, 2):
+            batches = [(int(b["source"][0]), int(b["source"].unique().numel()), round(b["x"].abs().sum().item(), 3))
+                       for b in make_loader(sources, 4, workers, seed=3, rank=rank, world_size=2)]
+            assert all(kinds == 1 for _, kinds, _ in batches)  # never a mixed batch
+            seen[rank, workers] = batches
+        assert seen[rank, 0] == seen[rank, 2]
+    assert {s for s, _, _ in seen[0, 0] + seen[1, 0]} == {0, 1}
+    assert not {x for *_, x in seen[0, 0]} & {x for *_, x in seen[1, 0]}  # disjoint shards
+    assert len(seen[0, 0]) + len(seen[1, 0]) == (len(sources.sources[0]) // 4 + len(sources.sources[1]) // 4) // 2 * 2
+
+
 def test_a_single_source_family_refuses_several_sources(tmp_path):
     a = _sphere_source(tmp_path, "deep", ["h", "u", "v"], seed=0)
     b = _sphere_source(tmp_path, "fast", ["h", "vorticity", "divergence"], seed=1)
