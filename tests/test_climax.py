@@ -153,6 +153,15 @@ def test_fine_tuning_on_another_variable_set_carries_shared_weights_by_name():
                                    pretrained(x, None, torch.tensor([6.0, 6.0])), rtol=1e-5, atol=1e-5)
 
 
+def test_weights_of_another_architecture_are_refused_by_name():
+    pretrained = small_model(inputs=("h", "u"))
+    with pytest.raises(EarthsimError, match=r"'\w+' is \[.*32.*\], the model's \[.*64.*\]: the architectures "
+                                            r"differ \(embed_dim"):
+        carry_weights(small_model(inputs=("h", "u"), embed_dim=64), pretrained.state_dict(), pretrained.vocabulary)
+    with pytest.raises(EarthsimError, match=r"pretrained tensors \['blocks.1.attn.proj.bias'.* have no place"):
+        carry_weights(small_model(inputs=("h", "u"), depth=1), pretrained.state_dict(), pretrained.vocabulary)
+
+
 def test_a_position_embedding_of_another_grid_is_refused():
     pretrained = small_model(shape=(8, 16))
     other = small_model(shape=(16, 32))

@@ -205,6 +205,12 @@ class WindowDataset(torch.utils.data.Dataset):
         self.variables = list(variables) if variables is not None else entry.variable_names
         if not self.variables:
             raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
+        if entry.grid.kind == "latlon":  # rows and columns mean places: loss weights, derived fields, embeddings
+            try:
+                entry.grid.check_coordinates(ds["latitude"].values, ds["longitude"].values, f"store {entry.store}")
+            except KeyError as error:
+                raise ValidationError(f"store {entry.store}: no {error} coordinate for entry {entry.name!r}'s "
+                                      "latitude/longitude grid") from None
         self._layouts, self.channels, self._levels, self._sequence_dims = self._channel_layouts(ds)
         self.channel_variables = [layout.name for layout in self._layouts for _ in range(layout.channels)]
         self.derived = tuple(derived or ())

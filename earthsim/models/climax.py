@@ -20,10 +20,13 @@ store different variables, and fine-tune on yet another set):
 6. A **head** (``decoder_depth`` × (linear, GELU), then a linear map to ``V_vocab × p × p``) predicts
    every vocabulary variable at every patch; the outputs are selected by name.
 
-Parameter names follow microsoft/ClimaX's ``ClimaX`` with ``parallel_patch_embed=True``
+Parameter names and shapes follow microsoft/ClimaX's ``ClimaX`` with ``parallel_patch_embed=True``
 (``token_embeds.proj_weights``, ``var_embed``, ``var_query``, ``var_agg.in_proj_weight``,
-``pos_embed``, ``lead_time_embed``, ``blocks.{i}.attn.qkv``, ``head.{j}``), so the reference's
-weights load into this model unchanged.
+``pos_embed``, ``lead_time_embed``, ``blocks.{i}.attn.qkv``, ``head.{j}``): the reference model's
+state dict loads into this one unchanged when both list the same variables in the same order (the
+per-variable rows follow the vocabulary's order; :func:`carry_weights` matches them by name instead).
+The reference's released checkpoints (``net.``-prefixed keys, per-variable ``token_embeds.{i}.proj``)
+need their keys renamed first.
 
 **Inputs.** The variables fed are the spec's input channels (``z500``, ``t2m``, ...) and static
 fields; with ``t_in > 1`` an earlier input frame's channel is a variable of its own, named
@@ -445,6 +448,10 @@ def carry_weights(model: ClimaX, state: dict[str, torch.Tensor], vocabulary: lis
     last = f"head.{len(model.head) - 1}"
     p2 = model.config.patch_size ** 2
     copied, by_variable, initialised = [], [], []
+    unused = sorted(set(state) - set(own))
+    if unused:
+        raise EarthsimError(f"pretrained tensors {unused[:4]}{' ...' if len(unused) > 4 else ''} have no place in this "
+                            "model: the architectures differ (depth, decoder_depth)")
     with torch.no_grad():
         for name, target in own.items():
             if name not in state:
@@ -452,6 +459,14 @@ def carry_weights(model: ClimaX, state: dict[str, torch.Tensor], vocabulary: lis
                 continue
             source = state[name]
             dim = _rows_by_variable(name)
+            if dim is not None:  # per variable: all but the variable dim must agree
+                same = source.shape[:dim] + source.shape[dim + 1:] == target.shape[:dim] + target.shape[dim + 1:]
+            else:  # the head's last layer: (pixel, variable) rows of the same width
+                same = not name.startswith(last + ".") or (
+                    source.shape[1:] == target.shape[1:] and source.shape[0] == p2 * len(vocabulary))
+            if not same:
+                raise EarthsimError(f"pretrained tensor {name!r} is {list(source.shape)}, the model's "
+                                    f"{list(target.shape)}: the architectures differ (embed_dim, patch_size)")
             if name in (f"{last}.weight", f"{last}.bias"):  # rows ordered (pixel, variable): variable fastest
                 source = source.unflatten(0, (p2, len(vocabulary)))
                 view = target.view(p2, len(model.vocabulary), *target.shape[1:])
