@@ -333,3 +333,33 @@ def test_catalog_entry_matches_what_the_solver_writes():
         covered.extend(range(*split.trajectory))
     assert sorted(covered) == list(range(config.trajectories))
     assert entry.store.endswith("shallow-water.zarr") and entry.statistics.endswith("shallow-water.stats.zarr")
+
+
+def _geostrophic_error(frames: dict, nlat: int, nlon: int) -> float:
+    """Relative RMS difference at 30-60° between the wind and the geostrophic wind of the depth, by centred finite
+    differences on the saved grid (independent of the spectral transforms that made the state)."""
+    lat = np.deg2rad(np.linspace(-90.0, 90.0, nlat))
+    dlat, dlon = lat[1] - lat[0], 2 * math.pi / nlon
+    f = 2 * sw.OMEGA * np.sin(lat)[:, None]
+    h = frames["h"]
+    dh_dy = np.gradient(h, dlat, axis=0) / sw.RADIUS
+    dh_dx = (np.roll(h, -1, axis=1) - np.roll(h, 1, axis=1)) / (2 * dlon) / (sw.RADIUS * np.cos(lat)[:, None])
+    band = (np.abs(np.rad2deg(lat)) > 30) & (np.abs(np.rad2deg(lat)) < 60)
+    wind = np.stack([frames["u"][band], frames["v"][band]])
+    geostrophic = np.stack([-sw.GRAVITY * dh_dy / f, sw.GRAVITY * dh_dx / f])[:, band]
+    return float(np.sqrt(np.mean((wind - geostrophic) ** 2) / np.mean(wind**2)))
+
+
+def test_balanced_initial_condition_is_geostrophic_and_non_divergent():
+    """At mid-latitudes, where linear balance is geostrophy, the balanced state's wind is the geostrophic wind of
+    its depth (to the beta term and the finite differences); white noise in depth and wind is not."""
+    common = dict(nlat=64, nlon=128, refine=2, frames=1, spinup_hours=0.0, trajectories=1, wind_rms=20.0, seed=3)
+    balanced = {k: v[0] for k, v in sw.run_trajectory(
+        sw.ShallowWaterConfig(initial_condition="balanced", peak_degree=6.0, **common), 0).items()}
+    assert np.abs(balanced["divergence"]).max() < 1e-12
+    assert abs(np.sqrt(global_mean(balanced["u"] ** 2 + balanced["v"] ** 2)) - 20.0) < 1.0
+    assert abs(global_mean(balanced["h"]) - 1.0e4) < 1e-6
+    assert _geostrophic_error(balanced, 64, 128) < 0.2
+    noise = {k: v[0] for k, v in sw.run_trajectory(sw.ShallowWaterConfig(initial_condition="random", **common),
+                                                    0).items()}
+    assert _geostrophic_error(noise, 64, 128) > 0.8

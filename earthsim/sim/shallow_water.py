@@ -11,6 +11,10 @@ the nonlinear tendencies and the hyperdiffusion. This module adds what a dataset
   RMS wind), seeded per trajectory, so that they do not shrink with the truncation as the solver's
   own do (those are scaled for 120 spherical-harmonic degrees: at 32 × 64 their winds stay under
   4 m/s);
+- balanced random initial conditions: a random streamfunction whose energy peaks at a chosen
+  spherical-harmonic degree, no divergence, and the depth that balances it (the linear balance
+  equation ∇²Φ = ∇·(f ∇ψ)), so that the flow evolves as slow Rossby waves rather than the fast
+  gravity waves that white noise in depth, vorticity and divergence sets off;
 - the Galewsky initial state as published: the solver's version makes the bump four times wider
   in latitude than the paper's and its mean depth about 15.7 m lower (see ``galewsky_state``);
 - frames saved on an equiangular grid in physical units, latitude increasing, longitude in [0, 360),
@@ -38,7 +42,7 @@ from earthsim.data.store import provenance, write_zarr
 from earthsim.errors import EarthsimError, ValidationError
 from earthsim.data.conventions import LATITUDE_DIM, LONGITUDE_DIM, TIME_DIM, TRAJECTORY_DIM
 
-INITIAL_CONDITIONS = ("random", "galewsky")
+INITIAL_CONDITIONS = ("random", "balanced", "galewsky")
 RADIUS = 6.37122e6  # m, Williamson et al. (1992) and torch-harmonics
 OMEGA = 7.292e-5  # rad s**-1
 GRAVITY = 9.80616  # m s**-2
@@ -60,7 +64,9 @@ class ShallowWaterConfig:
 
     initial_condition: str = field(default="random", metadata={
         "help": "random: white spectral noise in depth, vorticity and divergence (as torch-harmonics' PdeDataset) "
-                "scaled to hamp and wind_rms; galewsky: the barotropically unstable jet of Galewsky et al. (2004)",
+                "scaled to hamp and wind_rms; balanced: a random streamfunction peaked at peak_degree, scaled to "
+                "wind_rms, with the depth of linear balance; galewsky: the barotropically unstable jet of Galewsky et "
+                "al. (2004)",
         "choices": list(INITIAL_CONDITIONS)})
     nlat: int = field(default=32, metadata={"help": "latitudes of the saved equiangular grid, poles included"})
     nlon: int = field(default=64, metadata={"help": "longitudes of the saved grid, from 0 degrees east"})
@@ -78,7 +84,9 @@ class ShallowWaterConfig:
         "help": "independent runs; unset: 4 for random, 1 for galewsky (deterministic, so exactly 1)"})
     hamp: float = field(default=120.0, metadata={
         "help": "random: RMS of the initial depth perturbation in m; galewsky: the bump amplitude (120 m in the paper)"})
-    wind_rms: float = field(default=20.0, metadata={"help": "random: RMS initial wind speed in m/s"})
+    wind_rms: float = field(default=20.0, metadata={"help": "random, balanced: RMS initial wind speed in m/s"})
+    peak_degree: float = field(default=6.0, metadata={
+        "help": "balanced: the spherical-harmonic degree where the initial streamfunction's energy peaks"})
     havg: float = field(default=HAVG, metadata={"help": "mean depth in m (10 km: Galewsky et al. 2004)"})
     omega: float = field(default=OMEGA, metadata={"help": "rotation rate of the sphere in rad/s (Earth: 7.292e-5)"})
     variables: list[str] = field(default_factory=lambda: list(VARIABLES), metadata={
@@ -92,7 +100,7 @@ class ShallowWaterConfig:
         if self.initial_condition not in INITIAL_CONDITIONS:
             raise ValidationError(f"{where}.initial_condition: {self.initial_condition!r} is not one of "
                                   f"{list(INITIAL_CONDITIONS)}")
-        random = self.initial_condition == "random"
+        random = self.initial_condition != "galewsky"
         if self.spinup_hours is None:
             self.spinup_hours = 24.0 if random else 0.0
         if self.trajectories is None:
@@ -282,11 +290,40 @@ def random_state(solver, hamp: float, wind_rms: float, generator: torch.Generato
     return state
 
 
+def balanced_state(solver, wind_rms: float, peak_degree: float, generator: torch.Generator) -> torch.Tensor:
+    """A random non-divergent flow in linear balance, in physical units.
+
+    Vorticity coefficients are complex white noise under a Gaussian envelope in degree l centred on
+    ``peak_degree`` (width 3), scaled to an area-weighted RMS wind of ``wind_rms``; the divergence is
+    zero; the geopotential perturbation Φ' solves ∇²Φ' = ∇·(f ∇ψ) for the streamfunction ψ = ∇⁻²ζ
+    (geostrophic at mid-latitudes, smooth through the equator), on the mean depth ``havg``.
+    """
+    lmax, mmax = solver.lmax, solver.mmax
+    noise = torch.tril(torch.randn(lmax, mmax, dtype=torch.complex128, generator=generator))
+    noise[0, :] = 0.0
+    noise[:, 0] = noise[:, 0].real.to(noise.dtype)
+    degree = torch.arange(lmax, dtype=torch.float64).view(-1, 1)
+    vorticity = (noise * torch.exp(-((degree - peak_degree) / 3.0) ** 2)).to(solver.lap.device)
+    zero = torch.zeros_like(vorticity)
+    wind = solver.getuv(torch.stack([vorticity, zero]))
+    vorticity = vorticity * (wind_rms / torch.sqrt(_mean(solver, (wind**2).sum(dim=0))))
+    streamfunction = solver.invlap * vorticity
+    gradient = solver.getuv(torch.stack([zero, solver.lap * streamfunction]))  # ∇ψ: the flow of potential ψ
+    _, flux_divergence = solver.vrtdivspec(solver.coriolis * gradient)
+    state = torch.zeros(3, lmax, mmax, dtype=torch.complex128, device=solver.lap.device)
+    state[0] = solver.invlap * flux_divergence
+    state[0, 0, 0] = solver.gravity * solver.havg * math.sqrt(4.0 * math.pi)
+    state[1] = vorticity
+    return state
+
+
 def initial_state(config: ShallowWaterConfig, solver, trajectory: int) -> torch.Tensor:
     """The spectral initial state of one trajectory."""
     if config.initial_condition == "galewsky":
         return galewsky_state(solver, config.hamp)
     generator = torch.Generator().manual_seed(trajectory_seed(config.seed, trajectory))
+    if config.initial_condition == "balanced":
+        return balanced_state(solver, config.wind_rms, config.peak_degree, generator)
     return random_state(solver, config.hamp, config.wind_rms, generator)
 
 
@@ -390,7 +427,8 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
                   f"{_torch_harmonics_version()}), float64, third-order Adams-Bashforth with implicit hyperdiffusion",
         "initial_condition": config.initial_condition,
         "radius": RADIUS, "omega": config.omega, "gravity": GRAVITY, "havg": config.havg, "hamp": config.hamp,
-        "wind_rms": config.wind_rms if config.initial_condition == "random" else 0.0,
+        "wind_rms": config.wind_rms if config.initial_condition != "galewsky" else 0.0,
+        **({"peak_degree": config.peak_degree} if config.initial_condition == "balanced" else {}),
         "solver_dt": step.dt, "steps_per_frame": step.steps_per_frame,
         "save_interval_hours": config.save_interval_hours, "spinup_hours": config.spinup_hours,
         "lmax": config.lmax, "seed": config.seed,
