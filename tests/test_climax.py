@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import xarray as xr
+import yaml
 from torch import nn
 
 from conftest import small_spec, write_store_entry
@@ -334,3 +335,34 @@ def test_reference_weights_load_and_give_the_same_forecast(monkeypatch):
         got = model.network(x.unsqueeze(1), None, lead * 100)
     torch.testing.assert_close(got[:, 0], expected, rtol=1e-4, atol=1e-5)
     sys.modules.pop("climax.arch", None)
+
+
+def test_a_fluid_on_the_sphere_gets_a_time_mean_climatology_and_acc(tmp_path):
+    """The climatology of a fluid is the training split's mean at each point (over trajectories and times); ACC of
+    a forecast equal to the truth is 1 against it, and the anomalies are those of numpy's mean."""
+    from earthsim.data.stats import compute_climatology, load_climatology
+
+    path = _sphere_source(tmp_path, "deep", ["h", "u"], seed=0)
+    raw = yaml.safe_load(open(path))
+    raw["climatology"] = str(tmp_path / "deep.climatology.zarr")
+    raw["splits"]["test"] = {"trajectory": [3, 4]}
+    del raw["splits"]["validation"]
+    open(path, "w").write(yaml.safe_dump(raw, sort_keys=False))
+    compute_climatology(path, progress=False)
+    clim = load_climatology(path, progress=False).load()
+    store = xr.open_zarr(tmp_path / "deep.zarr", consolidated=False).load()
+    assert set(clim["h"].dims) == {"latitude", "longitude"}
+    np.testing.assert_allclose(clim["h"].values, store["h"].isel(trajectory=slice(0, 3)).mean(["trajectory", "time"]),
+                               rtol=1e-6, atol=1e-6)
+    from earthsim.score.evaluation import evaluate
+
+    truth = store.isel(trajectory=slice(3, 4))
+    forecast = xr.concat([truth.shift(time=-k) for k in (1, 2)], dim="prediction_timedelta").transpose(
+        "trajectory", "time", "prediction_timedelta", "latitude", "longitude")
+    forecast = forecast.assign_coords(prediction_timedelta=[6.0, 12.0]).isel(time=slice(0, 8))
+    forecast["prediction_timedelta"].attrs["units"] = "hours"
+    for name in ("h", "u"):
+        forecast[name].attrs["units"] = "1"
+    forecast.to_zarr(tmp_path / "perfect.zarr", zarr_format=3, consolidated=False)
+    acc = evaluate([str(tmp_path / "perfect.zarr")], path, progress=False, metrics=["acc"]).scorecard["acc"]
+    np.testing.assert_allclose(acc.values, 1.0, rtol=1e-6)

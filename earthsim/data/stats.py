@@ -312,7 +312,8 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
 
 def _time_mean(da: xr.DataArray) -> xr.DataArray:
     """The mean of ``da`` at each point, pooled over every other dim (time, trajectories), float32."""
-    mean = da.astype(np.float64).mean([d for d in da.dims if d not in POINT_DIMS]).astype(np.float32)
+    spatial = (LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM)
+    mean = da.astype(np.float64).mean([d for d in da.dims if d not in spatial]).astype(np.float32)
     mean.attrs = {k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs}
     return mean
 

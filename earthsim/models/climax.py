@@ -151,7 +151,7 @@ class VariableTokeniser(nn.Module):
         patches = patches.reshape(count, -1, p * p)  # [V, B L, p p]
         weight = self.proj_weights[ids].view(count, dim, p * p).transpose(1, 2).to(x.dtype)
         tokens = torch.baddbmm(self.proj_biases[ids].unsqueeze(1).to(x.dtype), patches, weight)  # [V, B L, D]
-        return tokens.view(count, batch, -1, dim).transpose(0, 1)
+        return tokens.view(count, batch, -1, dim).transpose(0, 1).contiguous()  # not a view: FSDP2 hooks need that
 
 
 class VariableAggregation(nn.Module):

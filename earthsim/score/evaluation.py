@@ -372,7 +372,7 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
             raise EarthsimError(f"two forecasts are labelled {every[-1].label!r}; label them as LABEL=PATH")
     cards, fields, labels = [], [], {}
     for aligned in every:
-        selected = select_metrics(metrics, opened, aligned.members, clim is not None and opened.datetime, video)
+        selected = select_metrics(metrics, opened, aligned.members, clim is not None, video)
         card, field, store_labels = _score_store(aligned, opened, selected, clim, data_range, map_leads,
                                                  allow_missing, progress)
         cards.append(card)
