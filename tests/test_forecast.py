@@ -22,6 +22,7 @@ import yaml
 
 from conftest import write_store_entry
 from earthsim.data.stats import compute_climatology, compute_statistics
+from earthsim.data.store import write_zarr
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import CatalogError, EarthsimError, ValidationError
 from earthsim.forecast import climatology_forecast, persistence, run_forecast, solver_baseline
@@ -452,8 +453,13 @@ def test_a_model_refuses_a_dataset_on_another_grid_of_the_same_size(weather, tmp
     """Same shape, other region: the export's grid is checked, not its size alone."""
     checkpoint = _export(weather, tmp_path / "model.pt")
     moved = yaml.safe_load(weather.read_text())
-    moved.update(name="wx-east", grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 6},
-                                       "longitude": {"start": 5.0, "stop": 19.0, "size": 8}})
+    store = xr.open_zarr(moved["store"], consolidated=False).load()
+    store = store.assign_coords(longitude=store["longitude"] + 10.0)
+    store.attrs.pop("provenance", None)
+    write_zarr(store, tmp_path / "wx-east.zarr", progress=False)
+    moved.update(name="wx-east", store=str(tmp_path / "wx-east.zarr"),
+                 grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 6},
+                       "longitude": {"start": 5.0, "stop": 19.0, "size": 8}})
     other = tmp_path / "wx-east.yaml"
     other.write_text(yaml.safe_dump(moved))
     with pytest.raises(ValidationError, match=r"dataset 'wx-east' against the grid model .* was trained on: "

@@ -129,3 +129,17 @@ def test_climax_trains_forecasts_and_scores_on_wb2(wb2, tmp_path):
     scores = evaluate([str(forecast)], entry, climatology=None, progress=False, metrics=["rmse"]).scorecard
     rmse = scores["rmse"]
     assert bool(np.isfinite(rmse).all()) and float(rmse.sel(variable="t2m").max()) > 0
+
+
+def test_a_store_whose_coordinates_are_not_the_entrys_grid_is_refused(wb2, tmp_path):
+    """Same size, other places (longitudes shifted by half a cell): loss weights, derived fields and position
+    embeddings would land on the wrong points, so the loader refuses before any sample."""
+    from earthsim.errors import ValidationError
+
+    entry, _ = wb2
+    raw = yaml.safe_load(open(entry.path))
+    raw["grid"]["longitude"] = {"start": 2.8125, "stop": 357.1875, "size": 64}
+    path = tmp_path / "shifted.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ValidationError, match=r"longitude differs from the grid by up to 2.8125 degrees"):
+        WindowDataset(str(path), "train")

@@ -47,7 +47,7 @@ from earthsim.data.derived import DERIVED, check_derived, frame_fields, static_f
 from earthsim.data.grid import Grid
 from earthsim.data.store import chunk_status
 from earthsim.data.conventions import LEVEL_DIM, TIME_DIM, physics_attributes
-from earthsim.errors import ValidationError, reason
+from earthsim.errors import EarthsimError, ValidationError, reason
 
 STATISTICS = ("mean", "std", "diff_std")
 
@@ -207,10 +207,13 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
         if entry.grid.kind == "latlon":  # rows and columns mean places: loss weights, derived fields, embeddings
             try:
-                entry.grid.check_coordinates(ds["latitude"].values, ds["longitude"].values, f"store {entry.store}")
+                entry.grid.check_coordinates(ds["latitude"].values, ds["longitude"].values,
+                                             f"store {entry.store} (entry {entry.name!r})")
             except KeyError as error:
                 raise ValidationError(f"store {entry.store}: no {error} coordinate for entry {entry.name!r}'s "
                                       "latitude/longitude grid") from None
+            except EarthsimError as error:
+                raise ValidationError(str(error)) from None
         self._layouts, self.channels, self._levels, self._sequence_dims = self._channel_layouts(ds)
         self.channel_variables = [layout.name for layout in self._layouts for _ in range(layout.channels)]
         self.derived = tuple(derived or ())
