@@ -88,6 +88,9 @@ class ClimaXConfig:
         "help": "the latitude/longitude grid the position embedding covers, when the data is a region of it "
                 "(ClimaX's regional variant); default: the data grid"})
     residual: bool = dataclasses.field(default=False, metadata={"help": "predict the change from the last frame"})
+    lead_time_scale: float = dataclasses.field(default=100.0, metadata={
+        "help": "the lead-time embedding reads lead / lead_time_scale (the paper: hours / 100, for leads of 6 h to "
+                "a week; leads of a few hours need a smaller scale to be told apart)"})
 
     def __post_init__(self):
         for key in ("patch_size", "embed_dim", "depth", "num_heads", "t_in"):
@@ -98,6 +101,8 @@ class ClimaXConfig:
         if self.embed_dim % self.num_heads or self.embed_dim % 4:
             raise ValueError(f"embed_dim {self.embed_dim} must divide by num_heads ({self.num_heads}) and by 4 "
                              "(the 2-D sin-cos position codes)")
+        if self.lead_time_scale <= 0:
+            raise ValueError(f"lead_time_scale must be > 0, got {self.lead_time_scale}")
         for key in ("drop_path", "drop_rate"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
@@ -384,7 +389,7 @@ class ClimaX(EarthsimModel):
         tokens = self.token_embeds(fields, ids) + self.var_embed[:, ids].unsqueeze(2)
         x = self.var_agg(self.var_query, tokens)
         x = x + self.pos_embed[:, self.patch_ids]
-        x = x + self.lead_time_embed(lead_time.to(x.dtype).view(-1, 1) / 100.0).unsqueeze(1)
+        x = x + self.lead_time_embed(lead_time.to(x.dtype).view(-1, 1) / self.config.lead_time_scale).unsqueeze(1)
         x = self.pos_drop(x)
         for block in self.blocks:
             x = block(x)
