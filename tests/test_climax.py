@@ -23,7 +23,7 @@ from earthsim.data.grid import Axis, Grid, cos_latitude_weights, latitude_weight
 from earthsim.data.stats import compute_statistics
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model
-from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, ClimaX, ClimaXConfig, carry_weights,
+from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, carry_weights,
                                     input_names, placement)
 from earthsim.train.config import from_mapping
 from earthsim.train.trainer import Trainer

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TEST_DATA, SAMPLE_DATA, write_store_entry
+from conftest import TEST_DATA, SAMPLE_DATA
 from earthsim.data.stats import compute_statistics
 from earthsim.data.store import write_zarr
 from earthsim.forecast import persistence
 from earthsim.models import DataSpec, build_model, export_model
 from earthsim.data.windows import WindowDataset
-from synthetic import advected_waves, write_waves_entry
+from synthetic import write_waves_entry
 
 class World:
     """Paths of the files the cases start from (built once per module, copied where a case damages them)."""
