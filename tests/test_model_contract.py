@@ -141,7 +141,7 @@ def test_rollout_feeds_back_predictions_and_reads_forcings_at_their_valid_times(
 def test_training_loss_reaches_every_parameter(name):
     model = example_model(name)
     x, static, _ = example_data(model, batch=BATCH)
-    y = _fields((BATCH, 2, 3, *model.spec.shape), torch.Generator().manual_seed(4))
+    y = _fields((BATCH, 2 * model.t_out, 3, *model.spec.shape), torch.Generator().manual_seed(4))
     loss = model.training_loss(Batch(x, y, torch.full((BATCH,), 0.1), static), 2, lambda p, t: ((p - t) ** 2).mean())
     loss.backward()
     assert loss.ndim == 0 and bool(torch.isfinite(loss))

@@ -59,6 +59,7 @@ from torch import nn
 from earthsim.data.grid import GRID_TOLERANCE_DEG, Grid
 from earthsim.errors import EarthsimError
 from earthsim.models.base import EarthsimModel, FSDPUnit, register_model
+from earthsim.models.layers import DropPath
 from earthsim.models.spec import DataSpec
 
 #: microsoft/ClimaX's default vocabulary (its configs' ``default_vars``) in earthsim's channel names: the three
@@ -192,20 +193,6 @@ class VariableAggregation(nn.Module):
         pooled = torch.einsum("bvlh,bvld->blhd", weights, tokens)  # each head's weighted sum of the tokens
         out = torch.einsum("blhd,hwd->blhw", pooled, w_v.view(heads, width, dim).to(tokens.dtype))
         return self.out_proj((out + b_v.view(heads, width).to(tokens.dtype)).reshape(batch, length, dim))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop a residual branch for a whole sample with probability ``p`` (scaled to keep the mean)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
 
 
 class Attention(nn.Module):
