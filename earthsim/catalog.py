@@ -33,7 +33,10 @@ from earthsim.errors import CatalogError, EarthsimError, ValidationError, reason
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_CATALOGS = PACKAGE_DIR / "catalogs"
 SAMPLE_DATA = PACKAGE_DIR / "sample_data"  # the real samples the built-in entries ingest (see its README)
-KINDS = ("weather", "fluid")
+KINDS = ("weather", "fluid", "video")
+#: Kinds whose data is a set of independent sequences (dim ``trajectory``), split by sequence: solver-made
+#: fluids and videos (Moving MNIST).
+SEQUENCE_KINDS = ("fluid", "video")
 SPLITS = ("train", "validation", "test")
 
 
@@ -279,9 +282,9 @@ def parse_entry(raw: Any, path: Path) -> DatasetEntry:
         if entry.kind == "weather" and (split.start is None or split.stop is None or split.trajectory is not None):
             raise CatalogError(f"{where}: splits.{split_name}: a weather split is a time range: give 'start' and "
                                f"'stop' (inclusive) and no 'trajectory'")
-        if entry.kind == "fluid" and (split.trajectory is None or len(split.trajectory) != 2
-                                      or split.start is not None or split.stop is not None):
-            raise CatalogError(f"{where}: splits.{split_name}: a fluid split is a trajectory range: give "
+        if entry.kind in SEQUENCE_KINDS and (split.trajectory is None or len(split.trajectory) != 2
+                                             or split.start is not None or split.stop is not None):
+            raise CatalogError(f"{where}: splits.{split_name}: a {entry.kind} split is a trajectory range: give "
                                f"'trajectory: [first, stop)' and no 'start'/'stop'")
     return entry
 

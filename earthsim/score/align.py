@@ -134,8 +134,8 @@ def open_truth(truth: str | os.PathLike | DatasetEntry) -> Truth:
     if INIT_DIM not in ds.dims:
         raise AlignmentError(f"{where} has no 'time' dim; dims: {dict(ds.sizes)}")
     datetime = np.issubdtype(ds[INIT_DIM].dtype, np.datetime64)
-    if entry.kind == "fluid" and TRAJECTORY_DIM not in ds.dims:
-        raise AlignmentError(f"{where}: a fluid dataset needs a 'trajectory' dim; dims: {dict(ds.sizes)}")
+    if entry.kind in catalog.SEQUENCE_KINDS and TRAJECTORY_DIM not in ds.dims:
+        raise AlignmentError(f"{where}: a {entry.kind} dataset needs a 'trajectory' dim; dims: {dict(ds.sizes)}")
     return Truth(entry.name, entry, ds, _check_truth_grid(ds, where, entry), datetime)
 
 

@@ -1,4 +1,5 @@
-"""Physics solvers that write datasets: 2-D Navier–Stokes on the periodic box, shallow water on the sphere.
+"""Generators that write datasets: 2-D Navier–Stokes on the periodic box, shallow water on the sphere, and
+Moving MNIST (bouncing digits, the video benchmark).
 
 Each solver has a typed config and a ``simulate_*`` function writing a Zarr v3 store; ``SOLVERS``
 maps the names used on the command line and in catalog entries to them.
@@ -9,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from earthsim import config
+from earthsim.sim.moving_mnist import MovingMNISTConfig, simulate_moving_mnist
 from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
 from earthsim.sim.shallow_water import ShallowWaterConfig, simulate_shallow_water
 
 SOLVERS = {
     "navier-stokes": (NavierStokesConfig, simulate_navier_stokes),
     "shallow-water": (ShallowWaterConfig, simulate_shallow_water),
+    "moving-mnist": (MovingMNISTConfig, simulate_moving_mnist),
 }
 
 
