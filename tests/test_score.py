@@ -420,8 +420,10 @@ def test_score_writes_scorecard_files_and_video_scores(tmp_path, capsys):
                                (10 * np.log10(data_range ** 2 / mse)).mean(axis=(0, 1)), rtol=1e-6)
     np.testing.assert_allclose(card["ssim"].sel(model="noisy", variable="vorticity"),
                                m.ssim(f, y, data_range).mean(axis=(0, 1)), rtol=1e-6)
-    np.testing.assert_allclose(card["frame_mse"].sel(model="noisy", variable="vorticity"), mse.mean(axis=(0, 1)),
-                               rtol=1e-6)
+    # OpenSTL's MSE and MAE: np.mean(err, axis=(0, 1)).sum() over [samples, frames, H, W], here per lead
+    for metric, err in (("frame_mse", (f - y) ** 2), ("frame_mae", np.abs(f - y))):
+        openstl = [np.mean(err[:, :, lead][:, :, None], axis=(0, 1)).sum() for lead in range(4)]
+        np.testing.assert_allclose(card[metric].sel(model="noisy", variable="vorticity"), openstl, rtol=1e-6)
 
     names = sorted(p.name for p in out.iterdir())
     assert names == ["plots", "scorecard.csv", "scorecard.md", "scorecard.nc", "spectra.csv"]

@@ -12,10 +12,11 @@ from earthsim.score.metrics import SAMPLES, PerSampleMean, Piece, register
 class FrameMSE(PerSampleMean):
     name = "frame_mse"
     needs = "video"
-    convention = f"per-frame mean squared error, unweighted mean over pixels, {SAMPLES}"
+    convention = ("per-frame squared error summed over pixels, as OpenSTL reports MSE (np.mean((pred - true)**2, "
+                  f"axis=(0, 1)).sum()), {SAMPLES}")
 
     def values(self, piece: Piece) -> np.ndarray:
-        return (piece.error * piece.error).mean(axis=-1)
+        return (piece.error * piece.error).sum(axis=-1)
 
 
 @register
@@ -23,10 +24,10 @@ class FrameMAE(PerSampleMean):
     name = "frame_mae"
     headline = False
     needs = "video"
-    convention = f"per-frame mean absolute error, unweighted mean over pixels, {SAMPLES}"
+    convention = f"per-frame absolute error summed over pixels, as OpenSTL reports MAE, {SAMPLES}"
 
     def values(self, piece: Piece) -> np.ndarray:
-        return np.abs(piece.error).mean(axis=-1)
+        return np.abs(piece.error).sum(axis=-1)
 
 
 @register
@@ -43,9 +44,10 @@ class SSIM(PerSampleMean):
 
 
 @register
-class PSNR(FrameMSE):
+class PSNR(PerSampleMean):
     name = "psnr"
-    convention = f"PSNR 10 log10(data_range^2 / frame MSE) in dB per frame, {SAMPLES}"
+    needs = "video"
+    convention = f"PSNR 10 log10(data_range^2 / MSE) in dB per frame, the MSE a mean over pixels, {SAMPLES}"
 
     def values(self, piece: Piece) -> np.ndarray:
-        return formulas.psnr(super().values(piece), self.context.data_range)
+        return formulas.psnr((piece.error * piece.error).mean(axis=-1), self.context.data_range)
