@@ -28,7 +28,6 @@ rows and columns, and the prediction cropped back.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
