@@ -112,6 +112,23 @@ def test_the_moving_mnist_configuration_has_convssms_parameter_count_less_its_ac
     assert sum(p.numel() for p in model.decoder.parameters()) == 1_497_985
 
 
+def test_the_convlstm_baseline_has_convssms_layer_count_and_keeps_its_state_across_calls():
+    model = build_model("convlstm-resnet", {}, small_spec(shape=(64, 64)))
+    assert sum(p.numel() for p in model.layers[0].parameters()) == 4_719_104  # ConvSSM's 300-frame ConvLSTM layer
+    assert sum(p.numel() for p in model.parameters()) == 40_540_419 - 258  # its model less the action channel
+    spec = small_spec(shape=(8, 8))
+    torch.manual_seed(0)
+    small = build_model("convlstm-resnet", {"t_in": 2, "d_model": 8, "layers": 2, "encoder_depths": [8, 8]},
+                        spec).double().eval()
+    x = torch.randn(1, 2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        generated = rollout(small, x, 3)
+        history = x
+        for _ in range(3):
+            history = torch.cat([history, small(history)], dim=1)
+    torch.testing.assert_close(generated, history[:, 2:], rtol=0, atol=1e-10)
+
+
 def test_the_grid_must_divide_by_the_encoders_downsampling():
     with pytest.raises(Exception, match="must divide by 4"):
         build_model("convs5", {"encoder_depths": [8, 8, 8], "d_model": 8, "ssm_size": 8}, small_spec(shape=(33, 49)))

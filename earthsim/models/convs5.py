@@ -27,6 +27,10 @@ Because the system is time-invariant, training runs the recurrence over a whole 
 context in parallel, then advances one frame per :meth:`ConvS5.step` with every layer's state
 carried, so a frame costs the same at any horizon.
 
+``convlstm-resnet`` is the paper's ConvLSTM baseline on the same footing: ConvSSM's ConvLSTM layers
+(``LayerNorm(u + h)``) in place of the ConvS5 layers, between the same encoder and decoder (earthsim's
+``convlstm`` is OpenSTL's, on patch-stacked frames).
+
 Not carried over from the reference: its tanh output (its frames are scaled to [-1, 1]; earthsim
 feeds normalised fields, so the decoder ends linear) and its all-zero action channel.
 """
@@ -322,40 +326,38 @@ class ResNetDecoder(nn.Module):
 
 
 @dataclass
-class ConvS5State:
-    """The carried state: each layer's complex state, the static fields and the next frame already predicted
-    (network units)."""
+class SequenceState:
+    """The carried state: each layer's state, the static fields and the next frame already predicted (network
+    units)."""
 
-    layers: list[torch.Tensor]
+    layers: list
     static: torch.Tensor | None
     prediction: torch.Tensor  # [B, 1, C_out, H, W], network units
 
 
-@register_model("convs5", ConvS5Config)
-class ConvS5(RecurrentModel):
-    """ConvS5 layers between a ResNet encoder and decoder; parallel over a sequence, O(1) per generated frame."""
+class EncodedSequenceModel(RecurrentModel):
+    """Recurrent layers on encoded frames (ConvSSM's framework): a ResNet encoder takes each frame to a latent map,
+    a stack of layers ``(u [B, L, U, h, w], state) -> (outputs, last state)`` runs along time, and a ResNet decoder
+    maps each output to the next frame. Subclasses build the layers."""
 
-    example_config = {"t_in": 2, "d_model": 8, "ssm_size": 8, "layers": 2, "encoder_depths": [4, 8]}
-
-    def __init__(self, config: ConvS5Config, spec: DataSpec):
+    def __init__(self, config, spec: DataSpec, layers: list[nn.Module]):
         super().__init__(config, spec)
         self.t_in, self.t_out, self.residual = config.t_in, config.t_out, config.residual
         in_channels = len(spec.inputs) + len(spec.static)
         self.encoder = ResNetEncoder(in_channels, config.encoder_depths, config.d_model)
-        self.layers = nn.ModuleList(ConvS5Layer(config) for _ in range(config.layers))
+        self.layers = nn.ModuleList(layers)
         self.decoder = ResNetDecoder(config.d_model, config.encoder_depths, len(spec.outputs))
 
     def check_spec(self, spec: DataSpec) -> None:
         factor = 2 ** (len(self.config.encoder_depths) - 1)
         height, width = spec.shape
         if height % factor or width % factor:
-            raise EarthsimError(f"convs5: the encoder halves frames {len(self.config.encoder_depths) - 1} time(s), so "
-                                f"the grid must divide by {factor}; got {height}x{width}")
+            raise EarthsimError(f"{type(self).__name__.lower()}: the encoder halves frames "
+                                f"{len(self.config.encoder_depths) - 1} time(s), so the grid must divide by {factor}; "
+                                f"got {height}x{width}")
 
     def fsdp_units(self) -> list[FSDPUnit]:
         return [self.encoder, *self.layers, self.decoder]
-
-    # -- the network on sequences and on single frames -----------------------------------------------------
 
     def _encode(self, frames: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
         """Frames ``[B, L, C_in, H, W]`` (network units) to latents ``[B, L, d_model, h, w]``."""
@@ -365,29 +367,28 @@ class ConvS5(RecurrentModel):
             net = torch.cat([net, static.to(net.dtype).repeat_interleave(length, dim=0)], dim=1)
         return self.encoder(net).unflatten(0, (batch, length))
 
-    def _run(self, frames: torch.Tensor, static: torch.Tensor | None
-             ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Every layer's last state and the network output after each frame ``[B, L, C_out, H, W]``."""
-        u, states = self._encode(frames, static), []
-        for layer in self.layers:
-            u, last = layer(u)
-            states.append(last)
+    def _run(self, frames: torch.Tensor, static: torch.Tensor | None, states: list | None = None
+             ) -> tuple[list, torch.Tensor]:
+        """Every layer's last state and the network output after each frame ``[B, L, C_out, H, W]``, from the
+        layers' ``states`` (zero if None)."""
+        u, last = self._encode(frames, static), []
+        for layer, state in zip(self.layers, states or [None] * len(self.layers)):
+            u, state = layer(u, state)
+            last.append(state)
         batch, length = u.shape[:2]
-        return states, self.decoder(u.flatten(0, 1)).unflatten(0, (batch, length))
-
-    # -- the contract --------------------------------------------------------------------------------------
+        return last, self.decoder(u.flatten(0, 1)).unflatten(0, (batch, length))
 
     def network(self, x: torch.Tensor, static: torch.Tensor | None, lead_time: torch.Tensor | None) -> torch.Tensor:
         return self._run(x, static)[1][:, -1:]
 
     def init_state(self, x: torch.Tensor, static: torch.Tensor | None = None,
-                   lead_time: torch.Tensor | None = None) -> ConvS5State:
+                   lead_time: torch.Tensor | None = None) -> SequenceState:
         static = self.check_inputs(x, static)
         x, static = self.to_network_units(x, static)
         states, outputs = self._run(x, static)
-        return ConvS5State(states, static, self.next_network_frames(outputs[:, -1:], x[:, -1:]))
+        return SequenceState(states, static, self.next_network_frames(outputs[:, -1:], x[:, -1:]))
 
-    def step(self, state: ConvS5State, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, ConvS5State]:
+    def step(self, state: SequenceState, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, SequenceState]:
         spec = self.spec
         prediction = state.prediction
         physical = prediction * self.output_std + self.output_mean if self.normalised else prediction
@@ -398,18 +399,13 @@ class ConvS5(RecurrentModel):
             forcing_std = self.input_std[:, :, spec.forcing_index]
             forcings = forcings.to(frame.dtype)
             frame[:, :, spec.forcing_index] = (forcings - forcing_mean) / forcing_std if self.normalised else forcings
-        u = self._encode(frame, state.static)
-        layers = []
-        for layer, x in zip(self.layers, state.layers):
-            u, x = layer(u, x)
-            layers.append(x)
-        out = self.decoder(u[:, 0]).unsqueeze(1)
-        return physical, ConvS5State(layers, state.static, self.next_network_frames(out, frame))
+        layers, out = self._run(frame, state.static, state.layers)
+        return physical, SequenceState(layers, state.static, self.next_network_frames(out, frame))
 
     def training_loss(self, batch: Batch, unroll: int, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                       ) -> torch.Tensor:
-        """Teacher forcing in one parallel pass: the true frames ``x`` then ``y[:unroll - 1]``; each step's prediction
-        of the next frame is scored against it (free-running rollouts with ``teacher_forcing: false``)."""
+        """Teacher forcing in one pass along time: the true frames ``x`` then ``y[:unroll - 1]``; each step's
+        prediction of the next frame is scored against it (free-running rollouts with ``teacher_forcing: false``)."""
         if not self.config.teacher_forcing:
             return super().training_loss(batch, unroll, loss)
         static = self.check_inputs(batch.x, batch.static)
@@ -421,3 +417,79 @@ class ConvS5(RecurrentModel):
                          dim=1)
         target = batch.y[:, :unroll, self.spec.output_index]
         return sum(loss(pred[:, j:j + 1], target[:, j:j + 1]) for j in range(unroll))
+
+
+@register_model("convs5", ConvS5Config)
+class ConvS5(EncodedSequenceModel):
+    """ConvS5 layers between a ResNet encoder and decoder; parallel over a sequence, O(1) per generated frame."""
+
+    example_config = {"t_in": 2, "d_model": 8, "ssm_size": 8, "layers": 2, "encoder_depths": [4, 8]}
+
+    def __init__(self, config: ConvS5Config, spec: DataSpec):
+        super().__init__(config, spec, [ConvS5Layer(config) for _ in range(config.layers)])
+
+
+@dataclasses.dataclass
+class ConvLSTMResNetConfig:
+    """ConvLSTM layers between ConvS5's ResNet encoder and decoder (the ConvS5 paper's ConvLSTM baseline)."""
+
+    t_in: int = dataclasses.field(default=1, metadata={"help": "context frames a forecast starts from"})
+    t_out: int = dataclasses.field(default=1, metadata={"help": "frames per step (one)"})
+    d_model: int = dataclasses.field(default=256, metadata={"help": "channels of the layer inputs, outputs and states"})
+    layers: int = dataclasses.field(default=8, metadata={"help": "ConvLSTM layers"})
+    kernel_size: int = dataclasses.field(default=3, metadata={"help": "kernel of the gate convolution (odd)"})
+    encoder_depths: tuple[int, ...] = dataclasses.field(default=(64, 128, 256), metadata={
+        "help": "channels of the encoder's ResNet blocks; frames are halved between blocks"})
+    dropout: float = dataclasses.field(default=0.0, metadata={"help": "dropout on each layer's output"})
+    residual: bool = dataclasses.field(default=False, metadata={"help": "predict the change from the last frame"})
+    teacher_forcing: bool = dataclasses.field(
+        default=True, metadata={"help": "train on true previous frames (else on the model's own rollout)"})
+
+    def __post_init__(self):
+        self.encoder_depths = tuple(self.encoder_depths)
+        if self.t_out != 1:
+            raise ValueError(f"t_out must be 1 (one frame per step), got {self.t_out}")
+        if min(self.t_in, self.d_model, self.layers) < 1 or not self.encoder_depths or min(self.encoder_depths) < 1:
+            raise ValueError("t_in, d_model, layers and encoder_depths must be positive")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+
+
+class ConvLSTMLayer(nn.Module):
+    """ConvSSM's ConvLSTM layer: gates ``i, f, o, g`` from one bias-free convolution of ``[u_k, h_{k-1}]``,
+    ``c = σ(f) c + σ(i) tanh(g)``, ``h = σ(o) tanh(c)``; out ``LayerNorm(u + dropout(h))`` over channels. Sequential
+    along time by nature."""
+
+    def __init__(self, channels: int, kernel: int, dropout: float):
+        super().__init__()
+        self.channels, self.dropout = channels, dropout
+        self.gates = nn.Conv2d(2 * channels, 4 * channels, kernel, padding=kernel // 2, bias=False)
+        with torch.no_grad():
+            self.gates.weight.copy_(_he_normal(tuple(self.gates.weight.shape), 2 * channels * kernel ** 2))
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+
+    def forward(self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if state is None:
+            zeros = u.new_zeros(u.shape[0], self.channels, *u.shape[3:])
+            state = (zeros, zeros)
+        h, c = state
+        outputs = []
+        for k in range(u.shape[1]):
+            i, f, o, g = torch.split(self.gates(torch.cat([u[:, k], h], dim=1)), self.channels, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        out = F.dropout(torch.stack(outputs, dim=1), self.dropout, self.training)
+        return self.norm((u + out).permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3), (h, c)
+
+
+@register_model("convlstm-resnet", ConvLSTMResNetConfig)
+class ConvLSTMResNet(EncodedSequenceModel):
+    """ConvLSTM layers between ConvS5's encoder and decoder: the recurrent baseline at equal footing with ConvS5."""
+
+    example_config = {"t_in": 2, "d_model": 8, "layers": 2, "encoder_depths": [4, 8]}
+
+    def __init__(self, config: ConvLSTMResNetConfig, spec: DataSpec):
+        super().__init__(config, spec, [ConvLSTMLayer(config.d_model, config.kernel_size, config.dropout)
+                                        for _ in range(config.layers)])
