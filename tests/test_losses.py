@@ -49,6 +49,14 @@ def test_mse_and_channel_weights_match_numpy():
     assert get_loss("mse")(pred, target, channel_weights=w).item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_mse_l1_is_convssms_loss_up_to_its_column_sum():
+    """ConvSSM: 0.5 * mean over (B, T, H) of the squared error summed over (W, C), plus the same of |error|."""
+    pred, target = _fields(shape=(2, 3, 1, 6, 8))
+    error = (pred - target).numpy()
+    reference = 0.5 * (error ** 2).sum(axis=(2, 4)).mean() + 0.5 * np.abs(error).sum(axis=(2, 4)).mean()
+    assert get_loss("mse_l1")(pred, target).item() * 8 == pytest.approx(reference, rel=1e-12)
+
+
 def test_lat_mse_matches_numpy_and_needs_weights():
     pred, target = _fields()
     lat = np.linspace(-60, 60, 6)

@@ -7,6 +7,8 @@ scalar. Conventions:
 - ``lat_mse``: latitude-area-weighted MSE with WeatherBench 2's cell-area weights, normalised to mean 1
   (:func:`earthsim.data.grid.latitude_weights`).
 - ``relative_lp``: ||pred - y||_p / ||y||_p per sample and channel (neuraloperator's LpLoss), averaged.
+- ``mse_l1``: ½ MSE + ½ mean absolute error (ConvSSM's video loss; the reference sums over image columns
+  first, a constant factor).
 - ``h1`` / ``h_minus1``: relative Sobolev norms on the periodic box through the Fourier transform,
   ||u||²_{H^s} = Σ_k (1 + |k|²)^s |û_k|² with s = 1 or s = -1.
 """
@@ -30,6 +32,12 @@ def _channel_weighted(per_channel: torch.Tensor, channel_weights: torch.Tensor |
 
 def mse(pred, target, channel_weights=None, **_) -> torch.Tensor:
     per_channel = (pred - target).pow(2).mean(dim=(0, 1, 3, 4))
+    return _channel_weighted(per_channel, channel_weights)
+
+
+def mse_l1(pred, target, channel_weights=None, **_) -> torch.Tensor:
+    error = pred - target
+    per_channel = 0.5 * error.pow(2).mean(dim=(0, 1, 3, 4)) + 0.5 * error.abs().mean(dim=(0, 1, 3, 4))
     return _channel_weighted(per_channel, channel_weights)
 
 
@@ -77,6 +85,7 @@ def h_minus1(pred, target, channel_weights=None, **_) -> torch.Tensor:
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "mse": mse,
+    "mse_l1": mse_l1,
     "lat_mse": lat_mse,
     "relative_lp": relative_lp,
     "h1": h1,
