@@ -177,10 +177,17 @@ def test_two_ranks_match_one_process_on_the_same_global_batch(fluid_entry, tmp_p
         assert two[step] == pytest.approx(one[step], rel=1e-5), f"step {step}: {one[step]} vs {two[step]}"
 
 
-def test_shipped_experiments_parse():
-    for name in ("kolmogorov-fno", "swe-sfno", "era5-uk-fno"):
+def test_shipped_experiments_parse_and_their_model_configs_build():
+    from earthsim import config as config_lib
+    from earthsim.catalog import BUILTIN_CATALOGS
+    from earthsim.models import MODELS
+
+    names = sorted(p.stem for p in (BUILTIN_CATALOGS / "experiments").glob("*.yaml"))
+    assert {"kolmogorov-fno", "predformer-mmnist", "convs5-mmnist-long", "predformer-era5-uk"} <= set(names)
+    for name in names:
         cfg = load_experiment(name, ["optimizer.lr=3e-4"])
-        assert cfg.optimizer.lr == 3e-4 and cfg.model.name in ("fno", "sfno")
+        assert cfg.optimizer.lr == 3e-4 and cfg.model.name in MODELS, name
+        config_lib.build(MODELS[cfg.model.name].config_cls, cfg.model.params, name)  # unknown keys are refused
 
 
 def test_metrics_lines_are_json(fluid_entry, tmp_path):
