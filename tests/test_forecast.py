@@ -465,3 +465,28 @@ def test_a_model_refuses_a_dataset_on_another_grid_of_the_same_size(weather, tmp
     with pytest.raises(ValidationError, match=r"dataset 'wx-east' against the grid model .* was trained on: "
                                               r"longitude differs from the grid by up to 10 degrees"):
         run_forecast(checkpoint, str(other), "test", steps=2, out=tmp_path / "f.zarr", progress=False)
+
+
+def test_a_recurrent_model_forecasts_from_a_longer_context_than_its_t_in(fluid, tmp_path):
+    """The long-horizon protocol: a ConvS5 (t_in 1) digests ``context`` frames, then generates; equal to calling it
+    on the whole context and feeding back each prediction. A model without a carried state is refused."""
+    windows = WindowDataset(str(fluid), "train")
+    torch.manual_seed(0)
+    model = build_model("convs5", {"d_model": 8, "ssm_size": 8, "layers": 2, "encoder_depths": [8, 8]},
+                        DataSpec.from_windows(windows))
+    checkpoint = export_model(model, tmp_path / "s5.pt", dataset=windows.entry.name, stride=1, lead_strides=(1,))
+    out = run_forecast(checkpoint, str(fluid), "test", steps=3, context=5, out=tmp_path / "f.zarr", progress=False)
+    ds = xr.open_zarr(out, consolidated=False)
+    assert ds.time.values[0] == pytest.approx(0.4)  # five context frames end at the first initial time
+    assert ds.attrs["provenance"]["config"]["context"] == 5 and ds.attrs["provenance"]["config"]["t_in"] == 1
+    raw = torch.from_numpy(_truth(fluid).vorticity.values[5])[:, None]  # trajectory 5, [time, C, H, W]
+    loaded, _ = load_exported(checkpoint)
+    history = raw[:5][None]
+    with torch.no_grad():
+        for _ in range(3):
+            history = torch.cat([history, loaded(history)], dim=1)
+    np.testing.assert_allclose(ds.vorticity.isel(trajectory=0, time=0).values, history[0, 5:, 0].numpy(),
+                               rtol=1e-4, atol=1e-5)
+    fno = _export(fluid, tmp_path / "fno.pt")
+    with pytest.raises(ValidationError, match="needs a recurrent model"):
+        run_forecast(fno, str(fluid), "test", steps=3, context=5, out=tmp_path / "g.zarr", progress=False)

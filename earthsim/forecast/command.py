@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lead-stride", type=int,
                         help="store frames between forecast frames (default: 1 for baselines; a model's training "
                              "lead, to be chosen for a model trained at several)")
+    parser.add_argument("--context", type=int,
+                        help="frames a recurrent model (convs5, convlstm) reads before forecasting (default: its "
+                             "t_in; the long-horizon protocol conditions on 100)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
 
 
@@ -43,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline is not None:
         if args.checkpoint is not None:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline, not both")
-        if args.members != 1 or args.perturbation or args.mode != "iterative":
-            raise EarthsimError("--members, --perturbation and --mode apply to model forecasts, not to --baseline")
+        if args.members != 1 or args.perturbation or args.mode != "iterative" or args.context is not None:
+            raise EarthsimError("--members, --perturbation, --mode and --context apply to model forecasts, not to "
+                                "--baseline")
         batch = {} if args.batch_size is None else {"batch_size": args.batch_size}
         lead = {} if args.lead_stride is None else {"lead_stride": args.lead_stride}
         if args.baseline == "persistence":
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline")
         path = run_forecast(args.checkpoint, args.dataset, args.split, members=args.members,
                             perturbation=args.perturbation, seed=args.seed, device=args.device, mode=args.mode,
-                            lead_stride=args.lead_stride,
+                            lead_stride=args.lead_stride, context=args.context,
                             batch_size=32 if args.batch_size is None else args.batch_size, **common)
     print(f"wrote {path}")
     return 0

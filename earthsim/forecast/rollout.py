@@ -30,7 +30,7 @@ from earthsim.catalog import DatasetEntry
 from earthsim.errors import EarthsimError, ValidationError
 from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
 from earthsim.forecast.store import write_forecast
-from earthsim.models import DataSpec, ExportRecord, direct, load_exported, rollout
+from earthsim.models import DataSpec, ExportRecord, RecurrentModel, direct, load_exported, rollout
 from earthsim.models.export import export_path
 
 MODES = ("iterative", "direct")
@@ -57,7 +57,7 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
                  out: str | os.PathLike, inits: list | None = None, members: int = 1,
                  perturbation: float = 0.0, seed: int = 0, batch_size: int = 32, progress: bool = True,
                  device: str = "cpu", overwrite: bool = False, mode: str = "iterative",
-                 lead_stride: int | None = None) -> Path:
+                 lead_stride: int | None = None, context: int | None = None) -> Path:
     """Forecast ``steps`` frames from every initial time of ``split`` (or those in ``inits``) with the exported
     model ``checkpoint`` and write the forecast store ``out``; returns its path.
 
@@ -65,6 +65,8 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
     stride). ``batch_size`` initial times × members go through the model at once (one block of the
     store); a run interrupted part-way resumes from ``out``'s ``.partial`` store when started again
     with the same arguments. ``members`` > 1 stores a perturbed ensemble along ``realization``.
+    ``context``: frames a recurrent model digests before the first forecast frame (default its
+    ``t_in``; the long-horizon video protocol conditions on 100).
     """
     model, record = load_exported(checkpoint)
     where = f"model {checkpoint} (trained on dataset {record.dataset!r})"
@@ -82,6 +84,12 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
         raise ValidationError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValidationError(f"seed must be an integer ≥ 0, got {seed!r}")
+    t_in = model.t_in if context is None else context
+    if context is not None and (not isinstance(context, int) or context < 1):
+        raise ValidationError(f"context must be an integer ≥ 1, got {context!r}")
+    if t_in != model.t_in and not isinstance(model, RecurrentModel):
+        raise ValidationError(f"{where}: {model.model_name} reads exactly t_in={model.t_in} frames; a context of "
+                              f"{context} frames needs a recurrent model (one with a carried state)")
     spec = model.spec
     lead = _lead_stride(record, lead_stride, mode, steps, where)
     variables = list(dict.fromkeys(v for v in spec.channel_variables if v not in spec.derived))
@@ -89,11 +97,11 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
     if absent:
         raise ValidationError(f"{where} reads variables {variables}; dataset {entry.name!r} has variables "
                               f"{entry.variable_names}, without {absent}")
-    if mode == "iterative" and model.t_in > 1 and lead != record.stride:
-        raise ValidationError(f"{where} reads {model.t_in} frames {record.stride} store frame(s) apart, so it rolls "
+    if mode == "iterative" and t_in > 1 and lead != record.stride:
+        raise ValidationError(f"{where} reads {t_in} frames {record.stride} store frame(s) apart, so it rolls "
                               f"out iteratively only {record.stride} frame(s) at a time, not {lead} (a prediction fed "
                               "back must sit one stride after the other inputs); use mode='direct'")
-    ic = InitialConditions(entry, split, steps, t_in=model.t_in, stride=record.stride, lead_stride=lead,
+    ic = InitialConditions(entry, split, steps, t_in=t_in, stride=record.stride, lead_stride=lead,
                            variables=variables, inits=inits, derived=spec.derived)
     _check_compatible(record, spec, ic, where)
     written = _predicted_variables(ic, spec, where)
@@ -130,7 +138,7 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
         "checkpoint": str(export_path(checkpoint).resolve()), "model": record.model, "checkpoint_step": record.step,
         "trained_on": record.dataset, "dataset": entry.name, "store": entry.store, "split": split,
         "steps": ic.steps, "inits": None if inits is None else [str(v) for v in inits], "members": members,
-        "perturbation": float(perturbation), "seed": int(seed), "t_in": model.t_in, "t_out": model.t_out,
+        "perturbation": float(perturbation), "seed": int(seed), "t_in": model.t_in, "context": t_in, "t_out": model.t_out,
         "stride": ic.stride, "lead_stride": lead, "lead_time": ic.lead_time, "mode": mode,
         "model_config": record.config, "train_config": record.train_config,
     }
