@@ -132,3 +132,19 @@ def test_the_convlstm_baseline_has_convssms_layer_count_and_keeps_its_state_acro
 def test_the_grid_must_divide_by_the_encoders_downsampling():
     with pytest.raises(Exception, match="must divide by 4"):
         build_model("convs5", {"encoder_depths": [8, 8, 8], "d_model": 8, "ssm_size": 8}, small_spec(shape=(33, 49)))
+
+
+def test_layer_dropout_drops_the_same_channels_and_pixels_at_every_time():
+    torch.manual_seed(0)
+    for name, config in (("convs5", {"ssm_size": 8}), ("convlstm-resnet", {})):
+        model = build_model(name, {"d_model": 8, "layers": 1, "encoder_depths": [8], "dropout": 0.5, **config},
+                            small_spec(shape=(4, 4)))
+        layer = model.layers[0].train()
+        layer.norm = torch.nn.Identity()  # see the layer's output before its normalisation
+        u = torch.randn(2, 6, 8, 4, 4)
+        captured = {}
+        layer.register_forward_hook(lambda module, args, out: captured.update(out=out[0]))
+        layer(u)
+        dropped = captured["out"] - u == 0  # [B, L, U, h, w]: u + dropout(branch), the branch almost surely nonzero
+        assert bool(dropped.any()) and not bool(dropped.all()), name
+        assert torch.equal(dropped, dropped[:, :1].expand_as(dropped)), name

@@ -224,6 +224,12 @@ def scan_fft(a: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None) -> torc
 SCAN_FUNCTIONS: dict[str, Callable] = {"fft": scan_fft, "doubling": scan_doubling, "loop": scan_loop}
 
 
+def time_shared_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout of a sequence ``[B, L, ...]`` with one mask per sample, shared over time (as ConvSSM broadcasts it)."""
+    keep = x.new_empty(x.shape[0], 1, *x.shape[2:]).bernoulli_(1.0 - p)
+    return x * keep / (1.0 - p)
+
+
 class ResNetBlockD(nn.Module):
     """The ResNet block ConvSSM puts in place of ``D``: ``act(y + Conv(act(GN(Conv(act(GN(y)))))))``."""
 
@@ -250,12 +256,11 @@ class ConvS5Layer(nn.Module):
         self.dropout = config.dropout
         self.scan = SCAN_FUNCTIONS[config.scan]
 
-    def _finish(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Frames ``[N, U, h, w]`` out of the layer from its input ``u`` and SSM output ``y``."""
+    def _finish(self, u: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """Frames ``[B·L, U, h, w]`` out of the layer from its input ``u`` and SSM output ``y``."""
         out = self.d(y)
         if self.training and self.dropout:
-            # one mask per sample and channel, shared over time and pixels' positions as the reference broadcasts
-            out = F.dropout(out, self.dropout, training=True)
+            out = time_shared_dropout(out.unflatten(0, (batch, -1)), self.dropout).flatten(0, 1)
         return self.norm((u + out).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, u: torch.Tensor, x0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +273,7 @@ class ConvS5Layer(nn.Module):
         bu = self.ssm.input_term(frames, b_weight).unflatten(0, (batch, length))
         states = (scan_loop if length == 1 else self.scan)(a_bar, bu, x0)
         y = self.ssm.output(states.flatten(0, 1), u.dtype)
-        return self._finish(frames, y).unflatten(0, (batch, length)), states[:, -1]
+        return self._finish(frames, y, batch).unflatten(0, (batch, length)), states[:, -1]
 
 
 class ResBlock(nn.Module):
@@ -480,7 +485,9 @@ class ConvLSTMLayer(nn.Module):
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             outputs.append(h)
-        out = F.dropout(torch.stack(outputs, dim=1), self.dropout, self.training)
+        out = torch.stack(outputs, dim=1)
+        if self.training and self.dropout:
+            out = time_shared_dropout(out, self.dropout)
         return self.norm((u + out).permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3), (h, c)
 
 
