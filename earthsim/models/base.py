@@ -297,6 +297,38 @@ class RecurrentModel(EarthsimModel):
     with ``register_fsdp_forward_method``, so their parameters are gathered.
     """
 
+    def feedback_frame(self, prediction: torch.Tensor, forcings: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A predicted frame ``prediction`` ``[B, 1, C_out, H, W]`` (network units) in physical units, and the next
+        input frame ``[B, 1, C_in, H, W]`` (network units) it makes: the prediction in the output channels,
+        ``forcings`` (physical, read from data) in the others."""
+        spec = self.spec
+        physical = prediction * self.output_std + self.output_mean if self.normalised else prediction
+        frame = prediction.new_empty((prediction.shape[0], 1, len(spec.inputs), *prediction.shape[3:]))
+        frame[:, :, spec.output_index] = prediction
+        if spec.forcings:
+            forcings = forcings.to(frame.dtype)
+            if self.normalised:
+                index = spec.forcing_index
+                forcings = (forcings - self.input_mean[:, :, index]) / self.input_std[:, :, index]
+            frame[:, :, spec.forcing_index] = forcings
+        return physical, frame
+
+    def teacher_forced_loss(self, batch: Batch, unroll: int, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                            outputs_after: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
+        """The loss with the true frames fed at every step: ``x`` then ``y[:unroll - 1]`` go through
+        ``outputs_after(frames, static)`` (network units in; the network output after each frame,
+        ``[B, L, C_out, H, W]``) in one pass, and each step's prediction of the next frame is scored against it."""
+        static = self.check_inputs(batch.x, batch.static)
+        frames = torch.cat([batch.x, batch.y[:, :unroll - 1]], dim=1)
+        network_frames, static = self.to_network_units(frames, static)
+        outputs = outputs_after(network_frames, static)[:, self.t_in - 1:]  # predictions of y[0 .. unroll - 1]
+        last = network_frames[:, self.t_in - 1:]  # the input frame each prediction follows
+        pred = torch.cat([self.to_physical_outputs(outputs[:, j:j + 1], last[:, j:j + 1]) for j in range(unroll)],
+                         dim=1)
+        target = batch.y[:, :unroll, self.spec.output_index]
+        return sum(loss(pred[:, j:j + 1], target[:, j:j + 1]) for j in range(unroll))
+
     @abc.abstractmethod
     def init_state(self, x: torch.Tensor, static: torch.Tensor | None = None,
                    lead_time: torch.Tensor | None = None) -> Any:

@@ -144,30 +144,14 @@ class ConvLSTM(RecurrentModel):
         return ConvLSTMState(hidden, static, self.next_network_frames(outputs[-1], x[:, -1:]))
 
     def step(self, state: ConvLSTMState, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, ConvLSTMState]:
-        spec = self.spec
-        prediction = state.prediction
-        physical = prediction * self.output_std + self.output_mean if self.normalised else prediction
-        frame = prediction.new_empty((prediction.shape[0], 1, len(spec.inputs), *prediction.shape[3:]))
-        frame[:, :, spec.output_index] = prediction
-        if spec.forcings:
-            forcing_mean = self.input_mean[:, :, spec.forcing_index]
-            forcing_std = self.input_std[:, :, spec.forcing_index]
-            forcings = forcings.to(frame.dtype)
-            frame[:, :, spec.forcing_index] = (forcings - forcing_mean) / forcing_std if self.normalised else forcings
+        physical, frame = self.feedback_frame(state.prediction, forcings)
         hidden, out = self._advance(state.hidden, frame[:, 0], state.static)
         return physical, ConvLSTMState(hidden, state.static, self.next_network_frames(out, frame))
 
     def training_loss(self, batch: Batch, unroll: int, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                       ) -> torch.Tensor:
-        """Teacher forcing: the true frames ``x`` then ``y[:unroll - 1]`` in one pass; each step's prediction of the
-        next frame is scored against it (free-running rollouts with ``teacher_forcing: false``)."""
+        """Teacher forcing: the true frames in one pass (free-running rollouts with ``teacher_forcing: false``)."""
         if not self.config.teacher_forcing:
             return super().training_loss(batch, unroll, loss)
-        static = self.check_inputs(batch.x, batch.static)
-        frames = torch.cat([batch.x, batch.y[:, :unroll - 1]], dim=1)
-        network_frames, static = self.to_network_units(frames, static)
-        outputs = self._run(network_frames, static)[1][self.t_in - 1:]  # predictions of y[0 .. unroll-1]
-        last = network_frames[:, self.t_in - 1:]  # the input frame each prediction follows
-        pred = torch.cat([self.to_physical_outputs(outputs[j], last[:, j:j + 1]) for j in range(unroll)], dim=1)
-        target = batch.y[:, :unroll, self.spec.output_index]
-        return sum(loss(pred[:, j:j + 1], target[:, j:j + 1]) for j in range(unroll))
+        return self.teacher_forced_loss(batch, unroll, loss,
+                                        lambda frames, static: torch.cat(self._run(frames, static)[1], dim=1))

@@ -91,7 +91,7 @@ class PredFormerConfig:
 
 
 def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
-    """The 1-D sinusoidal table ``[positions, dim]``: sin at even, cos at odd channels, frequency 10000^(-2⌊i/2⌋/dim)."""
+    """The 1-D sinusoidal table ``[positions, dim]``: sin at even, cos at odd channels, at 10000^(-2⌊i/2⌋/dim)."""
     position = torch.arange(positions, dtype=torch.float64).view(-1, 1)
     channel = torch.arange(dim)
     angle = position / 10000.0 ** (2 * (channel // 2) / dim).to(torch.float64)
