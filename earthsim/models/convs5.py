@@ -55,27 +55,17 @@ SCANS = ("fft", "doubling", "loop")
 
 
 @dataclasses.dataclass
-class ConvS5Config:
-    """ConvS5: a stack of convolutional state-space layers between a ResNet encoder and decoder."""
+class EncodedSequenceConfig:
+    """What every model of recurrent layers between the ResNet encoder and decoder has."""
 
     t_in: int = dataclasses.field(default=1, metadata={"help": "context frames a forecast starts from"})
-    t_out: int = dataclasses.field(default=1, metadata={"help": "frames per step (ConvS5 predicts one)"})
+    t_out: int = dataclasses.field(default=1, metadata={"help": "frames per step (one)"})
     d_model: int = dataclasses.field(default=256, metadata={"help": "channels U of the layer inputs and outputs"})
-    ssm_size: int = dataclasses.field(default=256, metadata={
-        "help": "size of the HiPPO matrix; the state keeps ssm_size / 2 complex channels (conjugate symmetry)"})
-    layers: int = dataclasses.field(default=8, metadata={"help": "ConvS5 layers"})
-    kernel_b: int = dataclasses.field(default=3, metadata={"help": "kernel size of B (odd)"})
-    kernel_c: int = dataclasses.field(default=3, metadata={"help": "kernel size of C (odd)"})
-    kernel_d: int = dataclasses.field(default=3, metadata={"help": "kernel size of the ResNet block in place of D"})
+    layers: int = dataclasses.field(default=8, metadata={"help": "recurrent layers"})
     encoder_depths: tuple[int, ...] = dataclasses.field(default=(64, 128, 256), metadata={
         "help": "channels of the encoder's ResNet blocks; frames are halved between blocks (64 → 16 with three)"})
-    dt_min: float = dataclasses.field(default=1e-3, metadata={"help": "smallest initial time scale Δ"})
-    dt_max: float = dataclasses.field(default=1e-1, metadata={"help": "largest initial time scale Δ"})
-    clip_eigs: bool = dataclasses.field(default=True, metadata={"help": "clip Re Λ to ≤ -1e-4 (stable recurrence)"})
-    dropout: float = dataclasses.field(default=0.0, metadata={"help": "dropout after each layer's SSM"})
-    scan: str = dataclasses.field(default="fft", metadata={
-        "help": "how a sequence is run in parallel: fft (causal convolution over time), doubling (log-depth scan), "
-                "loop (sequential)", "choices": list(SCANS)})
+    dropout: float = dataclasses.field(default=0.0, metadata={
+        "help": "dropout on each layer's output, one mask per sequence shared over time"})
     residual: bool = dataclasses.field(default=False, metadata={"help": "predict the change from the last frame"})
     teacher_forcing: bool = dataclasses.field(
         default=True, metadata={"help": "train on true previous frames (else on the model's own rollout)"})
@@ -83,9 +73,31 @@ class ConvS5Config:
     def __post_init__(self):
         self.encoder_depths = tuple(self.encoder_depths)
         if self.t_out != 1:
-            raise ValueError(f"t_out must be 1 (ConvS5 predicts one frame per step), got {self.t_out}")
+            raise ValueError(f"t_out must be 1 (one frame per step), got {self.t_out}")
         if min(self.t_in, self.d_model, self.layers) < 1 or not self.encoder_depths or min(self.encoder_depths) < 1:
             raise ValueError("t_in, d_model, layers and encoder_depths must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass
+class ConvS5Config(EncodedSequenceConfig):
+    """ConvS5: a stack of convolutional state-space layers between a ResNet encoder and decoder."""
+
+    ssm_size: int = dataclasses.field(default=256, metadata={
+        "help": "size of the HiPPO matrix; the state keeps ssm_size / 2 complex channels (conjugate symmetry)"})
+    kernel_b: int = dataclasses.field(default=3, metadata={"help": "kernel size of B (odd)"})
+    kernel_c: int = dataclasses.field(default=3, metadata={"help": "kernel size of C (odd)"})
+    kernel_d: int = dataclasses.field(default=3, metadata={"help": "kernel size of the ResNet block in place of D"})
+    dt_min: float = dataclasses.field(default=1e-3, metadata={"help": "smallest initial time scale Δ"})
+    dt_max: float = dataclasses.field(default=1e-1, metadata={"help": "largest initial time scale Δ"})
+    clip_eigs: bool = dataclasses.field(default=True, metadata={"help": "clip Re Λ to ≤ -1e-4 (stable recurrence)"})
+    scan: str = dataclasses.field(default="fft", metadata={
+        "help": "how a sequence is run in parallel: fft (causal convolution over time), doubling (log-depth scan), "
+                "loop (sequential)", "choices": list(SCANS)})
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.ssm_size < 2 or self.ssm_size % 2:
             raise ValueError(f"ssm_size must be even and ≥ 2 (conjugate pairs), got {self.ssm_size}")
         for key in ("kernel_b", "kernel_c", "kernel_d"):
@@ -417,27 +429,13 @@ class ConvS5(EncodedSequenceModel):
 
 
 @dataclasses.dataclass
-class ConvLSTMResNetConfig:
+class ConvLSTMResNetConfig(EncodedSequenceConfig):
     """ConvLSTM layers between ConvS5's ResNet encoder and decoder (the ConvS5 paper's ConvLSTM baseline)."""
 
-    t_in: int = dataclasses.field(default=1, metadata={"help": "context frames a forecast starts from"})
-    t_out: int = dataclasses.field(default=1, metadata={"help": "frames per step (one)"})
-    d_model: int = dataclasses.field(default=256, metadata={"help": "channels of the layer inputs, outputs and states"})
-    layers: int = dataclasses.field(default=8, metadata={"help": "ConvLSTM layers"})
     kernel_size: int = dataclasses.field(default=3, metadata={"help": "kernel of the gate convolution (odd)"})
-    encoder_depths: tuple[int, ...] = dataclasses.field(default=(64, 128, 256), metadata={
-        "help": "channels of the encoder's ResNet blocks; frames are halved between blocks"})
-    dropout: float = dataclasses.field(default=0.0, metadata={"help": "dropout on each layer's output"})
-    residual: bool = dataclasses.field(default=False, metadata={"help": "predict the change from the last frame"})
-    teacher_forcing: bool = dataclasses.field(
-        default=True, metadata={"help": "train on true previous frames (else on the model's own rollout)"})
 
     def __post_init__(self):
-        self.encoder_depths = tuple(self.encoder_depths)
-        if self.t_out != 1:
-            raise ValueError(f"t_out must be 1 (one frame per step), got {self.t_out}")
-        if min(self.t_in, self.d_model, self.layers) < 1 or not self.encoder_depths or min(self.encoder_depths) < 1:
-            raise ValueError("t_in, d_model, layers and encoder_depths must be positive")
+        super().__post_init__()
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
 
