@@ -362,6 +362,16 @@ def test_a_fault_is_refused_by_name(name, world, tmp_path):
 
 # ------------------------------------------------------------------------- kill -9, then run again
 
+def _present(folder: Path, pattern: str) -> list[Path]:
+    """Paths under ``folder`` matching ``pattern``, while a job renames folders in it (a folder that vanishes mid-walk
+    is walked again)."""
+    while True:
+        try:
+            return list(folder.rglob(pattern))
+        except FileNotFoundError:
+            continue
+
+
 def _kill_when_a_temporary_appears(args: list, cwd: Path, env: dict, pattern: str) -> list[Path]:
     """Start ``earthsim ARGS``, SIGKILL it as soon as a temporary matching ``pattern`` exists, return the leftovers."""
     import signal
@@ -370,7 +380,7 @@ def _kill_when_a_temporary_appears(args: list, cwd: Path, env: dict, pattern: st
     process = subprocess.Popen([sys.executable, "-m", "earthsim", *map(str, args)], cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
     deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None and not list(cwd.rglob(pattern)):
+    while time.time() < deadline and process.poll() is None and not _present(cwd, pattern):
         time.sleep(0.002)
     assert process.poll() is None, "the job ended before it could be killed"
     time.sleep(0.3)  # part-way into writing
