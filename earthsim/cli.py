@@ -23,7 +23,7 @@ def _add_simulate(subparsers) -> None:
     from earthsim import config
     from earthsim.sim import SOLVERS
 
-    parser = _parser(subparsers, "simulate", "Run a physics solver and write its frames to a Zarr v3 store.", """
+    parser = _parser(subparsers, "simulate", "Run a physics solver or the Moving MNIST generator and write its frames to a Zarr v3 store.", """
         earthsim simulate navier-stokes --out data/kolmogorov.zarr --trajectories 4 --frames 20
         earthsim simulate navier-stokes --flow decaying --resolution 128 --save-resolutions 64 32 --out data/decay.zarr
         earthsim simulate shallow-water --initial-condition galewsky --out data/galewsky.zarr

@@ -11,6 +11,7 @@ import scipy.integrate
 import torch
 
 from conftest import small_spec
+from earthsim.errors import EarthsimError
 from earthsim.models import build_model, rollout
 from earthsim.models.convs5 import (ConvS5Config, ConvS5Layer, ConvS5SSM, hippo_legs_normal, scan_doubling, scan_fft,
                                     scan_loop)
@@ -130,7 +131,7 @@ def test_the_convlstm_baseline_has_convssms_layer_count_and_keeps_its_state_acro
 
 
 def test_the_grid_must_divide_by_the_encoders_downsampling():
-    with pytest.raises(Exception, match="must divide by 4"):
+    with pytest.raises(EarthsimError, match="must divide by 4"):
         build_model("convs5", {"encoder_depths": [8, 8, 8], "d_model": 8, "ssm_size": 8}, small_spec(shape=(33, 49)))
 
 

@@ -141,3 +141,29 @@ def test_longer_horizons_feed_back_whole_chunks():
     torch.testing.assert_close(rollout(model, x, 4), torch.cat([first, second], dim=1))
     with pytest.raises(ValueError, match="t_out"):
         PredFormerConfig(t_in=2, t_out=3)
+
+
+def test_patches_are_cut_and_reassembled_as_the_reference_orders_them():
+    """Two channels on a 6 × 10 grid at patch 4 (padded to 8 × 12 at the bottom and right by repeating the edge):
+    each token is its patch as (p1 p2 c), and each head output (c p1 p2) lands on its patch, cropped back."""
+    spec = small_spec(inputs=("a", "b"), shape=(6, 10))
+    model = build_model("predformer", {"t_in": 2, "t_out": 1, "depth": 1, "patch_size": 4, "dim": 16, "heads": 2,
+                                       "dim_head": 8, "mlp_dim": 32}, spec).double().eval()
+    seen = {}
+    model.embed.register_forward_hook(lambda m, args, out: seen.update(tokens=args[0]))
+    model.head.register_forward_hook(lambda m, args, out: seen.update(head=out))
+    x = torch.randn(1, 2, 2, 6, 10, dtype=torch.float64)
+    out = model(x)
+    padded = torch.nn.functional.pad(x[0], (0, 2, 0, 2), mode="replicate")  # [T, C, 8, 12]
+    p = 4
+    for t in range(2):
+        for i in range(2):
+            for j in range(3):
+                patch = padded[t, :, i * p:(i + 1) * p, j * p:(j + 1) * p]  # [C, p1, p2]
+                torch.testing.assert_close(seen["tokens"][0, t, i * 3 + j], patch.permute(1, 2, 0).reshape(-1))
+    head = seen["head"][0, 0]  # [h w, (c p1 p2)], normalised units
+    expected = torch.empty(2, 8, 12, dtype=torch.float64)
+    for i in range(2):
+        for j in range(3):
+            expected[:, i * p:(i + 1) * p, j * p:(j + 1) * p] = head[i * 3 + j].view(2, p, p)
+    torch.testing.assert_close(out[0, 0], expected[:, :6, :10])  # mean 0, std 1: network units are physical

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store frames between forecast frames (default: 1 for baselines; a model's training "
                              "lead, to be chosen for a model trained at several)")
     parser.add_argument("--context", type=int,
-                        help="frames a recurrent model (convs5, convlstm) reads before forecasting (default: its "
+                        help="frames a recurrent model (convs5, convlstm, convlstm-resnet) reads before forecasting (default: its "
                              "t_in; the long-horizon protocol conditions on 100)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
 

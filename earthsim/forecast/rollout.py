@@ -1,6 +1,7 @@
 """Batch forecasts with an exported model, as resumable forecast stores.
 
-From every chosen initial time the model's ``t_in`` input frames are read in physical units (the
+From every chosen initial time the model's ``t_in`` input frames (a recurrent model's ``context``, if given)
+are read in physical units (the
 model normalises itself with the statistics it was trained with), and the forecast is rolled out
 by :func:`earthsim.models.rollout` (``mode="iterative"``: the model's outputs fed back, each call
 one lead further; a recurrent model carries its state, so each frame costs the same whatever the
@@ -138,7 +139,8 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
         "checkpoint": str(export_path(checkpoint).resolve()), "model": record.model, "checkpoint_step": record.step,
         "trained_on": record.dataset, "dataset": entry.name, "store": entry.store, "split": split,
         "steps": ic.steps, "inits": None if inits is None else [str(v) for v in inits], "members": members,
-        "perturbation": float(perturbation), "seed": int(seed), "t_in": model.t_in, "context": t_in, "t_out": model.t_out,
+        "perturbation": float(perturbation), "seed": int(seed), "t_in": model.t_in, "context": t_in,
+        "t_out": model.t_out,
         "stride": ic.stride, "lead_stride": lead, "lead_time": ic.lead_time, "mode": mode,
         "model_config": record.config, "train_config": record.train_config,
     }

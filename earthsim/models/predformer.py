@@ -79,9 +79,9 @@ class PredFormerConfig:
     def __post_init__(self):
         if self.arrangement not in ARRANGEMENTS:
             raise ValueError(f"arrangement must be one of {list(ARRANGEMENTS)}, got {self.arrangement!r}")
-        if min(self.t_in, self.t_out, self.depth, self.patch_size, self.dim, self.heads, self.dim_head,
-               self.mlp_dim) < 1:
-            raise ValueError("t_in, t_out, depth, patch_size, dim, heads, dim_head and mlp_dim must be positive")
+        for key in ("t_in", "t_out", "depth", "patch_size", "dim", "heads", "dim_head", "mlp_dim"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be ≥ 1, got {getattr(self, key)}")
         if self.t_out > self.t_in:
             raise ValueError(f"t_out ({self.t_out}) must be ≤ t_in ({self.t_in}): PredFormer predicts as many frames "
                              "as it reads; longer horizons are rolled out")
@@ -189,11 +189,12 @@ class PredFormer(EarthsimModel):
                                     stacks(config.arrangement, config.depth))
         self.head_norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, self.out_channels * p * p)
-        self.apply(self._init_weights)
+        self.stacks.apply(self._init_weights)  # the embedding and head keep PyTorch's default, as in the reference
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        """The reference's initialisation: truncated normal (std 0.02) linear weights, zero biases."""
+        """The reference's initialisation of its transformer blocks: truncated normal (std 0.02) linear weights,
+        zero biases."""
         if isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
