@@ -47,7 +47,8 @@ class MovingMNISTConfig:
     step_length: float = field(default=0.1, metadata={
         "help": "distance moved per frame, as a fraction of the free side canvas - 28"})
     held_out_from: int = field(default=-1, metadata={
-        "help": "first sequence drawing only held-out digits (the last 1,000); earlier ones draw the first 4,000; "
+        "help": "first sequence drawing only held-out digits (the last 100 of each class); earlier ones draw the "
+                "first 400 of each; "
                 "-1: none held out"})
     seed: int = field(default=0, metadata={"help": "random seed; sequence i uses numpy's default_rng([seed, i])"})
     chunk_frames: int = field(default=20, metadata={"help": "frames per Zarr chunk (chunks hold one sequence)"})
