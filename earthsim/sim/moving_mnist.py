@@ -61,7 +61,9 @@ class MovingMNISTConfig:
         for key in ("trajectories", "frames", "digits", "chunk_frames"):
             require(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key, "an integer ≥ 1")
         require(isinstance(self.canvas, int) and self.canvas > DIGIT, "canvas", f"an integer > {DIGIT}")
-        require(0 < self.step_length <= 1, "step_length", "a number in (0, 1]")
+        require(isinstance(self.step_length, (int, float)) and 0 < self.step_length <= 1, "step_length",
+                "a number in (0, 1]")
+        require(isinstance(self.seed, int) and self.seed >= 0, "seed", "an integer ≥ 0")
         require(self.held_out_from == -1 or 0 <= self.held_out_from <= self.trajectories, "held_out_from",
                 f"-1 or an integer in [0, trajectories={self.trajectories}]")
 
