@@ -284,6 +284,16 @@ def _full_precision(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
+@dataclasses.dataclass
+class RecurrentState:
+    """What a recurrent model carries between steps: each layer's state, the static fields and the next frame
+    already predicted ``[B, 1, C_out, H, W]`` (network units)."""
+
+    layers: list
+    static: torch.Tensor | None
+    prediction: torch.Tensor
+
+
 class RecurrentModel(EarthsimModel):
     """A model that advances with a carried state, so that each new frame costs the same whatever the horizon.
 

@@ -15,7 +15,6 @@ limit of scheduled sampling); ``teacher_forcing: false`` trains on free-running 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earthsim.errors import EarthsimError
-from earthsim.models.base import Batch, FSDPUnit, RecurrentModel, register_model
+from earthsim.models.base import Batch, FSDPUnit, RecurrentModel, RecurrentState, register_model
 from earthsim.models.spec import DataSpec
 
 
@@ -62,16 +61,6 @@ class ConvLSTMCell(nn.Module):
         i, f, g, o = torch.split(self.conv_x(x) + self.conv_h(h), self.hidden, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
-
-
-@dataclass
-class ConvLSTMState:
-    """The carried state: each cell's ``(h, c)``, the static fields and the next frame already predicted (network
-    units; with the input frame it was predicted from, for the residual update)."""
-
-    hidden: list[tuple[torch.Tensor, torch.Tensor]]
-    static: torch.Tensor | None
-    prediction: torch.Tensor  # [B, 1, C_out, H, W], network units
 
 
 @register_model("convlstm", ConvLSTMConfig)
@@ -137,16 +126,16 @@ class ConvLSTM(RecurrentModel):
         return self._run(x, static)[1][-1]
 
     def init_state(self, x: torch.Tensor, static: torch.Tensor | None = None,
-                   lead_time: torch.Tensor | None = None) -> ConvLSTMState:
+                   lead_time: torch.Tensor | None = None) -> RecurrentState:
         static = self.check_inputs(x, static)
         x, static = self.to_network_units(x, static)
         hidden, outputs = self._run(x, static)
-        return ConvLSTMState(hidden, static, self.next_network_frames(outputs[-1], x[:, -1:]))
+        return RecurrentState(hidden, static, self.next_network_frames(outputs[-1], x[:, -1:]))
 
-    def step(self, state: ConvLSTMState, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, ConvLSTMState]:
+    def step(self, state: RecurrentState, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, RecurrentState]:
         physical, frame = self.feedback_frame(state.prediction, forcings)
-        hidden, out = self._advance(state.hidden, frame[:, 0], state.static)
-        return physical, ConvLSTMState(hidden, state.static, self.next_network_frames(out, frame))
+        hidden, out = self._advance(state.layers, frame[:, 0], state.static)
+        return physical, RecurrentState(hidden, state.static, self.next_network_frames(out, frame))
 
     def training_loss(self, batch: Batch, unroll: int, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                       ) -> torch.Tensor:

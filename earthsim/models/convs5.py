@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earthsim.errors import EarthsimError
-from earthsim.models.base import Batch, FSDPUnit, RecurrentModel, register_model
+from earthsim.models.base import Batch, FSDPUnit, RecurrentModel, RecurrentState, register_model
 from earthsim.models.spec import DataSpec
 
 
@@ -348,16 +348,6 @@ class ResNetDecoder(nn.Module):
         return self.head(self.norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
 
 
-@dataclasses.dataclass
-class SequenceState:
-    """The carried state: each layer's state, the static fields and the next frame already predicted (network
-    units)."""
-
-    layers: list
-    static: torch.Tensor | None
-    prediction: torch.Tensor  # [B, 1, C_out, H, W], network units
-
-
 class EncodedSequenceModel(RecurrentModel):
     """Recurrent layers on encoded frames (ConvSSM's framework): a ResNet encoder takes each frame to a latent map,
     a stack of layers ``(u [B, L, U, h, w], state) -> (outputs, last state)`` runs along time, and a ResNet decoder
@@ -405,16 +395,16 @@ class EncodedSequenceModel(RecurrentModel):
         return self._run(x, static)[1][:, -1:]
 
     def init_state(self, x: torch.Tensor, static: torch.Tensor | None = None,
-                   lead_time: torch.Tensor | None = None) -> SequenceState:
+                   lead_time: torch.Tensor | None = None) -> RecurrentState:
         static = self.check_inputs(x, static)
         x, static = self.to_network_units(x, static)
         states, outputs = self._run(x, static)
-        return SequenceState(states, static, self.next_network_frames(outputs[:, -1:], x[:, -1:]))
+        return RecurrentState(states, static, self.next_network_frames(outputs[:, -1:], x[:, -1:]))
 
-    def step(self, state: SequenceState, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, SequenceState]:
+    def step(self, state: RecurrentState, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, RecurrentState]:
         physical, frame = self.feedback_frame(state.prediction, forcings)
         layers, out = self._run(frame, state.static, state.layers)
-        return physical, SequenceState(layers, state.static, self.next_network_frames(out, frame))
+        return physical, RecurrentState(layers, state.static, self.next_network_frames(out, frame))
 
     def training_loss(self, batch: Batch, unroll: int, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                       ) -> torch.Tensor:
