@@ -1,0 +1,315 @@
+"""2-D incompressible Navier–Stokes in velocity form on a periodic staggered (MAC) grid: a differentiable
+finite-volume solver in torch, the numerical core of the learned-interpolation and TSM solvers.
+
+    ∂u/∂t = -∇·(u ⊗ u) + ν∇²u - αu + f - ∇p,   ∇·u = 0,   on [0, 2π)²
+
+Grid (jax-cfd's offsets, arrays indexed ``[..., y, x]``, cell size h = 2π/n): cell (i, j) has its
+centre at ((i+½)h, (j+½)h), where pressure and divergence live; ``u[j, i]`` is the x-velocity on its
+east face ((i+1)h, (j+½)h), ``v[j, i]`` the y-velocity on its north face ((i+½)h, (j+1)h); the
+vorticity ``curl[j, i]`` = (v[j, i+1] − v[j, i])/h − (u[j+1, i] − u[j, i])/h lives on the corner
+((i+1)h, (j+1)h). A velocity is one tensor ``[..., 2, n, n]`` (channel 0 = u, 1 = v).
+
+One step follows jax-cfd's ``implicit_diffusion_navier_stokes`` (the solver the learned-interpolation
+paper, Kochkov et al. 2021, and TSM, Sun et al. 2023, build on): explicit convection and forcing by
+forward Euler, pressure projection, then implicit diffusion. Convection is in flux form over each
+velocity component's control volume: the face value of the advected component ("c") times the
+advecting velocity at that face ("u"), both from an :class:`Interpolation` that can be swapped —
+linear, first-order upwind, van Leer (the flux-limited Lax–Wendroff the paper's numerical baseline
+uses for "c", with linear "u"), or per-cell stencils predicted by a network (:class:`StencilInterpolation`).
+
+Each interpolation moves a component half a cell along one axis: u to +½x (its control volume's
+east face, the cell centre) and +½y (its north face, a corner); v to +½x (a corner) and +½y (the cell
+centre). The four moves, keyed ``(component, axis)``, serve both roles, so a learned scheme has
+2 tags × 4 keys = 8 stencils per cell.
+
+The Poisson solve of the projection and the implicit diffusion are exact inverses of the discrete
+operators, diagonal in Fourier space on the periodic grid; after projection the discrete divergence
+is zero to round-off. Time step by the CFL rule dt = C·h/u_max, as the spectral solver.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from earthsim.errors import EarthsimError
+from earthsim.sim.navier_stokes import LENGTH, NavierStokesConfig, stable_time_step, steps_per_interval
+
+#: The four half-cell moves of a staggered velocity, as (component, axis): component 0 = u, 1 = v; axis
+#: 0 = x (the last array dim), 1 = y.
+MOVES = ((0, 0), (0, 1), (1, 0), (1, 1))
+#: Roles an interpolated value plays in the convective flux: the advecting velocity and the advected component.
+TAGS = ("u", "c")
+INTERPOLATIONS = ("linear", "upwind", "van-leer")
+STENCIL = 4
+
+
+def _shift(field: torch.Tensor, offset: int, axis: int) -> torch.Tensor:
+    """``field`` at index + ``offset`` along ``axis`` (0 = x, the last dim; 1 = y), periodically."""
+    return torch.roll(field, -offset, dims=-1 - axis)
+
+
+def half_cell_linear(field: torch.Tensor, axis: int) -> torch.Tensor:
+    """Field moved +½ cell along ``axis`` by the two-point mean."""
+    return 0.5 * (field + _shift(field, 1, axis))
+
+
+def curl(velocity: torch.Tensor, length: float = LENGTH) -> torch.Tensor:
+    """Vorticity ∂v/∂x − ∂u/∂y ``[..., n, n]`` on the cell corners of a staggered velocity ``[..., 2, n, n]``."""
+    h = length / velocity.shape[-1]
+    u, v = velocity[..., 0, :, :], velocity[..., 1, :, :]
+    return (_shift(v, 1, 0) - v - _shift(u, 1, 1) + u) / h
+
+
+def divergence(velocity: torch.Tensor, length: float = LENGTH) -> torch.Tensor:
+    """Discrete divergence ``[..., n, n]`` at the cell centres of a staggered velocity ``[..., 2, n, n]``."""
+    h = length / velocity.shape[-1]
+    u, v = velocity[..., 0, :, :], velocity[..., 1, :, :]
+    return (u - _shift(u, -1, 0) + v - _shift(v, -1, 1)) / h
+
+
+def coarsen(velocity: torch.Tensor, factor: int) -> torch.Tensor:
+    """Face averages of a staggered velocity ``[..., 2, n, n]`` on the grid ``factor`` times coarser.
+
+    A coarse east face at x = (I+1)H is made of the ``factor`` fine faces at the same x; its average
+    is their mean (so the coarse field's fluxes, and its zero divergence, are those of the fine one).
+    """
+    if factor == 1:
+        return velocity
+    n = velocity.shape[-1]
+    if n % factor:
+        raise EarthsimError(f"coarsen: a {n}² grid does not coarsen by {factor}")
+    u, v = velocity[..., 0, :, :], velocity[..., 1, :, :]
+    # fine u faces with (i+1) a multiple of factor: i = factor-1, 2 factor-1, ...; average over the y cells they span
+    u = u[..., :, factor - 1::factor].unflatten(-2, (n // factor, factor)).mean(-2)
+    v = v[..., factor - 1::factor, :].unflatten(-1, (n // factor, factor)).mean(-1)
+    return torch.stack([u, v], dim=-3)
+
+
+class Interpolation:
+    """Face values of a velocity component moved half a cell: ``(field, move, tag, advecting) → face``.
+
+    ``field`` ``[..., n, n]`` is component ``move[0]``, moved +½ along ``move[1]``; ``advecting`` is the
+    advecting velocity at the target faces (given for tag "c", so upwind schemes can see the flow).
+    """
+
+    def __call__(self, field: torch.Tensor, move: tuple[int, int], tag: str,
+                 advecting: torch.Tensor | None, dt: float, h: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LinearInterpolation(Interpolation):
+    """Second-order central: the mean of the two neighbours (both roles)."""
+
+    def __call__(self, field, move, tag, advecting, dt, h):
+        return half_cell_linear(field, move[1])
+
+
+class UpwindInterpolation(Interpolation):
+    """First-order upwind for the advected component (the upstream neighbour), linear for the advecting velocity."""
+
+    def __call__(self, field, move, tag, advecting, dt, h):
+        if tag == "u":
+            return half_cell_linear(field, move[1])
+        return torch.where(advecting > 0, field, _shift(field, 1, move[1]))
+
+
+class VanLeerInterpolation(Interpolation):
+    """Lax–Wendroff limited by van Leer's TVD limiter for the advected component (jax-cfd's
+    ``tvd_limiter_transformation(lax_wendroff)``, the numerical baseline of the learned-solver papers);
+    linear for the advecting velocity."""
+
+    def __call__(self, field, move, tag, advecting, dt, h):
+        axis = move[1]
+        if tag == "u":
+            return half_cell_linear(field, axis)
+        minus, here, plus, plus2 = (_shift(field, k, axis) for k in (-1, 0, 1, 2))
+        courant = advecting * dt / h
+        jump = plus - here
+        safe = torch.where(jump == 0, torch.ones_like(jump), jump)
+        forward = torch.where(jump == 0, torch.zeros_like(jump), (here - minus) / safe)  # smoothness, flow to +
+        backward = torch.where(jump == 0, torch.zeros_like(jump), (plus2 - plus) / safe)  # flow to -
+        limit = lambda r: (r + r.abs()) / (1 + r.abs())  # noqa: E731 (van Leer's φ)
+        positive = here + 0.5 * (1 - courant) * limit(forward) * jump
+        negative = plus - 0.5 * (1 + courant) * limit(backward) * jump
+        return torch.where(advecting > 0, positive, negative)
+
+
+def stencil_offsets(axis: int) -> list[tuple[int, int]]:
+    """(dx, dy) of the 4 × 4 stencil of a +½ move along ``axis``: −1…2 on both axes (the target sits between 0 and
+    1 along ``axis``, on 0 along the other), row-major over (dy, dx)."""
+    return [(dx, dy) for dy in range(-1, STENCIL - 1) for dx in range(-1, STENCIL - 1)]
+
+
+def stencil_basis(axis: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The linear-interpolation stencil (jax-cfd's low-order bias) ``[16]`` and an orthonormal basis ``[16, 15]``
+    of stencils whose coefficients sum to zero: bias + basis @ logits reproduces constants for any logits."""
+    bias = torch.zeros(STENCIL * STENCIL, dtype=torch.float64)
+    for index, (dx, dy) in enumerate(stencil_offsets(axis)):
+        along, across = (dx, dy) if axis == 0 else (dy, dx)
+        if across == 0 and along in (0, 1):
+            bias[index] = 0.5
+    ones = torch.ones(1, STENCIL * STENCIL, dtype=torch.float64)
+    _, _, vh = torch.linalg.svd(ones)  # rows 1.. span the null space of the sum
+    return bias.to(dtype), vh[1:].T.contiguous().to(dtype)
+
+
+class StencilInterpolation(Interpolation):
+    """Per-cell 4 × 4 stencils for every move and tag, from coefficients a network predicted.
+
+    ``coefficients`` ``[..., 8, 16, n, n]``: for tag t and move m (index ``t * 4 + m`` in :data:`TAGS` ×
+    :data:`MOVES` order), the weights of the 16 neighbours of :func:`stencil_offsets`.
+    """
+
+    def __init__(self, coefficients: torch.Tensor):
+        self.coefficients = coefficients
+
+    def __call__(self, field, move, tag, advecting, dt, h):
+        weights = self.coefficients[..., TAGS.index(tag) * len(MOVES) + MOVES.index(move), :, :, :]
+        patches = torch.stack([torch.roll(field, (-dy, -dx), dims=(-2, -1)) for dx, dy in stencil_offsets(move[1])],
+                              dim=-3)
+        return (weights * patches).sum(-3)
+
+
+SCHEMES = {"linear": LinearInterpolation, "upwind": UpwindInterpolation, "van-leer": VanLeerInterpolation}
+
+
+class FiniteVolumeNavierStokes(nn.Module):
+    """Staggered-grid finite-volume Navier–Stokes on [0, 2π)² (see the module docstring), batched and differentiable.
+
+    ``step(velocity)`` advances ``[..., 2, n, n]`` by ``dt`` with the configured interpolation, or with one
+    given per call (a network's stencils).
+    """
+
+    def __init__(self, resolution: int, viscosity: float, dt: float, drag: float = 0.0,
+                 forcing_wavenumber: int = 0, forcing_amplitude: float = 0.0, interpolation: str = "van-leer",
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        if resolution < 4:
+            raise EarthsimError(f"FiniteVolumeNavierStokes: resolution must be ≥ 4, got {resolution}")
+        if not dt > 0:
+            raise EarthsimError(f"FiniteVolumeNavierStokes: dt must be > 0, got {dt}")
+        if interpolation not in SCHEMES:
+            raise EarthsimError(f"FiniteVolumeNavierStokes: interpolation must be one of {list(SCHEMES)}, "
+                                f"got {interpolation!r}")
+        self.resolution, self.viscosity, self.dt, self.drag = resolution, viscosity, dt, drag
+        self.h = LENGTH / resolution
+        self.interpolation_name = interpolation
+        self.interpolation = SCHEMES[interpolation]()
+        device = torch.device(device)
+        # Eigenvalues of the 5-point Laplacian on the periodic grid, in rfft2 layout [n, n/2 + 1].
+        ky = torch.fft.fftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)[:, None]
+        kx = torch.fft.rfftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)[None, :]
+        laplacian = -(4 / self.h**2) * (torch.sin(math.pi * kx / resolution) ** 2
+                                        + torch.sin(math.pi * ky / resolution) ** 2)
+        safe = torch.where(laplacian == 0, torch.ones_like(laplacian), laplacian)
+        self.register_buffer("inverse_laplacian", torch.where(laplacian == 0, torch.zeros_like(laplacian), 1 / safe),
+                             persistent=False)
+        self.register_buffer("implicit_diffusion", 1 / (1 - dt * viscosity * laplacian), persistent=False)
+        y_u = (torch.arange(resolution, dtype=dtype, device=device) + 0.5) * self.h  # u sits at y = (j+½)h
+        forcing = torch.zeros(2, resolution, resolution, dtype=dtype, device=device)
+        forcing[0] = (forcing_amplitude * torch.sin(forcing_wavenumber * y_u))[:, None]
+        self.register_buffer("forcing", forcing, persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.forcing.dtype
+
+    @classmethod
+    def from_config(cls, config: NavierStokesConfig, resolution: int, interpolation: str = "van-leer",
+                    dt: float | None = None) -> "FiniteVolumeNavierStokes":
+        """The solver of ``config``'s flow at ``resolution``: the CFL step that divides ``save_interval`` evenly, or ``dt``."""
+        if dt is None:
+            _, dt = steps_per_interval(config.save_interval,
+                                       stable_time_step(resolution, config.max_velocity, config.cfl_safety))
+        kolmogorov = config.flow == "kolmogorov"
+        return cls(resolution, config.viscosity, dt, drag=config.linear_drag,
+                   forcing_wavenumber=config.forcing_wavenumber if kolmogorov else 0,
+                   forcing_amplitude=config.forcing_amplitude if kolmogorov else 0.0,
+                   interpolation=interpolation, device=config.device, dtype=getattr(torch, config.dtype))
+
+    def convection(self, velocity: torch.Tensor, interpolation: Interpolation | None = None) -> torch.Tensor:
+        """−∇·(u ⊗ u) on each component's control volume, ``[..., 2, n, n]``."""
+        interpolate = interpolation or self.interpolation
+        dt, h = self.dt, self.h
+        components = (velocity[..., 0, :, :], velocity[..., 1, :, :])
+        # Advecting velocity on the faces of component c's control volume along axis a: component a moved along c.
+        out = []
+        for c in (0, 1):
+            total = 0.0
+            for a in (0, 1):
+                advecting = interpolate(components[a], (a, c), "u", None, dt, h)
+                advected = interpolate(components[c], (c, a), "c", advecting, dt, h)
+                flux = advected * advecting
+                total = total + (flux - _shift(flux, -1, a)) / h
+            out.append(-total)
+        return torch.stack(out, dim=-3)
+
+    def project(self, velocity: torch.Tensor) -> torch.Tensor:
+        """The divergence-free part: subtract ∇p with ∇²p = ∇·u solved exactly in Fourier space."""
+        n = self.resolution
+        pressure = torch.fft.irfft2(torch.fft.rfft2(divergence(velocity)) * self.inverse_laplacian, s=(n, n))
+        gradient = torch.stack([(_shift(pressure, 1, 0) - pressure) / self.h,
+                                (_shift(pressure, 1, 1) - pressure) / self.h], dim=-3)
+        return velocity - gradient
+
+    def diffuse(self, velocity: torch.Tensor) -> torch.Tensor:
+        """Backward-Euler diffusion: (1 − ν dt ∇²)⁻¹ u, per component."""
+        n = self.resolution
+        return torch.fft.irfft2(torch.fft.rfft2(velocity) * self.implicit_diffusion, s=(n, n))
+
+    def step(self, velocity: torch.Tensor, interpolation: Interpolation | None = None) -> torch.Tensor:
+        """One step dt: forward Euler on convection, forcing and drag; projection; implicit diffusion."""
+        if velocity.shape[-3:] != (2, self.resolution, self.resolution):
+            raise EarthsimError(f"FiniteVolumeNavierStokes: expected velocity [..., 2, {self.resolution}, "
+                                f"{self.resolution}], got {tuple(velocity.shape)}")
+        tendency = self.convection(velocity, interpolation) + self.forcing - self.drag * velocity
+        return self.diffuse(self.project(velocity + self.dt * tendency))
+
+    def forward(self, velocity: torch.Tensor) -> torch.Tensor:
+        return self.step(velocity)
+
+    def steps_for(self, duration: float) -> int:
+        steps = round(duration / self.dt)
+        if steps < 0 or abs(steps * self.dt - duration) > 1e-9 * max(1.0, abs(duration)):
+            raise EarthsimError(f"FiniteVolumeNavierStokes: duration {duration} is not a whole number of steps "
+                                f"dt = {self.dt}")
+        return steps
+
+    def rollout(self, velocity: torch.Tensor, frames: int, interval: float) -> torch.Tensor:
+        """Frames ``[B, frames, 2, n, n]`` at times interval, 2·interval, … after ``velocity`` ``[B, 2, n, n]``."""
+        steps = self.steps_for(interval)
+        state = velocity.to(self.dtype)
+        out = []
+        for _ in range(frames):
+            for _ in range(steps):
+                state = self.step(state)
+            out.append(state.to(velocity.dtype))
+        return torch.stack(out, dim=1)
+
+
+def face_averages(vorticity_hat: torch.Tensor, fine: int, coarse: int) -> torch.Tensor:
+    """Exact face averages on the staggered ``coarse``² grid of the band-limited velocity of a spectral vorticity field.
+
+    ``vorticity_hat``: rfft2 coefficients (``norm="forward"``, as :mod:`earthsim.sim.navier_stokes`) of a field on
+    the ``fine``² grid. The average of a Fourier mode over a face of length H is the mode at the face centre
+    times sinc(k H/2); evaluated at the coarse faces (u: x = (I+1)H, y = (J+½)H; v: x = (I+½)H, y = (J+1)H) by a
+    phase shift, an inverse transform on the fine grid and sampling every ``fine/coarse`` points. Returns
+    ``[..., 2, coarse, coarse]``; its discrete divergence is zero to round-off (the fluxes are exact).
+    """
+    if fine % coarse:
+        raise EarthsimError(f"face_averages: the solver grid {fine}² is not a multiple of {coarse}²")
+    r = fine // coarse
+    size = LENGTH / coarse
+    dtype = vorticity_hat.real.dtype
+    ky = torch.fft.fftfreq(fine, 1.0 / fine, dtype=dtype, device=vorticity_hat.device)[:, None]
+    kx = torch.fft.rfftfreq(fine, 1.0 / fine, dtype=dtype, device=vorticity_hat.device)[None, :]
+    k2 = kx**2 + ky**2
+    psi_hat = vorticity_hat / torch.where(k2 > 0, k2, torch.ones_like(k2))
+    sinc = lambda k: torch.sinc(k * size / 2 / math.pi)  # noqa: E731 (torch.sinc is sin(πz)/(πz))
+    u_hat = 1j * ky * psi_hat * sinc(ky) * torch.exp(1j * (kx * size + ky * size / 2))
+    v_hat = -1j * kx * psi_hat * sinc(kx) * torch.exp(1j * (kx * size / 2 + ky * size))
+    u, v = (torch.fft.irfft2(f, s=(fine, fine), norm="forward")[..., ::r, ::r] for f in (u_hat, v_hat))
+    return torch.stack([u, v], dim=-3)
