@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import platform
 import statistics
 import sys
@@ -235,9 +236,10 @@ def markdown(figures: dict) -> str:
     lines = [f"PDE solvers, Kolmogorov flow Re = 1000, same dt (Courant 0.5 at speed 7), {figures['threads']} "
              f"thread(s); torch-cfd {figures['torch_cfd_version']} (finite volume stepped by "
              f"{figures['fvm_method']}); ratio = earthsim/torch-cfd steps/s, median of {figures['rounds']} paired "
-             "rounds (range in brackets)", "",
+             f"rounds (range in brackets); load average {figures['load_average']['start']:.1f} at the start, "
+             f"{figures['load_average']['end']:.1f} at the end", "",
              f"| solver | dtype | n | batch | earthsim steps/s | torch-cfd steps/s | ratio | rel. diff after {steps} "
-             "steps | same 2/3 filter |",
+             "steps | same, torch-cfd with earthsim's 2/3 filter |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         rate = r["steps_per_second"]
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("sizes must be even and ≥ 16, batches, --rounds and --diff-steps ≥ 1")
     torch.set_num_threads(args.threads)
     rows = []
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]  # the machine may be shared: say how busy it was
     for solver in args.solvers:
         for dtype_name in args.dtypes:
             for n in sizes:
@@ -312,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
                            "cfl_safety": CFL_SAFETY},
                "rows": rows, "target_ratio": TARGET_RATIO,
                "target_met": all(r["ratio"] >= TARGET_RATIO for r in rows),
-               "wall_seconds": time.perf_counter() - started}
+               "wall_seconds": time.perf_counter() - started,
+               "load_average": {"start": load, "end": os.getloadavg()[0]}}
     publish(markdown(figures), figures, args.json)
 
 
