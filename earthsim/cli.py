@@ -187,6 +187,42 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_refine(subparsers) -> None:
+    parser = _parser(subparsers, "refine", "Spectral Refiner: fine-tune a trained spacetime-fno's output layer, with "
+                     "many more modes, on the H⁻¹ norm of the Navier–Stokes residual of its prediction for chosen "
+                     "windows; writes a new run folder (model.pt, refine.json).", """
+        earthsim refine runs/refiner --dataset fno-paper-32 --windows 0 --out runs/refined-0
+        earthsim refine runs/refiner --dataset fno-paper-32 --windows 0 21 42 --modes 16 16 6 --steps 50 --out runs/r
+    """)
+    parser.add_argument("model_run", metavar="RUN_OR_MODEL", help="run folder or model.pt of a trained spacetime-fno")
+    parser.add_argument("--dataset", required=True, help="catalog dataset with the physics the model was trained on")
+    parser.add_argument("--split", default="test", help="split the windows come from (default: test)")
+    parser.add_argument("--windows", type=int, nargs="+", default=[0], metavar="INDEX",
+                        help="window indices in the split, refined together (default: 0)")
+    parser.add_argument("--modes", type=int, nargs=3, metavar=("Y", "X", "T"),
+                        help="modes of the rebuilt output layer (default: every one the grid and windows resolve)")
+    parser.add_argument("--steps", type=int, default=50, help="Adam steps (default: 50)")
+    parser.add_argument("--lr-bias", type=float, default=1e-4, help="learning rate of the spectral bias")
+    parser.add_argument("--lr-weight", type=float, default=1e-4, help="learning rate of the spectral weights")
+    parser.add_argument("--out", required=True, help="run folder to write (model.pt, refine.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.set_defaults(run=_run_refine)
+
+
+def _run_refine(args) -> int:
+    from earthsim.train.refine import refine_export
+
+    summary = refine_export(args.model_run, args.dataset, args.out, split=args.split, windows=tuple(args.windows),
+                            modes=args.modes, steps=args.steps, lr_bias=args.lr_bias, lr_weight=args.lr_weight,
+                            overwrite=args.overwrite)
+    for when in ("before", "after"):
+        values = summary[when]
+        print(f"{when}: relative L2 {sum(values['relative_l2']) / len(values['relative_l2']):.4e}, residual H-1 "
+              f"{sum(values['residual_hminus1']) / len(values['residual_hminus1']):.4e}")
+    print(f"fine-tuned {summary['steps']} steps in {summary['seconds']:.2f} s; wrote {args.out}")
+    return 0
+
+
 def _add_forecast(subparsers) -> None:
     from earthsim.forecast.command import add_arguments  # argparse only; earthsim.forecast loads lazily
 
@@ -312,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"earthsim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_forecast, _add_score,
-                _add_check, _add_demo):
+    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_refine, _add_forecast,
+                _add_score, _add_check, _add_demo):
         add(subparsers)
     return parser
 

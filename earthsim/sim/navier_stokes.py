@@ -10,6 +10,13 @@ with viscosity ν (Reynolds number Re = 1/ν for unit length and velocity scales
 flow of the learned-interpolation paper (Kochkov et al. 2021, PNAS 118 e2101784118) and of the
 temporal-stencil paper (Sun et al. 2023, TSM-PDE). Decaying turbulence has F = 0 and α = 0.
 
+The FNO paper's flow (Li et al. 2021, ICLR; the data of the Spectral-Refiner paper, Cao et al.
+2025) lives on the unit box with ν = 1e-3, no drag, F = 0.1(sin(2π(x+y)) + cos(2π(x+y))) and
+initial vorticity from the Gaussian random field N(0, 7^{3/2}(−Δ+49I)^{−2.5}). It maps onto this
+solver's box exactly by x' = 2πx with time unchanged: velocity scales by 2π, vorticity is
+unchanged, the viscosity becomes 4π²ν and the forcing 0.1(sin(x'+y') + cos(x'+y')); so the
+``fno-paper`` flow solves, and stores, the same fields on [0, 2π)² at the same times.
+
 Numerics follow jax-cfd's spectral ``NavierStokes2D``: Fourier (rfft2) representation, the advection
 term evaluated in physical space and dealiased with the 2/3 rule (Orszag: after the product only
 modes with |k_x|, |k_y| < N/3 are kept, which removes every aliased product of retained modes, so
@@ -46,9 +53,11 @@ from earthsim.errors import EarthsimError
 from earthsim.data.conventions import TIME_DIM, TRAJECTORY_DIM, X_DIM, Y_DIM
 
 LENGTH = 2 * math.pi
-FLOWS = ("kolmogorov", "decaying")
+FLOWS = ("kolmogorov", "decaying", "fno-paper")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 KOLMOGOROV_DRAG = 0.1
+FNO_PAPER_FORCING = (1, 0.1)  # wavenumber k and amplitude A of A(sin(k(x'+y')) + cos(k(x'+y'))) on [0, 2π)²
+FNO_PAPER_FIELD = (2.5, 7.0)  # α, τ of the initial field N(0, τ^{3/2}(−Δ+τ²I)^{−α}) on the unit box
 
 
 class _ConfigError(EarthsimError, ValueError):
@@ -65,15 +74,19 @@ _GAMMAS = (0.1496590219993, 0.3792103129999, 0.8229550293869, 0.6994504559488, 0
 
 @dataclass
 class NavierStokesConfig:
-    """2-D incompressible Navier–Stokes on the periodic box: Kolmogorov flow or decaying turbulence."""
+    """2-D incompressible Navier–Stokes on the periodic box: Kolmogorov flow, decaying turbulence or the FNO
+    paper's flow."""
 
     flow: str = field(default="kolmogorov", metadata={
-        "help": "kolmogorov: forced by (sin(k y), 0) with drag; decaying: unforced, no drag",
+        "help": "kolmogorov: forced by (sin(k y), 0) with drag; decaying: unforced, no drag; fno-paper: the FNO "
+                "paper's unit-box flow (forcing 0.1(sin(2π(x+y)) + cos(2π(x+y))), Gaussian random initial "
+                "vorticity) solved on [0, 2π)² by x' = 2πx",
         "choices": list(FLOWS)})
     viscosity: float = field(default=1e-3, metadata={
-        "help": "kinematic viscosity ν; Reynolds number Re = 1/ν (unit length and velocity scales)"})
+        "help": "kinematic viscosity ν; Reynolds number Re = 1/ν (unit length and velocity scales); fno-paper: ν "
+                "on the unit box (the solver runs with 4π²ν)"})
     drag: float | None = field(default=None, metadata={
-        "help": f"linear drag α in -αω; unset: {KOLMOGOROV_DRAG} for kolmogorov, 0 for decaying"})
+        "help": f"linear drag α in -αω; unset: {KOLMOGOROV_DRAG} for kolmogorov, 0 otherwise"})
     forcing_wavenumber: int = field(default=4, metadata={
         "help": "k of the Kolmogorov body force (A sin(k y), 0)"})
     forcing_amplitude: float = field(default=1.0, metadata={
@@ -93,9 +106,10 @@ class NavierStokesConfig:
     coarse_resolution: int = field(default=64, metadata={
         "help": "grid points per side of the coarse spin-up (even, ≤ resolution)"})
     peak_wavenumber: float = field(default=4.0, metadata={
-        "help": "wavenumber where the initial velocity spectrum peaks"})
+        "help": "wavenumber where the initial velocity spectrum peaks (not used by fno-paper)"})
     max_velocity: float = field(default=7.0, metadata={
-        "help": "peak speed of the initial velocity; also the speed the CFL rule uses"})
+        "help": "peak speed of the initial velocity (fno-paper keeps its random field's own) and the speed the CFL "
+                "rule uses"})
     cfl_safety: float = field(default=0.5, metadata={
         "help": "Courant number C in dt ≤ C·dx/max_velocity"})
     seed: int = field(default=0, metadata={"help": "random seed; trajectory i uses numpy's default_rng([seed, i])"})
@@ -145,6 +159,11 @@ class NavierStokesConfig:
         if self.drag is not None:
             return self.drag
         return KOLMOGOROV_DRAG if self.flow == "kolmogorov" else 0.0
+
+    @property
+    def solver_viscosity(self) -> float:
+        """ν on the solver's [0, 2π)²: the configured one, or 4π²ν for the FNO paper's unit box (x' = 2πx)."""
+        return (2 * math.pi) ** 2 * self.viscosity if self.flow == "fno-paper" else self.viscosity
 
 
 def dealias_cutoff(resolution: int) -> int:
@@ -206,6 +225,47 @@ def kolmogorov_forcing(resolution: int, wavenumber: int = 4, amplitude: float = 
     """Vorticity forcing -A k cos(k y) [n, n]: the curl of the Kolmogorov body force (A sin(k y), 0)."""
     y = torch.as_tensor(grid_coordinates(resolution), dtype=torch.float64)
     return (-amplitude * wavenumber * torch.cos(wavenumber * y))[:, None].expand(resolution, resolution).clone()
+
+
+def fno_paper_forcing(resolution: int) -> torch.Tensor:
+    """Vorticity forcing 0.1(sin(x+y) + cos(x+y)) [n, n] on [0, 2π)²: the FNO paper's 0.1(sin(2π(x+y)) +
+    cos(2π(x+y))) on the unit box, at x = x'/2π."""
+    k, amplitude = FNO_PAPER_FORCING
+    y = torch.as_tensor(grid_coordinates(resolution), dtype=torch.float64)
+    phase = k * (y[:, None] + y[None, :])
+    return amplitude * (torch.sin(phase) + torch.cos(phase))
+
+
+def vorticity_forcing(physics: dict, resolution: int) -> torch.Tensor:
+    """The vorticity forcing F [n, n] (float64) of a store's flow, from the physics attributes it records."""
+    flow = physics.get("flow")
+    if flow == "kolmogorov":
+        return kolmogorov_forcing(resolution, int(physics["forcing_wavenumber"]), float(physics["forcing_amplitude"]))
+    if flow == "fno-paper":
+        return fno_paper_forcing(resolution)
+    if flow == "decaying":
+        return torch.zeros(resolution, resolution, dtype=torch.float64)
+    raise EarthsimError(f"physics: flow {flow!r} is not a Navier–Stokes flow of earthsim's solver ({list(FLOWS)})")
+
+
+def fno_paper_vorticity(trajectories: list[int] | range, resolution: int, seed: int) -> torch.Tensor:
+    """The FNO paper's initial vorticity [B, n, n] (float64): a Gaussian random field on the unit box.
+
+    As its generator (``GaussianRF(2, s, alpha=2.5, tau=7)``) draws it: complex white noise on every
+    Fourier mode times √2·σ·(4π²|k|² + τ²)^{−α/2} with σ = τ^{(2α−2)/2} = 7^{3/2}, the mean mode
+    zero, and the real part of the field those amplitudes make. Trajectory i draws from
+    ``numpy.random.default_rng([seed, i])``.
+    """
+    alpha, tau = FNO_PAPER_FIELD
+    noise = np.stack([np.random.default_rng([seed, int(i)]).standard_normal((2, resolution, resolution))
+                      for i in trajectories])
+    coefficients = torch.complex(torch.from_numpy(noise[:, 0]), torch.from_numpy(noise[:, 1]))
+    k = torch.fft.fftfreq(resolution, 1.0 / resolution, dtype=torch.float64)
+    k2 = k[:, None] ** 2 + k[None, :] ** 2
+    sigma = tau ** (0.5 * (2 * alpha - 2))
+    amplitude = math.sqrt(2) * sigma * (4 * math.pi**2 * k2 + tau**2) ** (-alpha / 2)
+    amplitude[0, 0] = 0.0
+    return torch.fft.ifft2(coefficients * amplitude, norm="forward").real
 
 
 def stable_time_step(resolution: int, max_velocity: float, cfl_safety: float) -> float:
@@ -322,9 +382,9 @@ class NavierStokes2D(nn.Module):
         """
         n = config.resolution if resolution is None else resolution
         _, dt = steps_per_interval(config.save_interval, stable_time_step(n, config.max_velocity, config.cfl_safety))
-        forcing = (kolmogorov_forcing(n, config.forcing_wavenumber, config.forcing_amplitude)
-                   if config.flow == "kolmogorov" else None)
-        return cls(n, config.viscosity, dt, drag=config.linear_drag, forcing=forcing,
+        forcing = {"kolmogorov": lambda: kolmogorov_forcing(n, config.forcing_wavenumber, config.forcing_amplitude),
+                   "fno-paper": lambda: fno_paper_forcing(n), "decaying": lambda: None}[config.flow]()
+        return cls(n, config.solver_viscosity, dt, drag=config.linear_drag, forcing=forcing,
                    device=config.device, dtype=DTYPES[config.dtype])
 
     def to_spectral(self, vorticity: torch.Tensor) -> torch.Tensor:
@@ -402,6 +462,8 @@ class NavierStokes2D(nn.Module):
 def _forcing_description(config: NavierStokesConfig) -> str:
     if config.flow == "decaying":
         return "none (decaying turbulence)"
+    if config.flow == "fno-paper":
+        return "FNO paper: vorticity forcing 0.1(sin(x+y) + cos(x+y)) on [0, 2π)², i.e. 0.1(sin(2π(x+y)) + cos(2π(x+y))) on the unit box"
     k, a = config.forcing_wavenumber, config.forcing_amplitude
     return f"Kolmogorov: body force ({a:g} sin({k} y), 0), vorticity forcing -{a * k:g} cos({k} y)"
 
@@ -415,15 +477,28 @@ def _store_attributes(config: NavierStokesConfig, solver: NavierStokes2D, spinup
     """The physics, numerics and provenance every group of the store records."""
     from earthsim.data.store import provenance
 
-    kolmogorov = config.flow == "kolmogorov"
+    forcing = {"kolmogorov": (config.forcing_wavenumber, config.forcing_amplitude), "fno-paper": FNO_PAPER_FORCING,
+               "decaying": (0, 0.0)}[config.flow]
+    if config.flow == "fno-paper":
+        initial = (f"FNO paper: Gaussian random field N(0, 7^(3/2)(-Δ+49I)^(-2.5)) on the unit box as its GaussianRF "
+                   f"draws it, seeds default_rng([{config.seed}, trajectory])")
+        setting = {"physical_setting": (
+            f"FNO paper (Li et al. 2021): unit box, viscosity {config.viscosity:g}, no drag, forcing "
+            "0.1(sin(2π(x+y)) + cos(2π(x+y))); stored on [0, 2π)² by x' = 2πx with time unchanged: vorticity "
+            f"unchanged, velocity × 2π, viscosity 4π²ν = {config.solver_viscosity:.6g}")}
+    else:
+        initial = (f"jax-cfd filtered velocity: log-normal spectrum peaked at k={config.peak_wavenumber:g}, "
+                   f"peak speed {config.max_velocity:g}, seeds default_rng([{config.seed}, trajectory])")
+        setting = {}
     return {
         "flow": config.flow,
-        "viscosity": config.viscosity,
+        "viscosity": config.solver_viscosity,
         "reynolds_number": 1.0 / config.viscosity,
         "drag": config.linear_drag,
         "forcing": _forcing_description(config),
-        "forcing_wavenumber": config.forcing_wavenumber if kolmogorov else 0,
-        "forcing_amplitude": config.forcing_amplitude if kolmogorov else 0.0,
+        "forcing_wavenumber": forcing[0],
+        "forcing_amplitude": forcing[1],
+        **setting,
         "domain_length": LENGTH,
         "save_interval": config.save_interval,
         "solver_dt": solver.dt,
@@ -434,8 +509,7 @@ def _store_attributes(config: NavierStokesConfig, solver: NavierStokes2D, spinup
         "solver_resolution": config.resolution,
         "cfl_safety": config.cfl_safety,
         "cfl_velocity": config.max_velocity,
-        "initial_condition": (f"jax-cfd filtered velocity: log-normal spectrum peaked at k={config.peak_wavenumber:g}, "
-                              f"peak speed {config.max_velocity:g}, seeds default_rng([{config.seed}, trajectory])"),
+        "initial_condition": initial,
         "numerics": ("pseudo-spectral vorticity form, 2/3-rule dealiasing, Crank-Nicolson/RK4 IMEX "
                      "(Carpenter-Kennedy; Canuto et al. 2007 App. D.3), saved by spectral truncation"),
         "provenance": provenance("earthsim.sim.navier_stokes.simulate_navier_stokes", [], config_lib.to_dict(config)),
@@ -469,8 +543,9 @@ def _solve_batch(solver: NavierStokes2D, config: NavierStokesConfig, batch: rang
                  bar) -> tuple[dict[int, np.ndarray], float]:
     """Frames {resolution: [B, frames, r, r] float32} of one batch of trajectories, and its peak Courant number."""
     steps_per_frame = solver.steps_for(config.save_interval)
-    initial = random_vorticity(batch, config.coarse_resolution if config.coarse_spinup_time > 0 else config.resolution,
-                               config.seed, config.peak_wavenumber, config.max_velocity)
+    start = config.coarse_resolution if config.coarse_spinup_time > 0 else config.resolution
+    initial = (fno_paper_vorticity(batch, start, config.seed) if config.flow == "fno-paper" else
+               random_vorticity(batch, start, config.seed, config.peak_wavenumber, config.max_velocity))
     if config.coarse_spinup_time > 0:  # spin up on the coarse grid, then zero-pad the spectrum to the solver's
         coarse = NavierStokes2D.from_config(config, resolution=config.coarse_resolution)
         state = coarse.to_spectral(initial)
