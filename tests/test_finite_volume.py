@@ -3,6 +3,7 @@ round-off, its convergence to the pseudo-spectral solver, and its gradients."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,25 @@ def test_gradients_flow_through_many_steps_and_match_finite_differences():
         return (curl(state) ** 2).mean()
 
     torch.autograd.gradcheck(loss, (coefficients,), eps=1e-6, atol=1e-6, nondet_tol=0, fast_mode=True)
+
+
+def test_a_staggered_store_holds_divergence_free_face_averages_and_their_curl(tmp_path):
+    import xarray as xr
+
+    from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
+
+    config = NavierStokesConfig(resolution=32, save_resolutions=(32, 16), staggered=True, trajectories=2, frames=3,
+                                spinup_time=0.1, save_interval=0.1)
+    store = simulate_navier_stokes(config, tmp_path / "fv.zarr", progress=False)
+    fine = xr.open_zarr(store, group="32", consolidated=False)
+    coarse = xr.open_zarr(store, group="16", consolidated=False)
+    assert fine.attrs["staggered"] is True and set(coarse.data_vars) == {"u", "v", "vorticity"}
+    for group, n in ((fine, 32), (coarse, 16)):
+        velocity = torch.from_numpy(np.stack([group.u.values, group.v.values], axis=2)).double()
+        assert float(divergence(velocity).abs().max()) < 1e-4 * float(velocity.abs().max()) * n  # float32 storage
+        np.testing.assert_allclose(curl(velocity).numpy(), group.vorticity.values, atol=1e-4)
+    # the 16² faces are the 32² faces coarse-grained (both exact averages of one field)
+    fine_velocity = torch.from_numpy(np.stack([fine.u.values, fine.v.values], axis=2)).double()
+    np.testing.assert_allclose(coarsen(fine_velocity, 2)[:, :, 0].numpy(), coarse.u.values, atol=1e-5)
+    with pytest.raises(ValueError, match="divisors"):
+        NavierStokesConfig(resolution=48, save_resolutions=(32,), staggered=True)

@@ -22,7 +22,9 @@ from conftest import small_spec
 from earthsim.models import (MODELS, Batch, RecurrentModel, build_model, complete_frames, export_model, load_exported,
                              parallelize, rollout)
 
-FAMILIES = sorted(MODELS)
+# Learned solvers (the finite-volume solver inside) need a staggered velocity store, not this generic spec:
+# tests/test_tsm.py holds them to the same contract on one.
+FAMILIES = sorted(name for name in MODELS if MODELS[name].factory.example_grid != "staggered")
 BATCH = 4
 
 

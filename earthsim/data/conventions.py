@@ -46,7 +46,8 @@ LONGITUDE_DIM = "longitude"
 Y_DIM, X_DIM = "y", "x"  # a periodic box
 #: Attributes by which a solver-made store records its physics (earthsim.sim writes them; models may read them).
 PHYSICS_ATTRS = ("flow", "viscosity", "reynolds_number", "drag", "forcing", "forcing_wavenumber", "forcing_amplitude",
-                 "domain_length", "solver_dt", "cfl_velocity", "cfl_safety", "radius", "omega", "gravity", "havg")
+                 "domain_length", "solver_dt", "cfl_velocity", "cfl_safety", "radius", "omega", "gravity", "havg",
+                 "staggered")
 LONGITUDE_CONVENTIONS = {"[-180, 180)": -180.0, "[0, 360)": 0.0}
 RECORD_DIMS = (TIME_DIM, "month")
 

@@ -126,15 +126,22 @@ def navier_stokes_solver(entry: DatasetEntry, ic: InitialConditions, dtype: torc
 
 def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
                     inits: list | None = None, lead_stride: int = 1, batch_size: int = 16, progress: bool = True,
-                    device: str = "cpu", overwrite: bool = False) -> Path:
+                    device: str = "cpu", overwrite: bool = False, resolution: int | None = None) -> Path:
     """Numerical-solver forecast store (Navier–Stokes and shallow-water fluid datasets): the solver at the
     dataset's resolution, in float64, started from the stored coarse frame at each initial time,
-    saving a frame every ``lead_stride`` store frames."""
+    saving a frame every ``lead_stride`` store frames. A staggered store gets the finite-volume solver,
+    at ``resolution`` if given (see :func:`_finite_volume_baseline`)."""
     entry = resolve_entry(dataset)
     if entry.kind != "fluid":
         raise ValidationError(f"dataset {entry.name!r} is a {entry.kind} dataset; the solver baseline needs a "
                               "Navier–Stokes or shallow-water fluid dataset")
     ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
+    if ic.ds.attrs.get("staggered"):
+        return _finite_volume_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite,
+                                       resolution or entry.grid.x)
+    if resolution is not None:
+        raise ValidationError(f"dataset {entry.name!r}: a solver resolution applies to staggered (finite-volume) "
+                              "stores only")
     if all(k in ic.ds.attrs for k in SHALLOW_WATER_ATTRS):
         return _shallow_water_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite)
     solver = navier_stokes_solver(entry, ic, device=device)
@@ -149,6 +156,57 @@ def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: 
                                            resolution=solver.resolution, solver_dtype="float64"),
                           inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
                           progress=progress, overwrite=overwrite, description=f"solver {entry.name}")
+
+
+def _finite_volume_baseline(entry: DatasetEntry, split: str, ic: InitialConditions, inits: list | None,
+                            out: str | os.PathLike, batch_size: int, progress: bool, device: str, overwrite: bool,
+                            resolution: int) -> Path:
+    """The finite-volume solver (van Leer convection, the learned-solver papers' numerical baseline) at
+    ``resolution``², started from the store's group of that resolution at each initial time and coarse-grained
+    to the dataset's grid: face averages of its velocity and their curl, the channels the dataset holds."""
+    import dataclasses
+
+    from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, coarsen, curl
+
+    n = entry.grid.x
+    attrs = ic.ds.attrs
+    if resolution % n or entry.grid.x != entry.grid.y or not {"u", "v"} <= set(ic.channels) \
+            or not set(ic.channels) <= {"u", "v", "vorticity"}:
+        raise ValidationError(f"dataset {entry.name!r}: the finite-volume baseline needs u, v (and vorticity) on a "
+                              f"square grid and a resolution that is a multiple of {n}; got channels {ic.channels}, "
+                              f"grid {entry.grid.shape}, resolution {resolution}")
+    fine_ic = ic
+    if resolution != n:
+        fine_entry = dataclasses.replace(entry, group=str(resolution), grid=dataclasses.replace(
+            entry.grid, x=resolution, y=resolution))
+        try:
+            fine_ic = InitialConditions(fine_entry, split, ic.steps, t_in=1, lead_stride=ic.lead_stride, inits=inits)
+        except Exception as error:  # the store has no group at that resolution
+            raise ValidationError(f"dataset {entry.name!r}: no start at {resolution}² in {entry.store} (group "
+                                  f"{resolution!r}): {error}") from error
+    _, dt = steps_per_interval(ic.lead_time, stable_time_step(resolution, float(attrs["cfl_velocity"]),
+                                                              float(attrs["cfl_safety"])))
+    kolmogorov = attrs["flow"] == "kolmogorov"
+    solver = FiniteVolumeNavierStokes(resolution, float(attrs["viscosity"]), dt, drag=float(attrs["drag"]),
+                                      forcing_wavenumber=int(attrs["forcing_wavenumber"]) if kolmogorov else 0,
+                                      forcing_amplitude=float(attrs["forcing_amplitude"]) if kolmogorov else 0.0,
+                                      interpolation="van-leer", device=device)
+    index = [fine_ic.channels.index(name) for name in ("u", "v")]
+
+    def compute(block: Block) -> np.ndarray:
+        start = torch.from_numpy(fine_ic.read(block)[:, 0][:, index]).to(torch.float64)  # [samples, 2, N, N]
+        frames = coarsen(solver.rollout(start.to(device), ic.steps, ic.lead_time), resolution // n)
+        channels = {"u": frames[:, :, 0], "v": frames[:, :, 1], "vorticity": curl(frames)}
+        out_frames = torch.stack([channels[name] for name in ic.channels], dim=2)
+        return out_frames.to(torch.float32).cpu().numpy()[:, :, None]  # [samples, steps, 1 member, C, H, W]
+
+    return write_forecast(ic, out, compute, producer="earthsim.forecast.solver_baseline",
+                          request=_request("solver", entry, split, ic, inits, solver_dt=solver.dt,
+                                           resolution=resolution, solver="finite-volume van-leer",
+                                           solver_dtype="float64"),
+                          inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
+                          progress=progress, overwrite=overwrite,
+                          description=f"finite-volume solver {resolution}² {entry.name}")
 
 
 def _shallow_water_baseline(entry: DatasetEntry, split: str, ic: InitialConditions, inits: list | None,

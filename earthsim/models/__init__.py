@@ -12,7 +12,7 @@ packages a family needs beyond torch are imported when that family is built.
 
 from earthsim.models.base import MODELS, Batch, EarthsimModel, RecurrentModel, build_model, register_model
 from earthsim.models.spec import DataSpec, Statistics
-from earthsim.models import climax, convlstm, convs5, fno, predformer, sfno, spacetime_fno  # noqa: F401  (register every family)
+from earthsim.models import climax, convlstm, convs5, fno, predformer, sfno, spacetime_fno, tsm  # noqa: F401  (register every family)
 from earthsim.models.export import EXPORT_NAME, ExportRecord, export_model, load_exported
 from earthsim.models.parallelism import ParallelismConfig, default_mesh, parallelize
 from earthsim.models.rollout import complete_frames, direct, rollout

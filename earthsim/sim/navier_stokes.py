@@ -121,6 +121,10 @@ class NavierStokesConfig:
         "help": "CPU threads torch uses while solving (its small FFTs gain little from more, and lose much on a busy machine)"})
     dtype: str = field(default="float64", metadata={
         "help": "floating-point precision of the solver (frames are stored as float32)", "choices": list(DTYPES)})
+    staggered: bool = field(default=False, metadata={
+        "help": "save each grid as the finite-volume solvers hold it: velocity u, v averaged over the faces of its "
+                "staggered cells (exact, from the spectral field) and vorticity as their discrete curl on the cell "
+                "corners, instead of vorticity by spectral truncation"})
 
     def __post_init__(self) -> None:
         def require(ok: bool, key: str, expected: str) -> None:
@@ -137,6 +141,8 @@ class NavierStokesConfig:
         require(len(self.save_resolutions) > 0 and len(set(self.save_resolutions)) == len(self.save_resolutions)
                 and all(isinstance(r, int) and 2 <= r <= self.resolution and r % 2 == 0 for r in self.save_resolutions),
                 "save_resolutions", f"distinct even integers in [2, resolution={self.resolution}]")
+        require(not self.staggered or all(self.resolution % r == 0 for r in self.save_resolutions), "save_resolutions",
+                f"divisors of resolution={self.resolution} when staggered (face averages sample the solver grid)")
         for key in ("trajectories", "frames", "batch_size", "chunk_frames", "threads"):
             require(getattr(self, key) >= 1, key, "an integer ≥ 1")
         for key in ("save_interval", "peak_wavenumber", "max_velocity", "cfl_safety"):
@@ -500,6 +506,7 @@ def _store_attributes(config: NavierStokesConfig, solver: NavierStokes2D, spinup
         "forcing_amplitude": forcing[1],
         **setting,
         "domain_length": LENGTH,
+        "staggered": config.staggered,
         "save_interval": config.save_interval,
         "solver_dt": solver.dt,
         "steps_per_frame": solver.steps_for(config.save_interval),
@@ -511,7 +518,9 @@ def _store_attributes(config: NavierStokesConfig, solver: NavierStokes2D, spinup
         "cfl_velocity": config.max_velocity,
         "initial_condition": initial,
         "numerics": ("pseudo-spectral vorticity form, 2/3-rule dealiasing, Crank-Nicolson/RK4 IMEX "
-                     "(Carpenter-Kennedy; Canuto et al. 2007 App. D.3), saved by spectral truncation"),
+                     "(Carpenter-Kennedy; Canuto et al. 2007 App. D.3), "
+                     + ("saved as exact face averages on staggered (MAC) grids, jax-cfd offsets: u on east faces, v on "
+                        "north faces, vorticity on corners" if config.staggered else "saved by spectral truncation")),
         "provenance": provenance("earthsim.sim.navier_stokes.simulate_navier_stokes", [], config_lib.to_dict(config)),
     }
 
@@ -524,9 +533,16 @@ def _template(config: NavierStokesConfig, resolution: int, attrs: dict):
     shape = (config.trajectories, config.frames, resolution, resolution)
     chunks = (1, min(config.chunk_frames, config.frames), resolution, resolution)
     coords = grid_coordinates(resolution)
+    variables = {"vorticity": {"units": "1", "long_name": "vorticity (∂v/∂x - ∂u/∂y)"}}
+    if config.staggered:
+        variables = {
+            "u": {"units": "1", "long_name": "x-velocity averaged over the face x = x + h, y ∈ [y, y + h] (staggered)"},
+            "v": {"units": "1", "long_name": "y-velocity averaged over the face y = y + h, x ∈ [x, x + h] (staggered)"},
+            "vorticity": {"units": "1", "long_name": "vorticity at the corner (x + h, y + h): discrete curl of the "
+                                                     "face-averaged velocity"}}
+    dims = (TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM)
     ds = xr.Dataset(
-        {"vorticity": ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), da.zeros(shape, chunks=chunks, dtype=np.float32),
-                       {"units": "1", "long_name": "vorticity (∂v/∂x - ∂u/∂y)"})},
+        {name: (dims, da.zeros(shape, chunks=chunks, dtype=np.float32), attrs) for name, attrs in variables.items()},
         coords={
             TRAJECTORY_DIM: (TRAJECTORY_DIM, np.arange(config.trajectories), {"long_name": "trajectory index"}),
             TIME_DIM: (TIME_DIM, np.arange(config.frames) * config.save_interval,
@@ -536,12 +552,15 @@ def _template(config: NavierStokesConfig, resolution: int, attrs: dict):
         },
         attrs={**attrs, "resolution": resolution},
     )
-    return ds, {"vorticity": {"chunks": chunks}}
+    return ds, {name: {"chunks": chunks} for name in variables}
 
 
 def _solve_batch(solver: NavierStokes2D, config: NavierStokesConfig, batch: range, spinup_steps: int,
-                 bar) -> tuple[dict[int, np.ndarray], float]:
-    """Frames {resolution: [B, frames, r, r] float32} of one batch of trajectories, and its peak Courant number."""
+                 bar) -> tuple[dict[int, dict[str, np.ndarray]], float]:
+    """Frames {resolution: {variable: [B, frames, r, r] float32}} of one batch of trajectories, and its peak Courant
+    number."""
+    from earthsim.sim.finite_volume import curl, face_averages
+
     steps_per_frame = solver.steps_for(config.save_interval)
     start = config.coarse_resolution if config.coarse_spinup_time > 0 else config.resolution
     initial = (fno_paper_vorticity(batch, start, config.seed) if config.flow == "fno-paper" else
@@ -554,7 +573,9 @@ def _solve_batch(solver: NavierStokes2D, config: NavierStokesConfig, batch: rang
         bar.update(coarse_spinup_steps(config, coarse))
         initial = resample(coarse.to_physical(state), config.resolution)
     state = solver.to_spectral(initial)
-    frames = {r: np.empty((len(batch), config.frames, r, r), np.float32) for r in config.save_resolutions}
+    names = ("u", "v", "vorticity") if config.staggered else ("vorticity",)
+    frames = {r: {name: np.empty((len(batch), config.frames, r, r), np.float32) for name in names}
+              for r in config.save_resolutions}
     courant = 0.0
     for index in range(config.frames):
         steps = spinup_steps if index == 0 else steps_per_frame
@@ -569,7 +590,12 @@ def _solve_batch(solver: NavierStokes2D, config: NavierStokesConfig, batch: rang
                 f"raise max_velocity (now {config.max_velocity}) or lower cfl_safety")
         courant = max(courant, frame_courant)
         for r in config.save_resolutions:
-            frames[r][:, index] = solver.to_physical(state, r).cpu().numpy()
+            if config.staggered:
+                faces = face_averages(state, config.resolution, r)
+                for name, values in (("u", faces[:, 0]), ("v", faces[:, 1]), ("vorticity", curl(faces))):
+                    frames[r][name][:, index] = values.cpu().numpy()
+            else:
+                frames[r]["vorticity"][:, index] = solver.to_physical(state, r).cpu().numpy()
     return frames, courant
 
 
@@ -611,8 +637,9 @@ def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = Tru
                 frames, courant = _solve_batch(solver, config, batch, spinup_steps, bar)
                 max_courant = max(max_courant, courant)
                 bar.set_postfix(trajectories=batch.stop, max_courant=f"{max_courant:.2f}")
-                for r, values in frames.items():
-                    xr.Dataset({"vorticity": ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), values)}).to_zarr(
+                for r, variables in frames.items():
+                    xr.Dataset({name: ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), values)
+                                for name, values in variables.items()}).to_zarr(
                         tmp, group=str(r), region={TRAJECTORY_DIM: slice(batch.start, batch.stop)},
                         zarr_format=3, consolidated=False, write_empty_chunks=True)
             root = zarr.open_group(tmp, mode="r+", zarr_format=3)

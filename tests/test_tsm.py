@@ -1,0 +1,117 @@
+"""Learned interpolation and TSM: HiPPO against its analytic fixed points, the untrained learned solver against the
+finite-volume solver it starts as, and the model contract on a staggered store's spec."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_spec
+from earthsim.errors import EarthsimError
+from earthsim.models import build_model, export_model, load_exported, rollout
+from earthsim.models.tsm import HiPPO, hippo_matrices
+from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, curl
+from earthsim.sim.navier_stokes import random_vorticity, stable_time_step
+from earthsim.sim.finite_volume import face_averages
+
+N = 16
+PHYSICS = {"flow": "kolmogorov", "viscosity": 1e-3, "drag": 0.1, "forcing_wavenumber": 4, "forcing_amplitude": 1.0,
+           "domain_length": 2 * math.pi, "cfl_velocity": 7.0, "cfl_safety": 0.5, "staggered": True}
+DT = stable_time_step(N, 7.0, 0.5)
+
+
+def staggered_spec(**physics):
+    return small_spec(inputs=("u", "v", "vorticity"), shape=(N, N), time_step=DT, physics={**PHYSICS, **physics})
+
+
+def history(frames: int, batch: int = 2, dtype=torch.float32) -> torch.Tensor:
+    """``frames`` frames [B, T, 3, N, N] (u, v, vorticity) of the linear finite-volume solver from a random flow."""
+    start = face_averages(torch.fft.rfft2(random_vorticity(range(batch), 64, 0, 4, 3), norm="forward"), 64, N)
+    solver = FiniteVolumeNavierStokes(N, 1e-3, DT, drag=0.1, forcing_wavenumber=4, forcing_amplitude=1.0,
+                                      interpolation="linear")
+    out, state = [], start
+    for _ in range(frames):
+        out.append(torch.cat([state, curl(state)[:, None]], dim=1))
+        state = solver.step(state)
+    return torch.stack(out, dim=1).to(dtype)
+
+
+@pytest.mark.parametrize("measure, fixed_point", [("lagt", lambda n: 2.0 * (-1.0) ** np.arange(n)),
+                                                  ("legs", lambda n: np.eye(n)[0])])
+def test_hippo_of_a_constant_history_reaches_the_analytic_projection(measure, fixed_point):
+    """A constant f: LagT's coefficients tend to −A⁻¹B f = 2(−1)ⁿ f, LegS's to its Legendre projection f·e₀."""
+    size = 8
+    a, b = hippo_matrices(measure, size)
+    np.testing.assert_allclose(-np.linalg.solve(a, b), fixed_point(size), atol=1e-12)
+    hippo = HiPPO(measure, size, 1.0).double()
+    errors = [float((hippo.encode(torch.full((3, frames), 0.7, dtype=torch.float64))
+                     - 0.7 * torch.from_numpy(fixed_point(size))).abs().max()) for frames in (100, 400)]
+    assert errors[1] < 5e-3 and errors[1] < errors[0], errors  # LegS weighs all history: its start fades as 1/k
+
+
+@pytest.mark.parametrize("measure", ["lagt", "legs"])
+def test_hippo_encode_equals_the_frame_by_frame_recurrence(measure):
+    torch.manual_seed(0)
+    hippo = HiPPO(measure, 6, 0.5).double()
+    frames = torch.randn(4, 9, dtype=torch.float64)
+    state = torch.zeros(4, 6, dtype=torch.float64)
+    for k in range(9):
+        state = hippo.update(state, frames[:, k], k + 1)
+    torch.testing.assert_close(hippo.encode(frames), state, atol=1e-6, rtol=1e-6)  # transitions held in float32
+
+
+@pytest.mark.parametrize("name", ["learned-interpolation", "tsm"])
+def test_with_zero_logits_the_learned_solver_is_the_linear_finite_volume_solver(name):
+    config = {"hidden_channels": 8, "hidden_layers": 2} | ({"t_in": 3, "hippo_size": 4} if name == "tsm" else {})
+    model = build_model(name, config, staggered_spec()).double()
+    with torch.no_grad():
+        model.tower[-1].weight.zero_()
+        model.tower[-1].bias.zero_()
+    x = history(model.t_in, dtype=torch.float64)
+    solver = FiniteVolumeNavierStokes(N, 1e-3, DT, drag=0.1, forcing_wavenumber=4, forcing_amplitude=1.0,
+                                      interpolation="linear")
+    expected = solver.rollout(x[:, -1, :2], 5, DT)
+    out = rollout(model, x, 5)
+    # the model's solver operators were built in float32 and widened by .double(): agreement to float32 round-off
+    torch.testing.assert_close(out[:, :, :2], expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(out[:, :, 2], curl(expected), atol=2e-5, rtol=0)
+    assert float((out[:, -1, :2] - x[:, -1, :2]).abs().max()) > 1e-2  # and the flow moved
+
+
+def test_tsm_with_one_step_bundles_rolls_out_as_forward_on_the_growing_history():
+    model = build_model("tsm", {"hidden_channels": 8, "hidden_layers": 2, "t_in": 3, "hippo_size": 4,
+                                "bundle_steps": 1, "measure": "legs"}, staggered_spec()).double().eval()
+    x = history(3, dtype=torch.float64)
+    with torch.no_grad():
+        out = rollout(model, x, 4)
+        frames = x
+        for k in range(4):
+            torch.testing.assert_close(model(frames), out[:, k:k + 1], atol=1e-9, rtol=1e-7)
+            frames = torch.cat([frames, out[:, k:k + 1]], dim=1)
+
+
+@pytest.mark.parametrize("name", ["learned-interpolation", "tsm"])
+def test_export_round_trip_and_the_unrolled_loss_reaches_every_parameter(name, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(name, {"hidden_channels": 8, "hidden_layers": 2} | (
+        {"t_in": 4, "hippo_size": 4, "bundle_steps": 2} if name == "tsm" else {}), staggered_spec())
+    x = history(model.t_in + 3)
+    path = export_model(model.eval(), tmp_path / "model.pt", dataset="example", stride=1, lead_strides=(1,), step=1)
+    loaded, _ = load_exported(path)
+    with torch.no_grad():
+        assert torch.equal(rollout(loaded, x[:, :model.t_in], 3), rollout(model, x[:, :model.t_in], 3))
+    model.train()
+    pred = rollout(model, x[:, :model.t_in], 3)
+    loss = ((pred[:, :, :2] - x[:, model.t_in:, :2]) ** 2).mean()
+    loss.backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
+
+
+def test_a_store_without_a_staggered_grid_or_velocity_is_refused_by_name():
+    with pytest.raises(EarthsimError, match="staggered"):
+        build_model("tsm", {}, small_spec(inputs=("vorticity",), shape=(N, N), physics={**PHYSICS, "staggered": False}))
+    with pytest.raises(EarthsimError, match="inputs u, v"):
+        build_model("learned-interpolation", {}, small_spec(inputs=("vorticity",), shape=(N, N), physics=PHYSICS))
+    with pytest.raises(EarthsimError, match="flow"):
+        build_model("learned-interpolation", {}, staggered_spec(flow="fno-paper"))
