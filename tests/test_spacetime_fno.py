@@ -203,3 +203,69 @@ def test_fine_tuning_lowers_the_residual_norm_and_touches_only_the_output_layer(
 def test_fine_tuning_refuses_data_without_navier_stokes_physics():
     with pytest.raises(EarthsimError, match="'flow' physics attribute"):
         refine(_model(physics={}), torch.randn(1, 4, 1, 16, 16, dtype=torch.float64), modes=(8, 8, 3))
+
+
+def _tiny_fno_paper_entry(catalogs) -> str:
+    """A catalog entry for a tiny store of the FNO paper's flow (32² solve saved at 16², 2 trajectories × 12 frames),
+    made on first use."""
+    import yaml
+
+    entry = {"name": "fno-paper-tiny", "kind": "fluid", "description": "tiny FNO-paper flow for tests",
+             "store": "${EARTHSIM_STORES}/fno-paper-tiny.zarr", "group": "16",
+             "source": {"solver": "navier-stokes", "params": {
+                 "flow": "fno-paper", "viscosity": 1e-3, "resolution": 32, "save_resolutions": [16],
+                 "trajectories": 2, "frames": 12, "save_interval": 0.1, "spinup_time": 0.5, "max_velocity": 2.5,
+                 "forcing_wavenumber": 1, "seed": 3, "chunk_frames": 12}},
+             "variables": {"vorticity": {"units": "1"}}, "grid": {"x": 16, "y": 16, "length": TWO_PI},
+             "time": {"step": 0.1, "units": "solver time units"},
+             "splits": {"train": {"trajectory": [0, 1]}, "test": {"trajectory": [1, 2]}},
+             "statistics": "${EARTHSIM_STORES}/fno-paper-tiny.stats.zarr", "licence": "test", "provenance": "tests"}
+    folder = catalogs / "datasets"
+    folder.mkdir(parents=True)
+    (folder / "fno-paper-tiny.yaml").write_text(yaml.safe_dump(entry))
+    return "fno-paper-tiny"
+
+
+def test_refine_command_writes_a_refined_run_and_refuses_bad_windows(stores, tmp_path, capsys):
+    """End to end on a store of the FNO paper's flow: its attributes state the physics the residual reads; the
+    command refines a model trained on it, writes model.pt and refine.json, and refuses bad input with one line."""
+    import json
+
+    import xarray as xr
+
+    from earthsim import catalog
+    from earthsim.cli import main
+    from earthsim.data.stats import compute_statistics
+    from earthsim.data.windows import WindowDataset
+    from earthsim.models import DataSpec
+
+    name = _tiny_fno_paper_entry(tmp_path / "catalogs")
+    entry = catalog.get_entry(name)
+    attrs = catalog.open_dataset(entry).attrs
+    assert attrs["flow"] == "fno-paper" and attrs["viscosity"] == pytest.approx(4 * math.pi**2 * 1e-3, rel=1e-12)
+    assert (attrs["drag"], attrs["forcing_wavenumber"], attrs["forcing_amplitude"]) == (0.0, 1, 0.1)
+    assert "unit box, viscosity 0.001" in attrs["physical_setting"]
+    compute_statistics(entry, progress=False)
+    windows = WindowDataset(entry, "train", t_in=4, t_out=3)
+    torch.manual_seed(0)
+    model = build_model("spacetime-fno", {"t_in": 4, "t_out": 3, "n_modes": [3, 3, 2], "hidden_channels": 6,
+                                          "n_layers": 1, "time_channels": 2, "channel_expansion": 2},
+                        DataSpec.from_windows(windows))
+    run = export_model(model, tmp_path / "run" / "model.pt", dataset=name, stride=1, lead_strides=(1,))
+
+    out = tmp_path / "refined"
+    assert main(["refine", str(run.parent), "--dataset", name, "--windows", "0", "2", "--steps", "10",
+                 "--lr-bias", "1e-3", "--out", str(out)]) == 0
+    record = json.loads((out / "refine.json").read_text())
+    assert record["modes"] == [8, 8, 2] and record["windows"] == [0, 2]
+    assert record["after"]["residual_hminus1"][0] < record["before"]["residual_hminus1"][0]
+    refined, export = load_exported(out)
+    assert refined.config.output_modes == (8, 8, 2) and export.train_config["refine"]["steps"] == 10
+    capsys.readouterr()
+
+    assert main(["refine", str(run.parent), "--dataset", name, "--windows", "99", "--out", str(tmp_path / "r2")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--windows" in error and "[0, 6)" in error
+    assert not (tmp_path / "r2").exists()
+    assert main(["refine", str(run.parent), "--dataset", name, "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
