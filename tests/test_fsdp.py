@@ -12,10 +12,8 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
-from earthsim.models import MODELS, ParallelismConfig, parallelize
-from test_model_contract import UNROLL, _case
-
-FAMILIES = sorted(MODELS)
+from earthsim.models import ParallelismConfig, parallelize
+from test_model_contract import FAMILIES, UNROLL, _case
 
 
 @pytest.fixture(scope="module")

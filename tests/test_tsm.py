@@ -115,3 +115,33 @@ def test_a_store_without_a_staggered_grid_or_velocity_is_refused_by_name():
         build_model("learned-interpolation", {}, small_spec(inputs=("vorticity",), shape=(N, N), physics=PHYSICS))
     with pytest.raises(EarthsimError, match="flow"):
         build_model("learned-interpolation", {}, staggered_spec(flow="fno-paper"))
+
+
+@pytest.mark.parametrize("name", ["learned-interpolation", "tsm"])
+def test_fsdp2_sharding_of_the_tower_equals_the_unsharded_training_step(name):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    from earthsim.models import Batch, ParallelismConfig, parallelize
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    mesh = init_device_mesh("cpu", (1,))
+    config = {"hidden_channels": 8, "hidden_layers": 2} | ({"t_in": 4, "hippo_size": 4} if name == "tsm" else {})
+    frames = history(7)
+    results = []
+    for shard in (False, True):
+        torch.manual_seed(0)
+        model = build_model(name, config, staggered_spec())
+        if shard:
+            parallelize(model, mesh, ParallelismConfig())
+        t_in = model.t_in
+        batch = Batch(frames[:, :t_in], frames[:, t_in:t_in + 3], torch.full((2,), DT))
+        loss = model.training_loss(batch, 3, lambda p, t: ((p - t) ** 2).mean())
+        loss.backward()
+        grads = {k: (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad) for k, p in model.named_parameters()}
+        results.append((loss.item(), grads))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for key, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][key], grad, rtol=1e-5, atol=1e-8, msg=key)

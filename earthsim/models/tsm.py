@@ -237,7 +237,7 @@ class LearnedSolver(RecurrentModel):
         channels = {"u": velocity[:, 0], "v": velocity[:, 1]}
         if "vorticity" in self.spec.outputs:
             channels["vorticity"] = curl(velocity, float(self.spec.physics["domain_length"]))
-        return torch.stack([channels[name] for name in self.spec.outputs], dim=1)[:, None]
+        return torch.stack([channels[name][:, None] for name in self.spec.outputs], dim=2)  # a new tensor, not a view
 
     def network(self, x: torch.Tensor, static: torch.Tensor | None, lead_time: torch.Tensor | None) -> torch.Tensor:
         return self.init_state(x).prediction
