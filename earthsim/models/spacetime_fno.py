@@ -172,7 +172,10 @@ class SpaceTimeFNO(EarthsimModel):
         if self.config.time_channels:
             parts.append(self.time_channels.to(x.dtype)[None, :, None, None, :].expand(
                 batch, -1, *x.shape[-2:], -1))
-        v = self.lift(self.norm(torch.cat(parts, dim=1)).permute(0, 2, 3, 4, 1))  # channels-last [B, H, W, T, C]
+        # The layer norm in the fields' precision, whatever the parameters' (bfloat16 under mixed precision).
+        v = torch.cat(parts, dim=1)
+        v = nn.functional.group_norm(v, 1, self.norm.weight.to(v.dtype), self.norm.bias.to(v.dtype), self.norm.eps)
+        v = self.lift(v.permute(0, 2, 3, 4, 1))  # channels-last [B, H, W, T, C]
         for layer in self.layers:
             v = layer(v)
         out = self.output_conv(self.projection(v), self.t_out).to(x.dtype)
