@@ -30,13 +30,28 @@ back to back, so a busy machine slows both). The difference is ‖a − b‖/‖
 with torch-cfd's 2/3 filter replaced by earthsim's (torch-cfd's keeps one more row of negative k_y at 128²), and
 for the finite-volume solvers the largest discrete divergence each leaves.
 
-    python benchmarks/pde.py [--quick] [--sizes 64 128 256] [--batches 1 8] [--threads 1] [--json PATH]
+The second part (``--parts learned``, a table of its own under ``"learned"`` in the JSON) answers "how long does
+each take to simulate one time unit": inference seconds per simulated time unit of the learned models —
+learned-interpolation, tsm, fno and spacetime-fno, each built untrained (the weights do not change the speed) by
+``earthsim.models.build_model`` from its CPU experiment preset's model params on the data spec of the preset's
+dataset at 32² (frame interval = the dataset's step × the preset's stride; identity statistics) — rolled out by
+``earthsim.models.rollout`` in eval mode, batch 1, float32, for the frames (whole calls of the model) covering
+``--duration`` time units; and of the finite-volume solver (van Leer; float64 and float32; 32², 64², 128² and every
+matching resolution) and the pseudo-spectral solver (float64; 64², 128²) at their CFL step. Each case: one untimed
+warm-up run, then ``--repeats`` rounds that run every case once in turn (a busy machine slows all alike); seconds
+are the median over rounds, a ratio the median of the per-round ratios; all under ``torch.no_grad()`` with the
+same threads. Each learned model's ratio to the finite-volume solver at the resolution that matches its accuracy
+(``--match NAME=RESOLUTION``, from README's TSM table; default 2× the model's grid) is printed beside it.
+
+    python benchmarks/pde.py [--quick] [--parts torch-cfd learned] [--sizes 64 128 256] [--batches 1 8]
+        [--threads 1] [--match tsm=64 ...] [--duration 1] [--repeats 5] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -267,9 +282,274 @@ def markdown(figures: dict) -> str:
     return "\n".join(lines)
 
 
+
+# -- second part: inference seconds per simulated time unit, learned models beside the numerical solvers ---------------
+
+LEARNED_PRESETS = {  # family: its CPU experiment preset (model params, frames in and out, dataset and stride)
+    "learned-interpolation": "learned-interpolation-kolmogorov-32",
+    "tsm": "tsm-kolmogorov-32",
+    "fno": "fno-kolmogorov-fv-32",  # FNO on the learned solvers' data: vorticity at 32², Δt = 10 CFL steps
+    "spacetime-fno": "kolmogorov-spacetime-fno",  # 10 frames 0.1 apart in, 10 out (fno-paper-spacetime-fno: 0.2)
+}
+FALLBACK_PRESETS = {"fno": "kolmogorov-fno", "spacetime-fno": "fno-paper-spacetime-fno"}  # where the first is absent
+PARTS = ("torch-cfd", "learned")
+UNTRAINED_STENCIL_SCALE = 0.01  # on the untrained learned solvers' last convolution (see learned_model)
+LEARNED_GRID = 32  # every learned model's grid (its preset's data: 32², but kolmogorov-fno's is 64²)
+
+
+def learned_preset(family: str, chosen: dict[str, str]) -> str:
+    """The preset a family is built from: ``--preset`` if given, else its CPU preset (or the fallback)."""
+    from earthsim.train.config import experiment_names
+
+    if family in chosen:
+        return chosen[family]
+    preset = LEARNED_PRESETS[family]
+    return preset if preset in experiment_names() else FALLBACK_PRESETS.get(family, preset)
+
+
+def learned_spec(preset: str, grid: int | None = None):
+    """The DataSpec a preset's model is trained on, made from the catalog alone (no store needed): its dataset's
+    variables (or the preset's), box and physics, ``grid``² (default 32²), frame interval = the dataset's
+    step × the preset's stride, identity statistics (weights and statistics do not change the speed)."""
+    from earthsim import catalog
+    from earthsim.data.grid import Grid
+    from earthsim.models import DataSpec, Statistics
+    from earthsim.train.config import load_experiment
+
+    cfg = load_experiment(preset)
+    entry = catalog.get_entry(cfg.data.dataset)
+    n = grid or LEARNED_GRID
+    inputs = tuple(cfg.data.variables or entry.variable_names)
+    source = dict(entry.source.params) if entry.source else {}
+    physics = {"flow": source.get("flow", "kolmogorov"), "viscosity": source.get("viscosity", VISCOSITY),
+               "drag": source.get("drag", DRAG), "forcing_wavenumber": source.get("forcing_wavenumber", 0),
+               "forcing_amplitude": source.get("forcing_amplitude", 0.0), "domain_length": entry.grid.length,
+               "cfl_velocity": source.get("max_velocity", MAX_VELOCITY),
+               "cfl_safety": source.get("cfl_safety", CFL_SAFETY), "staggered": bool(source.get("staggered"))}
+    outputs = tuple(cfg.data.output_variables or inputs)
+    c = len(inputs)
+    statistics = Statistics(mean=(0.0,) * c, std=(1.0,) * c, diff_std=(1.0,) * c, static_mean=(), static_std=())
+    spec = DataSpec(inputs=inputs, outputs=outputs, grid=Grid(x=n, y=n, length=entry.grid.length),
+                    time_step=entry.time_step * cfg.data.stride, time_units=entry.time.units, physics=physics,
+                    statistics=statistics)
+    params = dict(cfg.model.params)
+    params.update(t_in=cfg.data.t_in, t_out=cfg.data.t_out)
+    return cfg, spec, params
+
+
+def learned_model(family: str, preset: str, grid: int | None = None):
+    """An untrained model of ``family`` (seeded) built from ``preset``'s params on its data spec, float32, eval mode;
+    a learned solver's last convolution scaled by ``UNTRAINED_STENCIL_SCALE`` (random stencils far from any
+    interpolation can make the untrained flow blow up within a time unit)."""
+    from earthsim.models import MODELS, build_model
+
+    cfg, spec, params = learned_spec(preset, grid)
+    if cfg.model.name != family:
+        raise SystemExit(f"benchmarks/pde.py: preset {preset!r} builds {cfg.model.name!r}, not {family!r}")
+    fields = {f.name for f in dataclasses.fields(MODELS[family].config_cls)}
+    torch.manual_seed(0)
+    model = build_model(family, {k: v for k, v in params.items() if k in fields}, spec).float().eval()
+    if hasattr(model, "tower"):  # learned solvers: stencils near linear interpolation, as training leaves them, so
+        with torch.no_grad():    # the untrained flow stays finite (the same arithmetic: no weight is zero)
+            model.tower[-1].weight.mul_(UNTRAINED_STENCIL_SCALE)
+            model.tower[-1].bias.mul_(UNTRAINED_STENCIL_SCALE)
+    return model, spec
+
+
+def flow_history(n: int, frames: int, interval: float) -> torch.Tensor:
+    """``frames`` frames ``[1, frames, 3, n, n]`` (u, v, vorticity) ``interval`` apart of Kolmogorov flow from the
+    band-limited random start, stepped by the finite-volume solver (the models' inputs: a real flow, not noise)."""
+    from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, curl, face_averages
+    from earthsim.sim.navier_stokes import steps_per_interval
+
+    steps, dt = steps_per_interval(interval, time_step(n))
+    solver = FiniteVolumeNavierStokes(n, VISCOSITY, dt, drag=DRAG, forcing_wavenumber=FORCING_WAVENUMBER,
+                                      forcing_amplitude=FORCING_AMPLITUDE, interpolation="van-leer")
+    state = face_averages(torch.fft.rfft2(start_vorticity(n, 1), norm="forward"), n, n)
+    out = []
+    with torch.no_grad():
+        for _ in range(frames):
+            out.append(torch.cat([state, curl(state)[:, None]], dim=1))
+            for _ in range(steps):
+                state = solver.step(state)
+    return torch.stack(out, dim=1)
+
+
+class Case:
+    """One row of the second table: ``run()`` simulates ``count`` frames or steps ``interval`` apart; ``info`` holds
+    the row's description and ``finite()`` says whether the last run's result is finite."""
+
+    def __init__(self, run, count: int, interval: float, finite, **info):
+        self.run, self.count, self.interval, self.finite, self.info = run, count, interval, finite, info
+        self.seconds: list[float] = []
+
+    def time(self) -> None:
+        start = time.perf_counter()
+        self.run()
+        self.seconds.append(time.perf_counter() - start)
+
+    def row(self) -> dict:
+        simulated = self.count * self.interval
+        return {**self.info, "interval": self.interval, "count": self.count, "simulated_time": simulated,
+                "seconds": self.seconds, "seconds_per_time_unit": statistics.median(self.seconds) / simulated,
+                "seconds_per_time_unit_range": [min(self.seconds) / simulated, max(self.seconds) / simulated],
+                "finite": self.finite()}
+
+
+def learned_case(family: str, preset: str, duration: float, grid: int | None = None) -> Case:
+    """``rollout(model, x, frames)`` (batch 1, float32, no grad, eval mode) for the frames covering ``duration``
+    (rounded up to whole calls of the model), from frames of Kolmogorov flow."""
+    from earthsim.models import rollout
+
+    model, spec = learned_model(family, preset, grid)
+    n, interval = spec.shape[0], spec.time_step
+    calls = max(1, math.ceil(duration / (interval * model.t_out) - 1e-9))
+    frames = calls * model.t_out
+    history = flow_history(n, model.t_in, interval)
+    channels = {"u": history[:, :, 0], "v": history[:, :, 1], "vorticity": history[:, :, 2]}
+    x = torch.stack([channels[name] for name in spec.inputs], dim=2).float()
+    out = {}
+
+    def run():
+        with torch.no_grad():
+            out["y"] = rollout(model, x, frames)
+
+    return Case(run, frames, interval, lambda: bool(torch.isfinite(out["y"]).all()), kind="learned", name=family,
+                dtype="float32", resolution=n, preset=preset, t_in=model.t_in, frames_per_call=model.t_out,
+                time_units=spec.time_units, flow=spec.physics["flow"],
+                parameters=sum(p.numel() for p in model.parameters()))
+
+
+def solver_case(solver: str, n: int, dtype_name: str, duration: float) -> Case:
+    """The finite-volume (van Leer) or pseudo-spectral solver at its CFL step for the steps covering ``duration``,
+    batch 1, from the band-limited random start (the same start every run)."""
+    from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, face_averages
+
+    dtype, dt = DTYPES[dtype_name], time_step(n)
+    steps = max(1, math.ceil(duration / dt - 1e-9))
+    if solver == "finite-volume":
+        model = FiniteVolumeNavierStokes(n, VISCOSITY, dt, drag=DRAG, forcing_wavenumber=FORCING_WAVENUMBER,
+                                         forcing_amplitude=FORCING_AMPLITUDE, interpolation="van-leer", dtype=dtype)
+        start = face_averages(torch.fft.rfft2(start_vorticity(n, 1), norm="forward"), n, n).to(dtype)
+    else:
+        model = _earthsim_spectral(n, dtype)
+        start = model.to_spectral(start_vorticity(n, 1).to(dtype))
+    out = {}
+
+    def run():
+        state = start
+        with torch.no_grad():
+            for _ in range(steps):
+                state = model.step(state)
+        out["state"] = state
+
+    return Case(run, steps, dt, lambda: bool(torch.isfinite(out["state"]).all()), kind="solver", name=solver,
+                dtype=dtype_name, resolution=n)
+
+
+def parse_matches(items: list[str], families: list[str]) -> dict[str, int]:
+    """``name=RESOLUTION`` pairs of ``--match``."""
+    matches = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in families or not value.isdigit() or int(value) < 16 or int(value) % 2:
+            raise SystemExit(f"benchmarks/pde.py: --match {item!r}: expected NAME=RESOLUTION with NAME one of "
+                             f"{families} and an even RESOLUTION ≥ 16")
+        matches[name] = int(value)
+    return matches
+
+
+def run_learned(families: list[str], presets: dict[str, str], matches: dict[str, int], fv_sizes: list[int],
+                spectral_sizes: list[int], duration: float, repeats: int, grid: int | None) -> dict:
+    """The second part's figures: every learned model and solver case (the finite-volume solver also at every
+    matching resolution) warmed up by one run, then ``repeats`` rounds that run every case once in turn (so a busy
+    machine slows all alike); each learned model's ratio to the finite-volume solver at its matching resolution is
+    the median of the per-round ratios."""
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    cases = [learned_case(family, learned_preset(family, presets), duration, grid) for family in families]
+    for case in cases:
+        case.info["match"] = {"resolution": matches.get(case.info["name"], 2 * case.info["resolution"]),
+                              "from": "--match" if case.info["name"] in matches else "default: 2× the model's grid"}
+    sizes = sorted(set(fv_sizes) | {c.info["match"]["resolution"] for c in cases})
+    cases += [solver_case("finite-volume", n, d, duration) for d in ("float64", "float32") for n in sizes]
+    cases += [solver_case("pseudo-spectral", n, "float64", duration) for n in sorted(set(spectral_sizes))]
+    for case in cases:
+        case.run()  # warm-up
+    for _ in range(repeats):
+        for case in cases:
+            case.time()
+    rows = [case.row() for case in cases]
+    for row in rows:
+        print(f"{row['name']} {row['dtype']} {row['resolution']}²: {row['seconds_per_time_unit']:.3g} s per time unit",
+              flush=True)
+    fv = {(r["resolution"], r["dtype"]): r for r in rows if r["name"] == "finite-volume"}
+    for row in rows:
+        if row["kind"] == "learned":
+            match = row["match"]
+            per_round = {d: [(s / row["simulated_time"]) / (f / fv[(match["resolution"], d)]["simulated_time"])
+                             for s, f in zip(row["seconds"], fv[(match["resolution"], d)]["seconds"])]
+                         for d in ("float32", "float64")}
+            match["ratio"] = {d: statistics.median(v) for d, v in per_round.items()}
+            match["ratio_range"] = {d: [min(v), max(v)] for d, v in per_round.items()}
+    return {"duration": duration, "repeats": repeats, "warmup_runs": 1, "batch": 1, "rows": rows,
+            "wall_seconds": time.perf_counter() - started,
+            "load_average": {"start": load, "end": os.getloadavg()[0]}}
+
+
+def learned_markdown(figures: dict, threads: int) -> str:
+    """The second table: seconds per simulated time unit, and each learned model against the finite-volume solver
+    at its matching resolution."""
+    part = figures["learned"]
+    load = part["load_average"]
+    lines = [f"Inference seconds per simulated time unit, batch 1, {threads} thread(s), no grad; median of "
+             f"{part['repeats']} rounds, each running every case once for ≥ {part['duration']:g} time units, after "
+             "one warm-up run (range in brackets; ratios: median of the per-round ratios); load average "
+             f"{load['start']:.1f} at the start, {load['end']:.1f} at the end", "",
+             "| model | preset / scheme | dtype | n | Δt per frame or step | frames or steps (time units) | "
+             "s per time unit | ÷ finite volume at matching n: float32 / float64 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in part["rows"]:
+        span = f"{r['seconds_per_time_unit_range'][0]:.3g}–{r['seconds_per_time_unit_range'][1]:.3g}"
+        if r["kind"] == "learned":
+            m = r["match"]
+            scheme = f"{r['preset']} ({r['parameters']:,} parameters, untrained)"
+            ratio = f"n = {m['resolution']}: **{m['ratio']['float32']:.3g}** / **{m['ratio']['float64']:.3g}**"
+            unit = f"{r['count']} frame{'s' if r['count'] != 1 else ''} ({r['simulated_time']:.3g})"
+        else:
+            scheme = "van Leer, CFL step" if r["name"] == "finite-volume" else "RK4/Crank–Nicolson, CFL step"
+            ratio = "—"
+            unit = f"{r['count']} step{'s' if r['count'] != 1 else ''} ({r['simulated_time']:.3g})"
+        lines.append(f"| {r['name']} | {scheme} | {r['dtype']} | {r['resolution']} | {r['interval']:.5g} | {unit} | "
+                     f"{r['seconds_per_time_unit']:.3g} ({span}) | {ratio} |")
+    learned = [r for r in part["rows"] if r["kind"] == "learned"]
+    given = [r["name"] for r in learned if r["match"]["from"] == "--match"]
+    lines += ["", "Learned models are untrained (built from their presets' model params, seeded; the weights do not "
+                  "change the speed; learned-interpolation's and tsm's last convolution is scaled by "
+                  f"{UNTRAINED_STENCIL_SCALE:g} so that their random stencils stay near linear interpolation and the "
+                  "flow finite) and run in float32 through `earthsim.models.rollout`; ratio = the model's seconds per "
+                  "time unit ÷ the finite-volume solver's at the resolution that matches its accuracy (< 1: the model "
+                  "is faster). Matching resolutions come from README's TSM table: " + (
+                      ", ".join(f"{r['name']} {r['match']['resolution']}" for r in learned if r['name'] in given)
+                      + " (`--match`)" if given else "none given") + "; " + (
+                      ", ".join(f"{r['name']} {r['match']['resolution']}" for r in learned if r['name'] not in given)
+                      + " by default (2× the model's grid)" if len(given) < len(learned) else "none by default") + ".",
+              "Solvers: Kolmogorov flow Re = 1000 at their CFL step stable_time_step(n, 7, 0.5), batch 1; every "
+              "model's input is Kolmogorov flow from the finite-volume solver" + "".join(
+                  f"; {r['name']}'s preset is trained on the {r['flow']} flow (time in its units)"
+                  for r in learned if r["flow"] != "kolmogorov") + "."]
+    bad = [f"{r['name']} {r['dtype']} {r['resolution']}" for r in part["rows"] if not r["finite"]]
+    if bad:
+        lines.append(f"Not finite at the end of the run (the timing still counts the same work): {', '.join(bad)}.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64² only, fewer and shorter rounds (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="64² only, fewer and shorter rounds (under a minute); "
+                                                              "the second part shorter and at fewer sizes")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="torch-cfd: the side-by-side solver table; learned: seconds per simulated time unit of "
+                             "the learned models and the solvers (default both)")
     parser.add_argument("--sizes", type=int, nargs="+", help="grid sizes n (default 64 128 256; --quick: 64)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
@@ -284,9 +564,30 @@ def main(argv: list[str] | None = None) -> None:
                         choices=["forward_euler", "midpoint", "heun_rk2", "classic_rk4"],
                         help="torch-cfd's RKStepper method for its finite-volume solver (default forward_euler: "
                              "one stage, as earthsim's step)")
+    learned = parser.add_argument_group("second part (--parts learned)")
+    learned.add_argument("--models", nargs="+", choices=list(LEARNED_PRESETS), default=list(LEARNED_PRESETS),
+                         help="learned families timed (default all)")
+    learned.add_argument("--preset", action="append", default=[], metavar="NAME=PRESET",
+                         help="build NAME from experiment PRESET instead of its default (repeatable; defaults: "
+                              + ", ".join(f"{k}={v}" for k, v in LEARNED_PRESETS.items()) + ")")
+    learned.add_argument("--match", action="append", default=[], metavar="NAME=RESOLUTION",
+                         help="the finite-volume resolution whose accuracy learned model NAME matches (README's TSM "
+                              "table; repeatable; default 2× the model's grid)")
+    learned.add_argument("--duration", type=float,
+                         help="simulated time units each timed run covers (default 1; --quick: 0.25)")
+    learned.add_argument("--repeats", type=int, help="timed runs per case, after one warm-up run (default 5; "
+                                                     "--quick: 3)")
+    learned.add_argument("--fv-sizes", type=int, nargs="+",
+                         help="finite-volume grid sizes (default 32 64 128; --quick: 32 64), float64 and float32, "
+                              "plus every matching resolution")
+    learned.add_argument("--spectral-sizes", type=int, nargs="+",
+                         help="pseudo-spectral grid sizes, float64 (default 64 128; --quick: 64)")
+    learned.add_argument("--learned-grid", type=int,
+                         help="grid of every learned model (default 32, the grid of the presets' data)")
     add_json_argument(parser)
     args = parser.parse_args(argv)
-    _import_torch_cfd()
+    if "torch-cfd" in args.parts:
+        _import_torch_cfd()
     import importlib.metadata
 
     sizes = args.sizes or ([64] if args.quick else [64, 128, 256])
@@ -295,32 +596,54 @@ def main(argv: list[str] | None = None) -> None:
     warmup = 2 if args.quick else 5
     if min(sizes) < 16 or any(n % 2 for n in sizes) or min(args.batches) < 1 or rounds < 1 or args.diff_steps < 1:
         parser.error("sizes must be even and ≥ 16, batches, --rounds and --diff-steps ≥ 1")
+    duration = args.duration or (0.25 if args.quick else 1.0)
+    repeats = args.repeats or (3 if args.quick else 5)
+    fv_sizes = args.fv_sizes or ([32, 64] if args.quick else [32, 64, 128])
+    spectral_sizes = args.spectral_sizes or ([64] if args.quick else [64, 128])
+    if not duration > 0 or repeats < 1 or min(fv_sizes + spectral_sizes) < 16 or any(
+            n % 2 for n in fv_sizes + spectral_sizes) or (args.learned_grid is not None and args.learned_grid < 16):
+        parser.error("--duration must be > 0, --repeats ≥ 1, solver sizes and --learned-grid even and ≥ 16")
+    matches = parse_matches(args.match, list(LEARNED_PRESETS))
+    presets = {}
+    for item in args.preset:
+        name, _, preset = item.partition("=")
+        if name not in LEARNED_PRESETS or not preset:
+            parser.error(f"--preset {item!r}: expected NAME=PRESET with NAME one of {list(LEARNED_PRESETS)}")
+        presets[name] = preset
     torch.set_num_threads(args.threads)
-    rows = []
-    started, load = time.perf_counter(), os.getloadavg()[0]  # the machine may be shared: say how busy it was
-    for solver in args.solvers:
-        for dtype_name in args.dtypes:
-            for n in sizes:
-                for batch in args.batches:
-                    row = run_case(solver, n, batch, dtype_name, rounds, seconds, warmup, args.diff_steps,
-                                   args.fvm_method)
-                    rows.append(row)
-                    print(f"{solver} {dtype_name} {n}² batch {batch}: earthsim "
-                          f"{row['steps_per_second']['earthsim']:.1f} steps/s, torch-cfd "
-                          f"{row['steps_per_second']['torch-cfd']:.1f} → {row['ratio']:.2f}; rel. diff "
-                          f"{row['relative_difference']:.1e}", flush=True)
-    figures = {"benchmark": "pde", "quick": args.quick, "threads": args.threads, "rounds": rounds,
-               "seconds_per_round": seconds, "warmup_steps": warmup, "diff_steps": args.diff_steps,
-               "fvm_method": args.fvm_method, "torch_version": torch.__version__,
-               "torch_cfd_version": importlib.metadata.version("torch-cfd"), "machine": platform.machine(),
+    figures = {"benchmark": "pde", "quick": args.quick, "parts": list(args.parts), "threads": args.threads,
+               "torch_version": torch.__version__, "machine": platform.machine(),
                "physics": {"viscosity": VISCOSITY, "drag": DRAG, "forcing_wavenumber": FORCING_WAVENUMBER,
                            "forcing_amplitude": FORCING_AMPLITUDE, "max_velocity": MAX_VELOCITY,
-                           "cfl_safety": CFL_SAFETY},
-               "rows": rows, "target_ratio": TARGET_RATIO,
-               "target_met": all(r["ratio"] >= TARGET_RATIO for r in rows),
-               "wall_seconds": time.perf_counter() - started,
-               "load_average": {"start": load, "end": os.getloadavg()[0]}}
-    publish(markdown(figures), figures, args.json)
+                           "cfl_safety": CFL_SAFETY}}
+    tables = []
+    if "torch-cfd" in args.parts:
+        rows = []
+        started, load = time.perf_counter(), os.getloadavg()[0]  # the machine may be shared: say how busy it was
+        for solver in args.solvers:
+            for dtype_name in args.dtypes:
+                for n in sizes:
+                    for batch in args.batches:
+                        row = run_case(solver, n, batch, dtype_name, rounds, seconds, warmup, args.diff_steps,
+                                       args.fvm_method)
+                        rows.append(row)
+                        print(f"{solver} {dtype_name} {n}² batch {batch}: earthsim "
+                              f"{row['steps_per_second']['earthsim']:.1f} steps/s, torch-cfd "
+                              f"{row['steps_per_second']['torch-cfd']:.1f} → {row['ratio']:.2f}; rel. diff "
+                              f"{row['relative_difference']:.1e}", flush=True)
+        figures.update({"rounds": rounds, "seconds_per_round": seconds, "warmup_steps": warmup,
+                        "diff_steps": args.diff_steps, "fvm_method": args.fvm_method,
+                        "torch_cfd_version": importlib.metadata.version("torch-cfd"),
+                        "rows": rows, "target_ratio": TARGET_RATIO,
+                        "target_met": all(r["ratio"] >= TARGET_RATIO for r in rows),
+                        "wall_seconds": time.perf_counter() - started,
+                        "load_average": {"start": load, "end": os.getloadavg()[0]}})
+        tables.append(markdown(figures))
+    if "learned" in args.parts:
+        figures["learned"] = run_learned(args.models, presets, matches, fv_sizes, spectral_sizes, duration, repeats,
+                                         args.learned_grid)
+        tables.append(learned_markdown(figures, args.threads))
+    publish("\n\n".join(tables), figures, args.json)
 
 
 if __name__ == "__main__":
