@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from earthsim.sim.finite_volume import (MOVES, TAGS, FiniteVolumeNavierStokes, StencilInterpolation, coarsen, curl,
-                                        divergence, face_averages, stencil_basis, stencil_offsets)
+from earthsim.sim.finite_volume import (MOVES, TAGS, FiniteVolumeNavierStokes, Interpolation, StencilInterpolation, coarsen, curl,
+                                        divergence, face_averages, half_cell_linear, stencil_basis, tvd_limit,
+                                        STENCIL_OFFSETS)
 from earthsim.sim.navier_stokes import NavierStokes2D, random_vorticity, resample
 
 LENGTH = 2 * math.pi
@@ -108,19 +109,26 @@ def test_finite_volume_converges_to_the_spectral_solution():
 
 
 def test_stencils_reproduce_constants_and_start_as_linear_interpolation():
+    assert len(set(STENCIL_OFFSETS)) == 16
     for axis in (0, 1):
         bias, basis = stencil_basis(axis)
         assert abs(float(bias.sum()) - 1) < 1e-12 and float(basis.sum(0).abs().max()) < 1e-12
         assert basis.shape == (16, 15)
         torch.testing.assert_close(basis.T @ basis, torch.eye(15, dtype=torch.float64))
-        assert len(set(stencil_offsets(axis))) == 16
     torch.manual_seed(0)
     n = 16
     solver = FiniteVolumeNavierStokes(n, 1e-3, 0.01, interpolation="linear")
     state = solver.project(torch.randn(2, 2, n, n, dtype=torch.float64))
     biases = torch.stack([stencil_basis(axis)[0] for _, axis in MOVES] * len(TAGS))  # [8, 16]
     linear = StencilInterpolation(biases[None, :, :, None, None].expand(2, -1, -1, n, n))
-    torch.testing.assert_close(solver.step(state, linear), solver.step(state), atol=1e-12, rtol=0)
+
+    class LimitedLinear(Interpolation):  # what the bias stencils make: linear "u", van-Leer-limited linear "c"
+        def __call__(self, field, move, tag, advecting, dt, h):
+            value = half_cell_linear(field, move[1])
+            return value if tag == "u" else tvd_limit(field, move[1], advecting, value)
+
+    torch.testing.assert_close(solver.step(state, linear), solver.step(state, LimitedLinear()), atol=1e-12, rtol=0)
+    assert float((solver.step(state, linear) - solver.step(state)).abs().max()) > 1e-6  # the limiter acts
     # any coefficients built as bias + null-space keep a uniform flow uniform (constants reproduced)
     _, basis = stencil_basis(0)
     random = biases[None, :, :, None, None] + torch.einsum("sk,bmkyx->bmsyx", basis,

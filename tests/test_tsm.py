@@ -11,7 +11,7 @@ from conftest import small_spec
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model, export_model, load_exported, rollout
 from earthsim.models.tsm import HiPPO, hippo_matrices
-from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, curl
+from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, Interpolation, curl, half_cell_linear, tvd_limit
 from earthsim.sim.navier_stokes import random_vorticity, stable_time_step
 from earthsim.sim.finite_volume import face_averages
 
@@ -62,21 +62,43 @@ def test_hippo_encode_equals_the_frame_by_frame_recurrence(measure):
 
 
 @pytest.mark.parametrize("name", ["learned-interpolation", "tsm"])
-def test_with_zero_logits_the_learned_solver_is_the_linear_finite_volume_solver(name):
+def test_with_zero_logits_the_learned_solver_is_the_limited_linear_finite_volume_solver(name):
     config = {"hidden_channels": 8, "hidden_layers": 2} | ({"t_in": 3, "hippo_size": 4} if name == "tsm" else {})
     model = build_model(name, config, staggered_spec()).double()
     with torch.no_grad():
         model.tower[-1].weight.zero_()
         model.tower[-1].bias.zero_()
     x = history(model.t_in, dtype=torch.float64)
-    solver = FiniteVolumeNavierStokes(N, 1e-3, DT, drag=0.1, forcing_wavenumber=4, forcing_amplitude=1.0,
-                                      interpolation="linear")
-    expected = solver.rollout(x[:, -1, :2], 5, DT)
+    solver = FiniteVolumeNavierStokes(N, 1e-3, DT, drag=0.1, forcing_wavenumber=4, forcing_amplitude=1.0)
+
+    class LimitedLinear(Interpolation):  # the bias stencils: linear "u", van-Leer-limited linear "c"
+        def __call__(self, field, move, tag, advecting, dt, h):
+            value = half_cell_linear(field, move[1])
+            return value if tag == "u" else tvd_limit(field, move[1], advecting, value)
+
+    state, frames = x[:, -1, :2], []
+    for _ in range(5):
+        state = solver.step(state, LimitedLinear())
+        frames.append(state)
+    expected = torch.stack(frames, dim=1)
     out = rollout(model, x, 5)
     # the model's solver operators were built in float32 and widened by .double(): agreement to float32 round-off
     torch.testing.assert_close(out[:, :, :2], expected, atol=2e-6, rtol=0)
     torch.testing.assert_close(out[:, :, 2], curl(expected), atol=2e-5, rtol=0)
-    assert float((out[:, -1, :2] - x[:, -1, :2]).abs().max()) > 1e-2  # and the flow moved
+    assert float((out[:, -1, :2] - x[:, -1, :2]).detach().abs().max()) > 1e-2  # and the flow moved
+
+
+def test_legs_counts_the_frames_of_a_context_longer_than_t_in():
+    """LegS weighs frame k by 1/k: a model fed 6 context frames (t_in 3) must keep counting from 6."""
+    model = build_model("tsm", {"hidden_channels": 4, "hidden_layers": 1, "t_in": 3, "hippo_size": 4,
+                                "bundle_steps": 1, "measure": "legs"}, staggered_spec()).double().eval()
+    x = history(6, dtype=torch.float64)
+    with torch.no_grad():
+        state = model.init_state(x)
+        velocity, features, _, k, context = state.layers
+        expected = model.hippo.encode(torch.cat([x[:, :, :2], velocity[:, None]], dim=1).permute(0, 2, 3, 4, 1))
+    assert (k, context) == (1, 6)
+    torch.testing.assert_close(features, expected, atol=1e-9, rtol=1e-7)
 
 
 def test_tsm_with_one_step_bundles_rolls_out_as_forward_on_the_growing_history():
@@ -115,6 +137,15 @@ def test_a_store_without_a_staggered_grid_or_velocity_is_refused_by_name():
         build_model("learned-interpolation", {}, small_spec(inputs=("vorticity",), shape=(N, N), physics=PHYSICS))
     with pytest.raises(EarthsimError, match="flow"):
         build_model("learned-interpolation", {}, staggered_spec(flow="fno-paper"))
+    physics = {k: v for k, v in PHYSICS.items() if k != "forcing_wavenumber"}
+    with pytest.raises(EarthsimError, match="forcing_wavenumber"):
+        build_model("learned-interpolation", {}, small_spec(inputs=("u", "v"), shape=(N, N), time_step=DT,
+                                                            physics=physics))
+    # frames two CFL steps apart: the learned interpolation takes two solver steps a frame, TSM's history cannot
+    two_steps = small_spec(inputs=("u", "v", "vorticity"), shape=(N, N), time_step=2 * DT, physics=PHYSICS)
+    assert build_model("learned-interpolation", {"hidden_channels": 4, "hidden_layers": 1}, two_steps).steps_per_frame == 2
+    with pytest.raises(EarthsimError, match="one frame per solver step"):
+        build_model("tsm", {"hippo_size": 4}, two_steps)
 
 
 @pytest.mark.parametrize("name", ["learned-interpolation", "tsm"])

@@ -138,7 +138,7 @@ def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: 
     ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
     if ic.ds.attrs.get("staggered"):
         return _finite_volume_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite,
-                                       resolution or entry.grid.x)
+                                       entry.grid.x if resolution is None else resolution)
     if resolution is not None:
         raise ValidationError(f"dataset {entry.name!r}: a solver resolution applies to staggered (finite-volume) "
                               "stores only")
@@ -166,14 +166,15 @@ def _finite_volume_baseline(entry: DatasetEntry, split: str, ic: InitialConditio
     to the dataset's grid: face averages of its velocity and their curl, the channels the dataset holds."""
     import dataclasses
 
+    from earthsim.data.conventions import physics_attributes
+    from earthsim.errors import EarthsimError
     from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, coarsen, curl
 
     n = entry.grid.x
-    attrs = ic.ds.attrs
-    if resolution % n or entry.grid.x != entry.grid.y or not {"u", "v"} <= set(ic.channels) \
+    if resolution < n or resolution % n or entry.grid.x != entry.grid.y or not {"u", "v"} <= set(ic.channels) \
             or not set(ic.channels) <= {"u", "v", "vorticity"}:
         raise ValidationError(f"dataset {entry.name!r}: the finite-volume baseline needs u, v (and vorticity) on a "
-                              f"square grid and a resolution that is a multiple of {n}; got channels {ic.channels}, "
+                              f"square grid and a resolution that is a positive multiple of {n}; got channels {ic.channels}, "
                               f"grid {entry.grid.shape}, resolution {resolution}")
     fine_ic = ic
     if resolution != n:
@@ -181,16 +182,14 @@ def _finite_volume_baseline(entry: DatasetEntry, split: str, ic: InitialConditio
             entry.grid, x=resolution, y=resolution))
         try:
             fine_ic = InitialConditions(fine_entry, split, ic.steps, t_in=1, lead_stride=ic.lead_stride, inits=inits)
-        except Exception as error:  # the store has no group at that resolution
+        except (EarthsimError, FileNotFoundError, KeyError) as error:  # the store has no group at that resolution
             raise ValidationError(f"dataset {entry.name!r}: no start at {resolution}² in {entry.store} (group "
                                   f"{resolution!r}): {error}") from error
-    _, dt = steps_per_interval(ic.lead_time, stable_time_step(resolution, float(attrs["cfl_velocity"]),
-                                                              float(attrs["cfl_safety"])))
-    kolmogorov = attrs["flow"] == "kolmogorov"
-    solver = FiniteVolumeNavierStokes(resolution, float(attrs["viscosity"]), dt, drag=float(attrs["drag"]),
-                                      forcing_wavenumber=int(attrs["forcing_wavenumber"]) if kolmogorov else 0,
-                                      forcing_amplitude=float(attrs["forcing_amplitude"]) if kolmogorov else 0.0,
-                                      interpolation="van-leer", device=device)
+    try:
+        solver, _ = FiniteVolumeNavierStokes.from_physics(physics_attributes(ic.ds.attrs), resolution, ic.lead_time,
+                                                          device=device)
+    except EarthsimError as error:
+        raise ValidationError(f"dataset {entry.name!r}: {error}") from error
     index = [fine_ic.channels.index(name) for name in ("u", "v")]
 
     def compute(block: Block) -> np.ndarray:

@@ -23,7 +23,6 @@ the solver (the trainer's rollout), so gradients flow through every step.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
@@ -34,11 +33,10 @@ from earthsim.models.base import FSDPUnit, RecurrentModel, RecurrentState, regis
 from earthsim.models.spec import DataSpec
 from earthsim.sim.finite_volume import (MOVES, TAGS, FiniteVolumeNavierStokes, StencilInterpolation, curl,
                                         stencil_basis)
-from earthsim.sim.navier_stokes import stable_time_step, steps_per_interval
 
 VELOCITY = ("u", "v")
 DIAGNOSED = ("vorticity",)
-INTERPOLATIONS = len(TAGS) * len(MOVES)
+STENCILS_PER_CELL = len(TAGS) * len(MOVES)
 FREE = 15  # free coefficients of a 4 × 4 stencil whose weights sum to 1
 MEASURES = ("lagt", "legs")
 
@@ -111,10 +109,18 @@ class HiPPO(nn.Module):
         a, b = hippo_matrices(measure, size)
         self.register_buffer("a", torch.from_numpy(a).float(), persistent=False)
         self.register_buffer("b", torch.from_numpy(b).float(), persistent=False)
+        self._lagt: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def transition(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, w) of the k-th update (k ≥ 1): c_k = M c_{k−1} + w f_k, computed in float64."""
-        delta = self.dt if self.measure == "lagt" else 1.0 / k
+        """(M, w) of the k-th update (k ≥ 1): c_k = M c_{k−1} + w f_k, computed in float64 (LagT's once: it does not
+        depend on k)."""
+        if self.measure == "lagt":
+            if self._lagt is None or (self._lagt[0].device, self._lagt[0].dtype) != (self.a.device, self.a.dtype):
+                self._lagt = self._transition(self.dt)
+            return self._lagt
+        return self._transition(1.0 / k)
+
+    def _transition(self, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = self.a.double(), self.b.double()
         eye = torch.eye(self.size, dtype=torch.float64, device=a.device)
         solve = torch.linalg.inv(eye - delta / 2 * a)
@@ -157,39 +163,35 @@ class LearnedSolver(RecurrentModel):
     normalised = False
     example_grid = "staggered"
     bundle = 1
+    steps_per_frame_allowed = True  # several solver steps per frame (the features do not count frames)
 
     def __init__(self, config: LearnedInterpolationConfig, spec: DataSpec):
         super().__init__(config, spec)
         self.t_in, self.t_out = config.t_in, 1
-        physics = spec.physics
-        n = spec.shape[0]
-        max_dt = stable_time_step(n, float(physics["cfl_velocity"]), float(physics["cfl_safety"]))
-        self.steps_per_frame, dt = steps_per_interval(spec.time_step, max_dt)
-        self.solver = FiniteVolumeNavierStokes(
-            n, float(physics["viscosity"]), dt, drag=float(physics["drag"]),
-            forcing_wavenumber=int(physics["forcing_wavenumber"]), forcing_amplitude=float(physics["forcing_amplitude"]),
-            interpolation="linear", dtype=torch.float32)
+        self.solver, self.steps_per_frame = FiniteVolumeNavierStokes.from_physics(
+            spec.physics, spec.shape[0], spec.time_step, interpolation="linear", dtype=torch.float32)
         biases, bases = zip(*(stencil_basis(axis, torch.float32) for _, axis in MOVES))
         self.register_buffer("stencil_bias", torch.stack(biases * len(TAGS)), persistent=False)  # [8, 16]
         self.register_buffer("stencil_basis", torch.stack(bases * len(TAGS)), persistent=False)  # [8, 16, 15]
         self.velocity_index = [spec.inputs.index(name) for name in VELOCITY]
-        self.tower = _tower(self.feature_channels(), INTERPOLATIONS * FREE * self.bundle, config)
+        self.tower = _tower(self.feature_channels(), STENCILS_PER_CELL * FREE * self.bundle, config)
 
     def check_spec(self, spec: DataSpec) -> None:
         name = type(self).__name__
         if not spec.physics.get("staggered"):
             raise EarthsimError(f"{name}: the data must be a staggered Navier–Stokes store (velocity face averages; "
                                 "earthsim simulate navier-stokes --staggered); this one records no staggered grid")
-        if spec.physics.get("flow") not in ("kolmogorov", "decaying"):
-            raise EarthsimError(f"{name}: flow {spec.physics.get('flow')!r}: the finite-volume solver takes "
-                                "kolmogorov or decaying flows")
-        missing = [k for k in ("viscosity", "drag", "forcing_wavenumber", "forcing_amplitude", "cfl_velocity",
-                               "cfl_safety", "domain_length") if k not in spec.physics]
-        if missing:
-            raise EarthsimError(f"{name}: the store records no {missing} (physics the solver needs)")
-        if abs(float(spec.physics["domain_length"]) - 2 * math.pi) > 1e-9 or spec.shape[0] != spec.shape[1]:
-            raise EarthsimError(f"{name}: expected a square [0, 2π)² box, got {spec.shape} of side "
-                                f"{spec.physics['domain_length']}")
+        if spec.shape[0] != spec.shape[1]:
+            raise EarthsimError(f"{name}: expected a square grid, got {spec.shape}")
+        try:
+            _, steps = FiniteVolumeNavierStokes.from_physics(spec.physics, spec.shape[0], spec.time_step)
+        except EarthsimError as error:
+            raise EarthsimError(f"{name}: {error}") from error
+        if steps != 1 and not self.steps_per_frame_allowed:
+            raise EarthsimError(f"{name}: the frames are {spec.time_step:g} apart, {steps} solver steps of the "
+                                f"{spec.shape[0]}² CFL rule; its history features advance one frame per solver step "
+                                "(as the reference's), so train on frames one CFL step apart (data.stride 1 on a store "
+                                "saved every step)")
         if not set(VELOCITY) <= set(spec.inputs) or not set(spec.outputs) <= set(VELOCITY + DIAGNOSED) \
                 or not set(VELOCITY) <= set(spec.outputs) or spec.static or spec.forcings:
             raise EarthsimError(f"{name}: expected inputs u, v (and vorticity) predicted as u, v (and vorticity), no "
@@ -205,7 +207,8 @@ class LearnedSolver(RecurrentModel):
         """Network features after the context velocities ``[B, T, 2, n, n]``: the last one."""
         return history[:, -1]
 
-    def update_features(self, features: torch.Tensor, velocity: torch.Tensor, k: int) -> torch.Tensor:
+    def update_features(self, features: torch.Tensor, velocity: torch.Tensor, frame: int) -> torch.Tensor:
+        """Features after ``velocity``, the ``frame``-th frame since the history began."""
         return velocity
 
     def tower_inputs(self, features: torch.Tensor) -> torch.Tensor:
@@ -215,21 +218,22 @@ class LearnedSolver(RecurrentModel):
 
     def interpolation(self, logits: torch.Tensor) -> StencilInterpolation:
         """Stencils ``[B, 8, 16, n, n]`` from logits ``[B, 120, n, n]``: bias + null-space combination."""
-        logits = logits.unflatten(1, (INTERPOLATIONS, FREE))
+        logits = logits.unflatten(1, (STENCILS_PER_CELL, FREE))
         weights = torch.einsum("msk,bmkyx->bmsyx", self.stencil_basis.to(logits.dtype), logits)
         return StencilInterpolation(weights + self.stencil_bias.to(logits.dtype)[None, :, :, None, None])
 
-    def _advance(self, velocity: torch.Tensor, features: torch.Tensor, cache: torch.Tensor | None, k: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """One frame: ``steps_per_frame`` solver steps, each with its stencils (the network runs every ``bundle``)."""
+    def _advance(self, velocity: torch.Tensor, features: torch.Tensor, cache: torch.Tensor | None, k: int,
+                 context: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """One frame: ``steps_per_frame`` solver steps, each with its stencils (the network runs every ``bundle``);
+        ``k`` steps were taken after the ``context`` frames the history began with."""
         for _ in range(self.steps_per_frame):
             if k % self.bundle == 0 or cache is None:
                 cache = self.tower(self.config.input_scale * self.tower_inputs(features))
-            chunk = INTERPOLATIONS * FREE
+            chunk = STENCILS_PER_CELL * FREE
             logits = cache[:, (k % self.bundle) * chunk:(k % self.bundle + 1) * chunk]
             velocity = self.solver.step(velocity, self.interpolation(logits))
             k += 1
-            features = self.update_features(features, velocity, self.t_in + k)
+            features = self.update_features(features, velocity, context + k)
         return velocity, features, cache, k
 
     def _frame(self, velocity: torch.Tensor) -> torch.Tensor:
@@ -246,13 +250,15 @@ class LearnedSolver(RecurrentModel):
                    lead_time: torch.Tensor | None = None) -> RecurrentState:
         self.check_inputs(x, static)
         history = x[:, :, self.velocity_index].float() if x.dtype != torch.float64 else x[:, :, self.velocity_index]
-        velocity, features, cache, k = self._advance(history[:, -1], self.init_features(history), None, 0)
-        return RecurrentState([velocity, features, cache, k], None, self._frame(velocity))
+        context = history.shape[1]
+        velocity, features, cache, k = self._advance(history[:, -1], self.init_features(history), None, 0, context)
+        return RecurrentState([velocity, features, cache, k, context], None, self._frame(velocity))
 
     def step(self, state: RecurrentState, forcings: torch.Tensor | None = None) -> tuple[torch.Tensor, RecurrentState]:
-        velocity, features, cache, k = state.layers
-        velocity, features, cache, k = self._advance(velocity, features, cache, k)
-        return state.prediction, RecurrentState([velocity, features, cache, k], None, self._frame(velocity))
+        velocity, features, cache, k, context = state.layers
+        velocity, features, cache, k = self._advance(velocity, features, cache, k, context)
+        return state.prediction, RecurrentState([velocity, features, cache, k, context], None,
+                                                self._frame(velocity))
 
     def fsdp_units(self) -> list[FSDPUnit]:
         return [layer for layer in self.tower if isinstance(layer, nn.Conv2d)]
@@ -270,6 +276,7 @@ class TemporalStencilModel(LearnedSolver):
     """Sun et al. (2023): the stencils from HiPPO features of each cell's velocity history, every ``bundle_steps``."""
 
     example_config = {"hidden_channels": 8, "hidden_layers": 2, "t_in": 4, "hippo_size": 8, "bundle_steps": 2}
+    steps_per_frame_allowed = False  # HiPPO advances one frame per solver step
 
     def __init__(self, config: TSMConfig, spec: DataSpec):
         self.bundle = config.bundle_steps
@@ -284,8 +291,8 @@ class TemporalStencilModel(LearnedSolver):
         """HiPPO states ``[B, 2, n, n, N]`` of the context, per cell and component."""
         return self.hippo.encode(history.permute(0, 2, 3, 4, 1))
 
-    def update_features(self, features: torch.Tensor, velocity: torch.Tensor, k: int) -> torch.Tensor:
-        return self.hippo.update(features, velocity, k)
+    def update_features(self, features: torch.Tensor, velocity: torch.Tensor, frame: int) -> torch.Tensor:
+        return self.hippo.update(features, velocity, frame)
 
     def tower_inputs(self, features: torch.Tensor) -> torch.Tensor:
         return features.permute(0, 1, 4, 2, 3).flatten(1, 2)  # [B, 2N, n, n]

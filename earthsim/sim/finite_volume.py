@@ -35,15 +35,17 @@ import torch
 from torch import nn
 
 from earthsim.errors import EarthsimError
-from earthsim.sim.navier_stokes import LENGTH, NavierStokesConfig, stable_time_step, steps_per_interval
+from earthsim.sim.navier_stokes import LENGTH, stable_time_step, steps_per_interval
 
 #: The four half-cell moves of a staggered velocity, as (component, axis): component 0 = u, 1 = v; axis
 #: 0 = x (the last array dim), 1 = y.
 MOVES = ((0, 0), (0, 1), (1, 0), (1, 1))
 #: Roles an interpolated value plays in the convective flux: the advecting velocity and the advected component.
 TAGS = ("u", "c")
-INTERPOLATIONS = ("linear", "upwind", "van-leer")
 STENCIL = 4
+#: Store attributes the solver is built from (besides ``flow``).
+PHYSICS_KEYS = ("viscosity", "drag", "forcing_wavenumber", "forcing_amplitude", "domain_length", "cfl_velocity",
+                "cfl_safety")
 
 
 def _shift(field: torch.Tensor, offset: int, axis: int) -> torch.Tensor:
@@ -107,13 +109,32 @@ class LinearInterpolation(Interpolation):
         return half_cell_linear(field, move[1])
 
 
+def upwind(field: torch.Tensor, axis: int, advecting: torch.Tensor) -> torch.Tensor:
+    """Field moved +½ cell along ``axis`` by taking the upstream neighbour of each face."""
+    return torch.where(advecting > 0, field, _shift(field, 1, axis))
+
+
+def tvd_limit(field: torch.Tensor, axis: int, advecting: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """A high-order face value ``high`` limited towards upwind by van Leer's limiter: upwind + φ(r)(high − upwind),
+    r the ratio of the upstream to the local jump (jax-cfd's ``tvd_limiter_transformation``, which the learned
+    solvers of Kochkov et al. 2021 and TSM apply to their learned "c" interpolation too)."""
+    minus, here, plus, plus2 = (_shift(field, k, axis) for k in (-1, 0, 1, 2))
+    jump = plus - here
+    safe = torch.where(jump == 0, torch.ones_like(jump), jump)
+    ratio = torch.where(advecting > 0, here - minus, plus2 - plus) / safe
+    ratio = torch.where(jump == 0, torch.zeros_like(ratio), ratio)
+    limiter = (ratio + ratio.abs()) / (1 + ratio.abs())
+    low = upwind(field, axis, advecting)
+    return low + limiter * (high - low)
+
+
 class UpwindInterpolation(Interpolation):
     """First-order upwind for the advected component (the upstream neighbour), linear for the advecting velocity."""
 
     def __call__(self, field, move, tag, advecting, dt, h):
         if tag == "u":
             return half_cell_linear(field, move[1])
-        return torch.where(advecting > 0, field, _shift(field, 1, move[1]))
+        return upwind(field, move[1], advecting)
 
 
 class VanLeerInterpolation(Interpolation):
@@ -125,29 +146,23 @@ class VanLeerInterpolation(Interpolation):
         axis = move[1]
         if tag == "u":
             return half_cell_linear(field, axis)
-        minus, here, plus, plus2 = (_shift(field, k, axis) for k in (-1, 0, 1, 2))
+        here, plus = field, _shift(field, 1, axis)
         courant = advecting * dt / h
-        jump = plus - here
-        safe = torch.where(jump == 0, torch.ones_like(jump), jump)
-        forward = torch.where(jump == 0, torch.zeros_like(jump), (here - minus) / safe)  # smoothness, flow to +
-        backward = torch.where(jump == 0, torch.zeros_like(jump), (plus2 - plus) / safe)  # flow to -
-        limit = lambda r: (r + r.abs()) / (1 + r.abs())  # noqa: E731 (van Leer's φ)
-        positive = here + 0.5 * (1 - courant) * limit(forward) * jump
-        negative = plus - 0.5 * (1 + courant) * limit(backward) * jump
-        return torch.where(advecting > 0, positive, negative)
+        lax_wendroff = torch.where(advecting > 0, here + 0.5 * (1 - courant) * (plus - here),
+                                   plus - 0.5 * (1 + courant) * (plus - here))
+        return tvd_limit(field, axis, advecting, lax_wendroff)
 
 
-def stencil_offsets(axis: int) -> list[tuple[int, int]]:
-    """(dx, dy) of the 4 × 4 stencil of a +½ move along ``axis``: −1…2 on both axes (the target sits between 0 and
-    1 along ``axis``, on 0 along the other), row-major over (dy, dx)."""
-    return [(dx, dy) for dy in range(-1, STENCIL - 1) for dx in range(-1, STENCIL - 1)]
+#: (dx, dy) of the 4 × 4 stencil of every +½ move: −1…2 on both axes (the target sits between 0 and 1 along the
+#: move's axis, on 0 along the other, as jax-cfd's ``get_stencils`` places them), row-major over (dy, dx).
+STENCIL_OFFSETS = [(dx, dy) for dy in range(-1, STENCIL - 1) for dx in range(-1, STENCIL - 1)]
 
 
 def stencil_basis(axis: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """The linear-interpolation stencil (jax-cfd's low-order bias) ``[16]`` and an orthonormal basis ``[16, 15]``
     of stencils whose coefficients sum to zero: bias + basis @ logits reproduces constants for any logits."""
     bias = torch.zeros(STENCIL * STENCIL, dtype=torch.float64)
-    for index, (dx, dy) in enumerate(stencil_offsets(axis)):
+    for index, (dx, dy) in enumerate(STENCIL_OFFSETS):
         along, across = (dx, dy) if axis == 0 else (dy, dx)
         if across == 0 and along in (0, 1):
             bias[index] = 0.5
@@ -157,10 +172,11 @@ def stencil_basis(axis: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.T
 
 
 class StencilInterpolation(Interpolation):
-    """Per-cell 4 × 4 stencils for every move and tag, from coefficients a network predicted.
+    """Per-cell 4 × 4 stencils for every move and tag, from coefficients a network predicted; the advected
+    component's face values limited by :func:`tvd_limit`, as the learned solvers of the references do.
 
     ``coefficients`` ``[..., 8, 16, n, n]``: for tag t and move m (index ``t * 4 + m`` in :data:`TAGS` ×
-    :data:`MOVES` order), the weights of the 16 neighbours of :func:`stencil_offsets`.
+    :data:`MOVES` order), the weights of the 16 neighbours :data:`STENCIL_OFFSETS`.
     """
 
     def __init__(self, coefficients: torch.Tensor):
@@ -172,7 +188,8 @@ class StencilInterpolation(Interpolation):
         # the 16 neighbours −1…2 of every cell in one unfold of the periodically padded field, row-major (dy, dx)
         padded = torch.nn.functional.pad(field.reshape(-1, 1, n, n), (1, 2, 1, 2), mode="circular")
         patches = torch.nn.functional.unfold(padded, STENCIL).view(*field.shape[:-2], STENCIL * STENCIL, n, n)
-        return (weights * patches).sum(-3)
+        value = (weights * patches).sum(-3)
+        return value if tag == "u" else tvd_limit(field, move[1], advecting, value)
 
 
 SCHEMES = {"linear": LinearInterpolation, "upwind": UpwindInterpolation, "van-leer": VanLeerInterpolation}
@@ -220,17 +237,27 @@ class FiniteVolumeNavierStokes(nn.Module):
         return self.forcing.dtype
 
     @classmethod
-    def from_config(cls, config: NavierStokesConfig, resolution: int, interpolation: str = "van-leer",
-                    dt: float | None = None) -> "FiniteVolumeNavierStokes":
-        """The solver of ``config``'s flow at ``resolution``: the CFL step that divides ``save_interval`` evenly, or ``dt``."""
-        if dt is None:
-            _, dt = steps_per_interval(config.save_interval,
-                                       stable_time_step(resolution, config.max_velocity, config.cfl_safety))
-        kolmogorov = config.flow == "kolmogorov"
-        return cls(resolution, config.viscosity, dt, drag=config.linear_drag,
-                   forcing_wavenumber=config.forcing_wavenumber if kolmogorov else 0,
-                   forcing_amplitude=config.forcing_amplitude if kolmogorov else 0.0,
-                   interpolation=interpolation, device=config.device, dtype=getattr(torch, config.dtype))
+    def from_physics(cls, physics: dict, resolution: int, interval: float, interpolation: str = "van-leer",
+                     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
+                     ) -> tuple["FiniteVolumeNavierStokes", int]:
+        """The solver of the flow a store's physics attributes record, at ``resolution``, and the number of its steps
+        per ``interval``: the CFL step of the store's rule that divides ``interval`` evenly."""
+        flow = physics.get("flow")
+        if flow not in ("kolmogorov", "decaying"):
+            raise EarthsimError(f"finite-volume solver: flow {flow!r} is not one it takes (kolmogorov, decaying)")
+        missing = [k for k in PHYSICS_KEYS if k not in physics]
+        if missing:
+            raise EarthsimError(f"finite-volume solver: the store records no {missing} (physics the solver needs)")
+        if abs(float(physics["domain_length"]) - LENGTH) > 1e-9:
+            raise EarthsimError(f"finite-volume solver: expected the [0, 2π)² box, got side {physics['domain_length']}")
+        steps, dt = steps_per_interval(interval, stable_time_step(resolution, float(physics["cfl_velocity"]),
+                                                                  float(physics["cfl_safety"])))
+        kolmogorov = flow == "kolmogorov"
+        solver = cls(resolution, float(physics["viscosity"]), dt, drag=float(physics["drag"]),
+                     forcing_wavenumber=int(physics["forcing_wavenumber"]) if kolmogorov else 0,
+                     forcing_amplitude=float(physics["forcing_amplitude"]) if kolmogorov else 0.0,
+                     interpolation=interpolation, device=device, dtype=dtype)
+        return solver, steps
 
     def convection(self, velocity: torch.Tensor, interpolation: Interpolation | None = None) -> torch.Tensor:
         """−∇·(u ⊗ u) on each component's control volume, ``[..., 2, n, n]``."""
@@ -269,9 +296,6 @@ class FiniteVolumeNavierStokes(nn.Module):
                                 f"{self.resolution}], got {tuple(velocity.shape)}")
         tendency = self.convection(velocity, interpolation) + self.forcing - self.drag * velocity
         return self.diffuse(self.project(velocity + self.dt * tendency))
-
-    def forward(self, velocity: torch.Tensor) -> torch.Tensor:
-        return self.step(velocity)
 
     def steps_for(self, duration: float) -> int:
         steps = round(duration / self.dt)
