@@ -31,9 +31,10 @@ import torch
 from report import add_json_argument, publish
 
 
-def solver_forecast(entry, x_last: torch.Tensor, frames: int, resolution: int) -> tuple[torch.Tensor, float]:
-    """The entry's solver from ``x_last`` ``[B, n, n]`` at ``resolution``: ``frames`` frames one store step apart,
-    resampled back to n², and the wall seconds it took."""
+def solver_forecast(entry, x_last: torch.Tensor, frames: int, resolution: int, interval: float
+                    ) -> tuple[torch.Tensor, float]:
+    """The entry's solver from ``x_last`` ``[B, n, n]`` at ``resolution``: ``frames`` frames ``interval`` apart (the
+    model's frame spacing), resampled back to n², and the wall seconds it took."""
     from earthsim import config as config_lib
     from earthsim.sim.navier_stokes import NavierStokes2D, NavierStokesConfig, resample
 
@@ -41,7 +42,7 @@ def solver_forecast(entry, x_last: torch.Tensor, frames: int, resolution: int) -
     n = x_last.shape[-1]
     start = time.perf_counter()
     solver = NavierStokes2D.from_config(config, resolution=resolution)
-    frames_out = solver.rollout(resample(x_last, resolution), frames, entry.time_step)
+    frames_out = solver.rollout(resample(x_last, resolution), frames, interval)
     seconds = time.perf_counter() - start
     return resample(frames_out, n), seconds
 
@@ -78,7 +79,7 @@ def run(args) -> dict:
             row.update(l2_after=relative_l2(after, truth).item(),
                        residual_after=residual_norm(model, x, after, physics).item(), refine_seconds=result.seconds)
         for resolution in args.solver_resolutions:
-            predicted, seconds = solver_forecast(entry, x[:, -1, 0], base.t_out, resolution)
+            predicted, seconds = solver_forecast(entry, x[:, -1, 0], base.t_out, resolution, model.spec.time_step)
             row[f"solver_{resolution}_l2"] = relative_l2(predicted[:, :, None], truth).item()
             row[f"solver_{resolution}_seconds"] = seconds
         rows.append(row)

@@ -16,6 +16,14 @@ Spectral weights are real ``[..., 2]`` parameters viewed as complex inside the l
 only real tensors of one dtype), and the transforms run outside autocast in float32 (float64 for a
 float64 model). :meth:`SpaceTimeFNO.expand_output_modes` rebuilds the output convolution with more
 modes for the Spectral Refiner's fine-tuning (:mod:`earthsim.train.refine`).
+
+Where it differs from torch-cfd's ``SFNO`` (simplifications, not yet measured against it): the window
+is resampled in time as if periodic, where the reference's output convolution zero-pads time by
+``T`` and puts the last input frame in front of the latent before its transform (so its output
+frames carry less wrap-around error at the window ends); the lift is pointwise, where the
+reference's also has a spectral convolution, an MLP and a skip from the last frame; the time
+encoding is concatenated with t = k/T_in, where the reference adds x, y, t coordinate channels by
+broadcast with t = k/100; and the output bias is not scaled by the time step.
 """
 
 from __future__ import annotations

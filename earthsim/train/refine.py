@@ -13,8 +13,11 @@ periodic box [0, 2π)² with the viscosity, drag and forcing the store records (
   the quadratic term is free of aliasing on the grid's modes; ν∇²ω spectrally.
 
 ‖r‖²_{H⁻¹} = ∫ r (a − Δ)⁻¹ r dx = (2π)² Σ_k |r̂_k|² / (a + |k|²) by Parseval (r̂ the Fourier
-coefficients, ``norm="forward"``), with a = 10^-1.5 as the reference; the loss is its root mean
-square over the predicted frames, averaged over the batch.
+coefficients, ``norm="forward"``), with a = 10^-1.5, the reference's value; the loss is its root mean
+square over the predicted frames, averaged over the batch. Two differences from the reference's code: the
+shift is applied on [0, 2π)², so for the FNO paper's unit-box flow it weighs the mean mode as a shift of
+10^-1.5/(4π²) would on the unit box (the reference applies 10^-1.5 there); and this is the textbook H⁻¹
+norm, where torch-cfd's ``SobolevLoss`` takes the square root of the weight (effectively H^{-1/2}).
 
 Fine-tuning adapts the model to the inputs it is given (the spectral bias acts as a source term
 fitted to them): it is test-time refinement of those windows, as in the paper.
