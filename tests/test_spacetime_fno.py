@@ -269,3 +269,10 @@ def test_refine_command_writes_a_refined_run_and_refuses_bad_windows(stores, tmp
     assert not (tmp_path / "r2").exists()
     assert main(["refine", str(run.parent), "--dataset", name, "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_kolmogorov_store_without_its_forcing_is_refused_by_name():
+    physics = {"flow": "kolmogorov", "viscosity": 1e-3, "drag": 0.1, "domain_length": 2 * math.pi,
+               "forcing_amplitude": 1.0}
+    with pytest.raises(EarthsimError, match="forcing_wavenumber"):
+        Physics.from_spec(small_spec(inputs=("vorticity",), shape=(8, 8), physics=physics))

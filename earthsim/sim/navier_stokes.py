@@ -246,6 +246,9 @@ def vorticity_forcing(physics: dict, resolution: int) -> torch.Tensor:
     """The vorticity forcing F [n, n] (float64) of a store's flow, from the physics attributes it records."""
     flow = physics.get("flow")
     if flow == "kolmogorov":
+        missing = [k for k in ("forcing_wavenumber", "forcing_amplitude") if k not in physics]
+        if missing:
+            raise EarthsimError(f"physics: a Kolmogorov store must record {missing} (its forcing)")
         return kolmogorov_forcing(resolution, int(physics["forcing_wavenumber"]), float(physics["forcing_amplitude"]))
     if flow == "fno-paper":
         return fno_paper_forcing(resolution)
