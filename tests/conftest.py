@@ -78,3 +78,16 @@ def small_spec(inputs=("a",), outputs=None, static=(), grid: str = "box", shape=
                             static_std=(std[0],) * k)
     return DataSpec(inputs=tuple(inputs), outputs=tuple(outputs or inputs), grid=grid, static=tuple(static),
                     time_step=time_step, statistics=statistics, **changes)
+
+
+def limited_linear_interpolation():
+    """What the learned solvers' stencils make with zero logits: linear "u" and van-Leer-limited linear "c" face
+    values (an interpolation for ``FiniteVolumeNavierStokes.step``)."""
+    from earthsim.sim.finite_volume import Interpolation, half_cell_linear, tvd_limit
+
+    class LimitedLinear(Interpolation):
+        def __call__(self, field, move, tag, advecting, dt, h):
+            value = half_cell_linear(field, move[1])
+            return value if tag == "u" else tvd_limit(field, move[1], advecting, value)
+
+    return LimitedLinear()

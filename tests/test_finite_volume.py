@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from earthsim.sim.finite_volume import (MOVES, TAGS, FiniteVolumeNavierStokes, Interpolation, StencilInterpolation, coarsen, curl,
-                                        divergence, face_averages, half_cell_linear, stencil_basis, tvd_limit,
-                                        STENCIL_OFFSETS)
+from conftest import limited_linear_interpolation
+from earthsim.sim.finite_volume import (MOVES, STENCIL_OFFSETS, TAGS, FiniteVolumeNavierStokes, StencilInterpolation,
+                                        coarsen, curl, divergence, face_averages, stencil_basis)
 from earthsim.sim.navier_stokes import NavierStokes2D, random_vorticity, resample
 
 LENGTH = 2 * math.pi
@@ -121,13 +121,8 @@ def test_stencils_reproduce_constants_and_start_as_linear_interpolation():
     state = solver.project(torch.randn(2, 2, n, n, dtype=torch.float64))
     biases = torch.stack([stencil_basis(axis)[0] for _, axis in MOVES] * len(TAGS))  # [8, 16]
     linear = StencilInterpolation(biases[None, :, :, None, None].expand(2, -1, -1, n, n))
-
-    class LimitedLinear(Interpolation):  # what the bias stencils make: linear "u", van-Leer-limited linear "c"
-        def __call__(self, field, move, tag, advecting, dt, h):
-            value = half_cell_linear(field, move[1])
-            return value if tag == "u" else tvd_limit(field, move[1], advecting, value)
-
-    torch.testing.assert_close(solver.step(state, linear), solver.step(state, LimitedLinear()), atol=1e-12, rtol=0)
+    torch.testing.assert_close(solver.step(state, linear), solver.step(state, limited_linear_interpolation()),
+                               atol=1e-12, rtol=0)
     assert float((solver.step(state, linear) - solver.step(state)).abs().max()) > 1e-6  # the limiter acts
     # any coefficients built as bias + null-space keep a uniform flow uniform (constants reproduced)
     _, basis = stencil_basis(0)

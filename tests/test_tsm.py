@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_spec
+from conftest import limited_linear_interpolation, small_spec
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model, export_model, load_exported, rollout
 from earthsim.models.tsm import HiPPO, hippo_matrices
-from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, Interpolation, curl, half_cell_linear, tvd_limit
+from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, curl
 from earthsim.sim.navier_stokes import random_vorticity, stable_time_step
 from earthsim.sim.finite_volume import face_averages
 
@@ -70,15 +70,9 @@ def test_with_zero_logits_the_learned_solver_is_the_limited_linear_finite_volume
         model.tower[-1].bias.zero_()
     x = history(model.t_in, dtype=torch.float64)
     solver = FiniteVolumeNavierStokes(N, 1e-3, DT, drag=0.1, forcing_wavenumber=4, forcing_amplitude=1.0)
-
-    class LimitedLinear(Interpolation):  # the bias stencils: linear "u", van-Leer-limited linear "c"
-        def __call__(self, field, move, tag, advecting, dt, h):
-            value = half_cell_linear(field, move[1])
-            return value if tag == "u" else tvd_limit(field, move[1], advecting, value)
-
     state, frames = x[:, -1, :2], []
     for _ in range(5):
-        state = solver.step(state, LimitedLinear())
+        state = solver.step(state, limited_linear_interpolation())
         frames.append(state)
     expected = torch.stack(frames, dim=1)
     out = rollout(model, x, 5)

@@ -29,13 +29,15 @@ is zero to round-off. Time step by the CFL rule dt = C·h/u_max, as the spectral
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
 from torch import nn
 
 from earthsim.errors import EarthsimError
-from earthsim.sim.navier_stokes import LENGTH, stable_time_step, steps_per_interval
+from earthsim.sim.navier_stokes import (LENGTH, rfft_wavenumbers, stable_time_step, steps_per_interval,
+                                        whole_steps)
 
 #: The four half-cell moves of a staggered velocity, as (component, axis): component 0 = u, 1 = v; axis
 #: 0 = x (the last array dim), 1 = y.
@@ -90,16 +92,17 @@ def coarsen(velocity: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.stack([u, v], dim=-3)
 
 
-class Interpolation:
+class Interpolation(abc.ABC):
     """Face values of a velocity component moved half a cell: ``(field, move, tag, advecting) → face``.
 
     ``field`` ``[..., n, n]`` is component ``move[0]``, moved +½ along ``move[1]``; ``advecting`` is the
     advecting velocity at the target faces (given for tag "c", so upwind schemes can see the flow).
     """
 
+    @abc.abstractmethod
     def __call__(self, field: torch.Tensor, move: tuple[int, int], tag: str,
                  advecting: torch.Tensor | None, dt: float, h: float) -> torch.Tensor:
-        raise NotImplementedError
+        """The face values ``[..., n, n]``."""
 
 
 class LinearInterpolation(Interpolation):
@@ -219,8 +222,7 @@ class FiniteVolumeNavierStokes(nn.Module):
         self.interpolation = SCHEMES[interpolation]()
         device = torch.device(device)
         # Eigenvalues of the 5-point Laplacian on the periodic grid, in rfft2 layout [n, n/2 + 1].
-        ky = torch.fft.fftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)[:, None]
-        kx = torch.fft.rfftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)[None, :]
+        ky, kx = rfft_wavenumbers(resolution, device, dtype)
         laplacian = -(4 / self.h**2) * (torch.sin(math.pi * kx / resolution) ** 2
                                         + torch.sin(math.pi * ky / resolution) ** 2)
         safe = torch.where(laplacian == 0, torch.ones_like(laplacian), laplacian)
@@ -298,11 +300,8 @@ class FiniteVolumeNavierStokes(nn.Module):
         return self.diffuse(self.project(velocity + self.dt * tendency))
 
     def steps_for(self, duration: float) -> int:
-        steps = round(duration / self.dt)
-        if steps < 0 or abs(steps * self.dt - duration) > 1e-9 * max(1.0, abs(duration)):
-            raise EarthsimError(f"FiniteVolumeNavierStokes: duration {duration} is not a whole number of steps "
-                                f"dt = {self.dt}")
-        return steps
+        """Number of steps that make ``duration``; it must be a whole number of steps dt."""
+        return whole_steps(duration, self.dt, type(self).__name__)
 
     def rollout(self, velocity: torch.Tensor, frames: int, interval: float) -> torch.Tensor:
         """Frames ``[B, frames, 2, n, n]`` at times interval, 2·interval, … after ``velocity`` ``[B, 2, n, n]``."""
@@ -330,8 +329,7 @@ def face_averages(vorticity_hat: torch.Tensor, fine: int, coarse: int) -> torch.
     r = fine // coarse
     size = LENGTH / coarse
     dtype = vorticity_hat.real.dtype
-    ky = torch.fft.fftfreq(fine, 1.0 / fine, dtype=dtype, device=vorticity_hat.device)[:, None]
-    kx = torch.fft.rfftfreq(fine, 1.0 / fine, dtype=dtype, device=vorticity_hat.device)[None, :]
+    ky, kx = rfft_wavenumbers(fine, vorticity_hat.device, dtype)
     k2 = kx**2 + ky**2
     psi_hat = vorticity_hat / torch.where(k2 > 0, k2, torch.ones_like(k2))
     sinc = lambda k: torch.sinc(k * size / 2 / math.pi)  # noqa: E731 (torch.sinc is sin(πz)/(πz))

@@ -182,7 +182,7 @@ def grid_coordinates(resolution: int) -> np.ndarray:
     return np.arange(resolution) * (LENGTH / resolution)
 
 
-def _wavenumbers(resolution: int, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def rfft_wavenumbers(resolution: int, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer angular wavenumbers (k_y as a column [n, 1], k_x as a row [1, n/2 + 1]) of an rfft2 grid."""
     ky = torch.fft.fftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)
     kx = torch.fft.rfftfreq(resolution, 1.0 / resolution, dtype=dtype, device=device)
@@ -220,7 +220,7 @@ def resample(field: torch.Tensor, resolution: int) -> torch.Tensor:
 def velocity_from_vorticity(vorticity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Velocity (u, v) of a periodic vorticity field [..., n, n] on [0, 2π)², from ψ̂ = ω̂/|k|²."""
     n = vorticity.shape[-1]
-    ky, kx = _wavenumbers(n, vorticity.device, vorticity.dtype)
+    ky, kx = rfft_wavenumbers(n, vorticity.device, vorticity.dtype)
     k2 = kx**2 + ky**2
     k2[0, 0] = 1.0
     psi_hat = _rfft2(vorticity) / k2
@@ -288,9 +288,17 @@ def steps_per_interval(interval: float, max_dt: float) -> tuple[int, float]:
     return steps, interval / steps
 
 
+def whole_steps(duration: float, dt: float, solver: str) -> int:
+    """Number of steps dt that make ``duration``, refused unless it is a whole number of them."""
+    steps = round(duration / dt)
+    if steps < 0 or abs(steps * dt - duration) > 1e-9 * max(1.0, abs(duration)):
+        raise EarthsimError(f"{solver}: duration {duration} is not a whole number of steps dt = {dt}")
+    return steps
+
+
 def _dealias_mask(resolution: int, device=None, dtype=torch.float64) -> torch.Tensor:
     """1 on the modes the 2/3 rule keeps (|k_x|, |k_y| ≤ K), 0 elsewhere, shaped [n, n/2 + 1]."""
-    ky, kx = _wavenumbers(resolution, device, dtype)
+    ky, kx = rfft_wavenumbers(resolution, device, dtype)
     cutoff = dealias_cutoff(resolution)
     return ((ky.abs() <= cutoff) & (kx.abs() <= cutoff)).to(dtype)
 
@@ -307,7 +315,7 @@ def random_vorticity(
     noise = np.stack([np.random.default_rng([seed, int(i)]).standard_normal((2, resolution, resolution))
                       for i in trajectories])
     velocity_hat = _rfft2(torch.from_numpy(noise))
-    ky, kx = _wavenumbers(resolution)
+    ky, kx = rfft_wavenumbers(resolution)
     k = torch.sqrt(kx**2 + ky**2)
     variance = 0.25
     mean = math.log(peak_wavenumber) + variance
@@ -344,7 +352,7 @@ class NavierStokes2D(nn.Module):
             raise EarthsimError(f"NavierStokes2D: dt must be > 0, got {dt}")
         self.resolution, self.viscosity, self.drag, self.dt = resolution, viscosity, drag, dt
         device = torch.device(device)
-        ky, kx = _wavenumbers(resolution, device, dtype)
+        ky, kx = rfft_wavenumbers(resolution, device, dtype)
         k2 = kx**2 + ky**2
         inverse_k2 = torch.where(k2 > 0, 1.0 / torch.where(k2 > 0, k2, torch.ones_like(k2)), torch.zeros_like(k2))
         mask = _dealias_mask(resolution, device, dtype)
@@ -439,10 +447,7 @@ class NavierStokes2D(nn.Module):
 
     def steps_for(self, duration: float) -> int:
         """Number of steps that make ``duration``; it must be a whole number of steps dt."""
-        steps = round(duration / self.dt)
-        if steps < 0 or abs(steps * self.dt - duration) > 1e-9 * max(1.0, abs(duration)):
-            raise EarthsimError(f"NavierStokes2D: duration {duration} is not a whole number of steps dt = {self.dt}")
-        return steps
+        return whole_steps(duration, self.dt, type(self).__name__)
 
     def advance(self, vorticity: torch.Tensor, duration: float) -> torch.Tensor:
         """Physical vorticity [B, n, n] advanced by ``duration`` (a whole number of steps), in its input dtype."""
