@@ -6,6 +6,11 @@ name; a temporary left by a killed run is removed by the next write of the same 
 record who made them, from what and how in the ``provenance`` attribute, and, as the last write
 before the rename, that they are complete (:data:`COMPLETE_ATTR`). Every chunk is written, even one
 that equals the fill value, so that a missing chunk file always means damage (:func:`chunk_status`).
+
+Long writes go region by region through :class:`PartialStore`: the whole store is laid out first
+from a template under ``OUT.partial``, each region is written and then flagged done, and a run
+started again on the same request writes only the regions not yet flagged, so a killed job resumes
+where it stopped; regions may be written by different processes (dask workers) at once.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ import os
 import re
 import shutil
 import sys
+import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import dask.array as da
+import numpy as np
 import xarray as xr
 import zarr
 
@@ -155,6 +163,122 @@ def write_zarr(
             _compute(delayed, progress)
         mark_complete(tmp)
     return Path(path)
+
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class PartialStore:
+    """A store being written region by region at ``OUT.partial``: laid out from ``templates`` or reopened to resume.
+
+    ``templates``: one Dataset, or one per Zarr group (lazy arrays: only metadata and coordinates
+    are written up front), with ``encoding`` per group. ``regions``: how many regions the writer
+    will write (:func:`write_region`); each has one flag in the array ``done`` (dim ``done_dim``,
+    one chunk per flag, NaN until written), holding the number its writer reported. ``record`` is
+    the provenance record; its ``config`` (the request) must equal the partial store's for a resume,
+    unless ``overwrite``, which starts a partial store of another request afresh.
+    """
+
+    def __init__(self, out: str | os.PathLike, templates: xr.Dataset | Mapping[str, xr.Dataset], regions: int,
+                 record: dict, *, encoding: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                 overwrite: bool = False, done: str = "done_regions", done_dim: str = "region",
+                 what: str = "write"):
+        self.out = Path(out)
+        self.partial = self.out.with_name(self.out.name + PARTIAL_SUFFIX)
+        self.regions, self.done, self.what = regions, done, what
+        if self.out.exists() and not overwrite:
+            raise EarthsimError(f"{self.out} already exists; remove it or pass overwrite")
+        if self.partial.exists() and not self._resumable(record, overwrite):
+            shutil.rmtree(self.partial)
+        if not self.partial.exists():
+            groups = {"": templates} if isinstance(templates, xr.Dataset) else dict(templates)
+            self._create(groups, dict(encoding or {}), record, done_dim)
+        # Flags are dropped only once every region is written: a partial store without them was
+        # killed between dropping them and the rename, and only the rename is left to do.
+        self._complete = not (self.partial / done).exists()
+        self._flags = None if self._complete else zarr.open_array(store=str(self.partial), path=done, mode="r+")
+
+    def _create(self, groups: dict[str, xr.Dataset], encoding: dict, record: dict, done_dim: str) -> None:
+        with atomic_output(self.partial) as tmp:  # every chunk written, even a coordinate equal to the fill value
+            for group, template in groups.items():
+                template = without_storage_encoding(template)  # coordinates taken from a Zarr v2 store
+                if not group:
+                    template.attrs[PROVENANCE_ATTR] = record
+                    template[self.done] = xr.Variable(
+                        done_dim, da.full(self.regions, np.nan, chunks=1, dtype=np.float64),
+                        {"long_name": "resume state: NaN until the region is written, then the value its writer "
+                                      "reported"})
+                enc = {name: {"chunks": var.data.chunksize, **encoding.get(group, {}).get(name, {})}
+                       for name, var in template.data_vars.items() if hasattr(var.data, "chunksize")}
+                template.to_zarr(tmp, group=group or None, mode="a" if tmp.exists() else "w-", zarr_format=3,
+                                 consolidated=False, compute=False, encoding=enc, write_empty_chunks=True)
+            if "" not in groups:
+                zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_ATTR] = _jsonable(record)
+                xr.Dataset({self.done: xr.Variable(done_dim, da.full(self.regions, np.nan, chunks=1))}).to_zarr(
+                    tmp, mode="a", zarr_format=3, consolidated=False, compute=False, write_empty_chunks=True)
+
+    def _resumable(self, record: dict, overwrite: bool) -> bool:
+        """Whether the partial store is of this request; if not, an error unless ``overwrite``."""
+        try:
+            stored = zarr.open_group(str(self.partial), mode="r").attrs.get(PROVENANCE_ATTR, {}).get("config")
+        except Exception:  # laid out only in part (killed while creating it): start afresh
+            return False
+        wanted = json.loads(json.dumps(_jsonable(record["config"])))
+        if stored == wanted or overwrite:
+            return stored == wanted
+        keys = sorted(k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k))
+        raise EarthsimError(
+            f"{self.partial} holds an interrupted {self.what} of another request (differing: "
+            f"{', '.join(f'{k}: {(stored or {}).get(k)!r} there, {wanted.get(k)!r} now' for k in keys)}); "
+            "run again with the same arguments to resume it, or remove it (or pass overwrite) to start afresh")
+
+    def flags(self) -> np.ndarray:
+        """Each region's flag: NaN until written, then the value its writer reported."""
+        if self._complete:
+            return np.ones(self.regions)
+        return self._flags[:]
+
+    def pending(self) -> list[int]:
+        """Indices of the regions not yet written."""
+        return [int(i) for i in np.flatnonzero(np.isnan(self.flags()))]
+
+    def mark(self, index: int, value: float = 1.0) -> None:
+        """Flag region ``index`` written, with ``value`` (never NaN)."""
+        mark_region(self.partial, index, value, self.done)
+
+    def finish(self, attrs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+        """Set ``attrs`` ({group: attributes}), drop the flags and rename the complete store to its final name."""
+        missing = self.pending()
+        if missing:
+            raise EarthsimError(f"{self.partial}: regions {missing[:10]} are not written; cannot finish")
+        if not self._complete:
+            for group, values in (attrs or {}).items():
+                zarr.open_group(str(self.partial), path=group or None, mode="r+").attrs.update(_jsonable(values))
+            mark_complete(self.partial)  # before the flags go: a run killed in between still finds every flag set
+            shutil.rmtree(self.partial / self.done)
+        if self.out.exists():
+            _remove(self.out)
+        os.replace(self.partial, self.out)
+        return self.out
+
+
+def mark_region(partial: str | os.PathLike, index: int, value: float = 1.0, done: str = "done_regions") -> None:
+    """Flag region ``index`` of the partial store written, holding ``value``."""
+    if not np.isfinite(value):
+        raise EarthsimError(f"{partial}: region {index} reported {value}; a written region's value must be finite")
+    zarr.open_array(store=str(partial), path=done, mode="r+")[index] = value
+
+
+def write_region(partial: str | os.PathLike, index: int, parts: Mapping[str, xr.Dataset],
+                 region: Mapping[str, slice], value: float = 1.0) -> int:
+    """Write ``parts`` ({group: Dataset of the region's values}) into ``region`` of the partial store, then flag
+    region ``index`` done with ``value``; returns ``index``. Safe in another process (a dask worker)."""
+    for group, part in parts.items():
+        part.drop_vars(list(part.coords)).to_zarr(  # coordinates were written with the template
+            str(partial), group=group or None, region=dict(region), zarr_format=3, consolidated=False,
+            write_empty_chunks=True)
+    mark_region(partial, index, value)
+    return index
 
 
 def without_storage_encoding(ds: xr.Dataset) -> xr.Dataset:

@@ -7,20 +7,18 @@ fluids), ``prediction_timedelta`` the lead (timedelta64 for weather; float with 
 attribute for fluids), ``realization`` the ensemble member (forecast ensembles, or a weather
 dataset's own members), and the sequence dims (a fluid's ``trajectory``) come first.
 
-Resume: the store is made up front under ``OUT.partial`` (its provenance records the request:
-checkpoint, dataset, split, steps, initial times, members, seed, block size), with a
-``done_blocks`` array of one flag per block of initial times, each flag its own chunk. A block's
-forecast is written into its region, then its flag is set; a run started again on the same
-request computes only the blocks whose flag is unset, and a different request is refused rather
-than mixed in. When every block is done the flags are dropped and ``OUT.partial`` is renamed to
-``OUT``, so nothing ever appears under the final name before it is complete.
+Resume (:class:`earthsim.data.store.PartialStore`): the store is made up front under ``OUT.partial``
+(its provenance records the request: checkpoint, dataset, split, steps, initial times, members,
+seed, block size), with a ``done_blocks`` array of one flag per block of initial times, each flag
+its own chunk. A block's forecast is written into its region, then its flag is set; a run started
+again on the same request computes only the blocks whose flag is unset, and a different request is
+refused rather than mixed in. When every block is done the flags are dropped and ``OUT.partial``
+is renamed to ``OUT``, so nothing ever appears under the final name before it is complete.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,14 +29,12 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
-from earthsim.data.store import (PROVENANCE_ATTR, atomic_output, mark_complete, open_zarr, provenance,
-                                 without_storage_encoding)
+from earthsim.data.store import PartialStore, provenance
 from earthsim.data.conventions import LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TIME_DIM
 from earthsim.errors import EarthsimError
 from earthsim.forecast.inputs import Block, InitialConditions
 
 DONE = "done_blocks"
-PARTIAL_SUFFIX = ".partial"
 
 
 def forecast_template(ic: InitialConditions, members: int | None, block: Block, attrs: dict[str, Any],
@@ -87,8 +83,9 @@ def forecast_template(ic: InitialConditions, members: int | None, block: Block, 
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-class ForecastStore:
-    """A forecast store being written at ``OUT.partial``: created from ``template`` or reopened to resume.
+class ForecastStore(PartialStore):
+    """A forecast store being written at ``OUT.partial``, one region per block of initial times: created from
+    ``template`` or reopened to resume (:class:`~earthsim.data.store.PartialStore`).
 
     ``record`` is the provenance record; its ``config`` (the request) must match the partial
     store's for a resume, unless ``overwrite``, which starts a partial store of another request afresh.
@@ -96,53 +93,18 @@ class ForecastStore:
 
     def __init__(self, out: str | os.PathLike, template: xr.Dataset, blocks: list[Block], ic: InitialConditions,
                  record: dict, overwrite: bool = False):
-        self.out = Path(out)
-        self.partial = self.out.with_name(self.out.name + PARTIAL_SUFFIX)
         self.blocks, self.ic = blocks, ic
         self.member_dim = MEMBER_DIM in template.dims
         self.dims = {name: template[name].dims for name in template.data_vars}
-        if self.out.exists() and not overwrite:
-            raise EarthsimError(f"{self.out} already exists; remove it or pass overwrite")
-        if self.partial.exists() and not self._resumable(record, overwrite):
-            shutil.rmtree(self.partial)
-        if not self.partial.exists():
-            self._create(template, record)
-        # Flags are dropped only once every block is written: a partial store without them was
-        # killed between dropping them and the rename, and only the rename is left to do.
-        self._complete = not (self.partial / DONE).exists()
-        self._done = None if self._complete else zarr.open_array(store=str(self.partial), path=DONE, mode="r+")
+        super().__init__(out, template, len(blocks), record, overwrite=overwrite, done=DONE, done_dim="block",
+                         what="forecast")
         self._arrays = {name: zarr.open_array(store=str(self.partial), path=name, mode="r+",
                                               config={"write_empty_chunks": True})  # a missing chunk means damage
                         for name in self.dims}
 
-    def _create(self, template: xr.Dataset, record: dict) -> None:
-        template = without_storage_encoding(template)  # coordinates taken from a Zarr v2 truth (WeatherBench 2)
-        template.attrs[PROVENANCE_ATTR] = record
-        template[DONE] = xr.Variable("block", da.zeros(len(self.blocks), chunks=1, dtype=np.int8),
-                                     {"long_name": "1 where the block of initial times is written (resume state)"})
-        encoding = {name: {"chunks": var.data.chunksize} for name, var in template.data_vars.items()}
-        with atomic_output(self.partial) as tmp:  # every chunk written, even a coordinate equal to the fill value
-            template.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding,
-                             write_empty_chunks=True)
-
-    def _resumable(self, record: dict, overwrite: bool) -> bool:
-        """Whether the partial store is of this request; if not, an error unless ``overwrite``."""
-        stored = open_zarr(self.partial).attrs.get(PROVENANCE_ATTR, {}).get("config")
-        wanted = json.loads(json.dumps(record["config"]))
-        if stored == wanted or overwrite:
-            return stored == wanted
-        keys = sorted(k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k))
-        raise EarthsimError(
-            f"{self.partial} holds an interrupted forecast of another request (differing: "
-            f"{', '.join(f'{k}: {(stored or {}).get(k)!r} there, {wanted.get(k)!r} now' for k in keys)}); "
-            "run again with the same arguments to resume it, or remove it (or pass overwrite) to start afresh")
-
-    def pending(self) -> list[Block]:
-        """Blocks whose flag is not yet set."""
-        if self._complete:
-            return []
-        flags = self._done[:]
-        return [b for b in self.blocks if not flags[b.index]]
+    def pending_blocks(self) -> list[Block]:
+        """Blocks not yet written."""
+        return [self.blocks[i] for i in self.pending()]
 
     def write(self, block: Block, values: np.ndarray) -> None:
         """Write ``values`` ``[samples, steps, members, C, H, W]`` (physical units, samples in the block's
@@ -167,20 +129,7 @@ class ForecastStore:
             part = xr.DataArray(np.asarray(part, dtype=np.float32), dims=dims).transpose(*self.dims[name]).values
             # zarr directly: an xarray region write re-reads the store's metadata on every call
             self._arrays[name][tuple(region.get(d, slice(None)) for d in self.dims[name])] = part
-        self._done[block.index] = 1
-
-    def finish(self) -> Path:
-        """Drop the resume flags and rename the complete store to its final name."""
-        missing = [b.index for b in self.pending()]
-        if missing:
-            raise EarthsimError(f"{self.partial}: blocks {missing[:10]} are not written; cannot finish")
-        if not self._complete:
-            mark_complete(self.partial)  # before the flags go: a run killed in between still finds every flag set
-            shutil.rmtree(self.partial / DONE)
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        os.replace(self.partial, self.out)
-        return self.out
+        self.mark(block.index)
 
 
 def write_forecast(ic: InitialConditions, out: str | os.PathLike, compute: Callable[[Block], np.ndarray], *,
@@ -193,7 +142,7 @@ def write_forecast(ic: InitialConditions, out: str | os.PathLike, compute: Calla
     template = forecast_template(ic, members, blocks[0], attrs, variables)
     record = provenance(producer, inputs, {**request, "block_size": int(block_size)})
     store = ForecastStore(out, template, blocks, ic, record, overwrite=overwrite)
-    pending = store.pending()
+    pending = store.pending_blocks()
     with tqdm(total=len(blocks), initial=len(blocks) - len(pending), unit="block", desc=description,
               disable=not progress) as bar:
         for block in pending:

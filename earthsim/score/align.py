@@ -38,7 +38,6 @@ from earthsim.data.stats import climatology_at
 from earthsim.data.conventions import LATITUDE_DIM, LEAD_DIM, LEVEL_DIM, LONGITUDE_DIM, MEMBER_DIM, TIME_DIM, TRAJECTORY_DIM, lead_numbers
 from earthsim.errors import EarthsimError, ValidationError, reason
 
-PARTIAL_SUFFIX = ".partial"  # an unfinished forecast store: OUT.partial (earthsim.forecast.store)
 INIT_DIM = TIME_DIM  # in a forecast store, time is the initialisation time
 LISTED = 5  # missing items named in an error before summarising the rest
 
@@ -179,12 +178,12 @@ def _check_complete(label: str, path: str, ds: xr.Dataset) -> None:
     if not isinstance(record, Mapping) or "producer" not in record or store.is_complete(path):
         return
     made = f"{record.get('producer')}, earthsim {record.get('earthsim_version', '?')}"
-    partial = str(path).rstrip("/").endswith(PARTIAL_SUFFIX)
+    partial = str(path).rstrip("/").endswith(store.PARTIAL_SUFFIX)
     raise AlignmentError(
         f"forecast {label!r} ({path}) was written by earthsim ({made}) but has no completion record: it is "
         "incomplete (interrupted, or still being written) or from an earthsim older than 0.2.0; finish it by running "
         "the `earthsim forecast` command that made it again, which resumes what is not yet written"
-        + (f" and renames it to {str(path).rstrip('/')[:-len(PARTIAL_SUFFIX)]}" if partial else
+        + (f" and renames it to {str(path).rstrip('/')[:-len(store.PARTIAL_SUFFIX)]}" if partial else
            " (a store from an older earthsim: remove it first, then run the command again)"))
 
 

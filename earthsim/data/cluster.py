@@ -1,0 +1,137 @@
+"""Computing on a dask.distributed cluster: connecting to one, and showing progress wherever work runs.
+
+Library functions compute through :func:`compute` and :func:`run_tasks`: with a
+``dask.distributed.Client`` active (a pipeline job's, a notebook's) the work goes to its cluster
+with distributed's progress bar; without one, dask's local scheduler runs it with dask's progress
+bar, and tasks run one after another in this process. The pipeline jobs (``pipelines/``) open the
+cluster with :func:`cluster`: a ``LocalCluster`` of worker processes by default, or an existing
+scheduler by address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Any, Callable, Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from earthsim.errors import EarthsimError
+
+
+def current_client():
+    """The active ``dask.distributed.Client``, or None when work runs on dask's local scheduler."""
+    try:
+        from distributed import get_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return get_client()
+    except ValueError:  # no client
+        return None
+
+
+def compute(*objects, progress: bool = True):
+    """Compute dask collections (or delayed values) together, on the active cluster if there is one; returns the
+    results in order (one result for one object)."""
+    client = current_client()
+    if client is not None:
+        futures = client.compute(list(objects))
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures, notebook=False)
+            print(file=sys.stderr)
+        results = client.gather(futures)
+    elif progress:
+        import dask
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(dt=0.5):
+            results = dask.compute(*objects)
+    else:
+        import dask
+
+        results = dask.compute(*objects)
+    return results[0] if len(objects) == 1 else list(results)
+
+
+def run_tasks(function: Callable[..., Any], arguments: Sequence[tuple], progress: bool = True,
+              description: str = "tasks") -> list:
+    """``function(*args)`` for each tuple of ``arguments``, as independent tasks on the active cluster (or one
+    after another here without one), with a bar counting finished tasks; returns the results in order.
+
+    ``function`` must be importable by the workers (a library function, not a lambda). The first
+    failure is raised as it is, once the tasks already running have been cancelled.
+    """
+    client = current_client()
+    bar = tqdm(total=len(arguments), unit="task", desc=description, disable=not progress)
+    try:
+        if client is None:
+            results = []
+            for args in arguments:
+                results.append(function(*args))
+                bar.update(1)
+            return results
+        from distributed import as_completed
+
+        futures = [client.submit(function, *args, pure=False) for args in arguments]
+        try:
+            for future in as_completed(futures):
+                future.result()  # raises the task's error here
+                bar.update(1)
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return [future.result() for future in futures]
+    finally:
+        bar.close()
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every pipeline job shares: where to compute, and whether to show progress."""
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="address of a running dask scheduler (tcp://host:8786); default: start a LocalCluster")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes of the LocalCluster (default 2; ignored with --scheduler)")
+    parser.add_argument("--threads-per-worker", type=int, default=1,
+                        help="threads per LocalCluster worker (default 1; ignored with --scheduler)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+@contextlib.contextmanager
+def cluster(scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
+            quiet: bool = False) -> Iterator[Any]:
+    """A ``dask.distributed.Client``: of the scheduler at ``scheduler``, or of a new ``LocalCluster`` of
+    ``workers`` processes; prints where its dashboard is. Closed (the LocalCluster shut down) on exit."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as error:
+            raise EarthsimError(f"--scheduler {scheduler}: no dask scheduler answers there ({error})") from None
+        local = None
+    else:
+        if workers < 1 or threads_per_worker < 1:
+            raise EarthsimError(f"--workers and --threads-per-worker must be at least 1, got {workers} and "
+                                f"{threads_per_worker}")
+        # Workers die with their scheduler (this process): a killed job leaves no workers writing behind it.
+        local = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                             dashboard_address=":0", death_timeout=10)
+        client = Client(local)
+    if not quiet:
+        print(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
+              f"dashboard {client.dashboard_link}", file=sys.stderr, flush=True)
+    try:
+        yield client
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+
+
+def cluster_from_arguments(args: argparse.Namespace):
+    """:func:`cluster` as the options of :func:`add_cluster_arguments` ask."""
+    return cluster(args.scheduler, args.workers, args.threads_per_worker)
