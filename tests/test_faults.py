@@ -423,10 +423,10 @@ def test_an_ingest_killed_part_way_runs_again_to_the_same_store(tmp_path):
 def test_a_statistics_job_killed_part_way_runs_again_to_the_same_result(tmp_path):
     env = {"EARTHSIM_STORES": str(tmp_path / "stores")}
     _earthsim("ingest", "era5-uk-t2m", cwd=tmp_path, env=env, check=True)
-    left = _kill_when_a_temporary_appears(["stats", "era5-uk-t2m"], tmp_path, env, "era5-uk-t2m.climatology.zarr.tmp-*")
+    left = _kill_when_a_temporary_appears(["stats", "era5-uk-t2m"], tmp_path, env, "era5-uk-t2m.climatology.zarr.partial")
     assert left and not (tmp_path / "stores" / "era5-uk-t2m.climatology.zarr").exists()
-    _earthsim("stats", "era5-uk-t2m", cwd=tmp_path, env=env, check=True)
-    assert not list(tmp_path.rglob("*.tmp-*"))
+    _earthsim("stats", "era5-uk-t2m", cwd=tmp_path, env=env, check=True)  # resumes the partial store
+    assert not list(tmp_path.rglob("*.tmp-*")) and not list(tmp_path.rglob("*.partial"))
     reference = {"EARTHSIM_STORES": str(tmp_path / "reference")}
     _earthsim("ingest", "era5-uk-t2m", cwd=tmp_path, env=reference, check=True)
     _earthsim("stats", "era5-uk-t2m", cwd=tmp_path, env=reference, check=True)

@@ -121,8 +121,9 @@ def test_rerun_reuses_and_overwrite_recomputes(tmp_path, monkeypatch):
 
     entry, _ = _fluid(tmp_path)
     calls = []
-    original = stats._compute
-    monkeypatch.setattr(stats, "_compute", lambda obj, progress: calls.append(1) or original(obj, progress))
+    original = stats.compute
+    monkeypatch.setattr(stats, "compute", lambda *objects, progress: calls.append(1) or original(*objects,
+                                                                                               progress=progress))
     path = stats.compute_statistics(entry, progress=False)
     created = open_zarr(path).attrs["provenance"]["created"]
     mtime = (path / "zarr.json").stat().st_mtime_ns

@@ -35,9 +35,11 @@ model may depend on.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -45,6 +47,7 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
+from earthsim.data.cluster import compute
 from earthsim.errors import CatalogError, ValidationError
 from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM, TRAJECTORY_DIM
 
@@ -59,14 +62,22 @@ def _entry(entry: DatasetEntry | str) -> DatasetEntry:
     return entry if isinstance(entry, DatasetEntry) else catalog.get_entry(entry)
 
 
-def _compute(obj, progress: bool):
-    """Compute a dask-backed object, with dask's progress bar when asked."""
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(dt=0.5):
-            return obj.compute()
-    return obj.compute()
+def _write_by_variable(path: Path, lazy: dict[str, xr.DataArray], record: dict, counts: dict[str, xr.DataArray],
+                       progress: bool, overwrite: bool, what: str) -> store.PartialStore:
+    """Lay out ``lazy``'s variables at ``path``'s partial store and write each as its own region, on the active
+    dask cluster if there is one: a killed run resumes with the variables not yet written. Each region's
+    flag holds the variable's count of non-finite inputs (``counts``; 0 where none is given)."""
+    template = xr.Dataset(lazy)
+    partial = store.PartialStore(path, template, len(lazy), record, overwrite=overwrite, what=what)
+    names = list(lazy)
+    tasks = [dask.delayed(store.write_region)(
+        partial.partial, i, {"": template[[names[i]]]}, {d: slice(0, n) for d, n in template[names[i]].sizes.items()},
+        counts.get(names[i], 0)) for i in partial.pending()]
+    with warnings.catch_warnings():  # numpy's warnings about inf and NaN: the counts say it in one line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if tasks:
+            compute(*tasks, progress=progress)
+    return partial
 
 
 def _training_data(entry: DatasetEntry, names: list[str]) -> tuple[xr.Dataset, xr.Dataset]:
@@ -172,36 +183,33 @@ def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwri
         _check_stored(path, _expectation(entry, dynamic + static), "statistics")
         return path
     ds, train = _training_data(entry, dynamic + static)
-    lazy = xr.Dataset({name: _statistics(train[name], entry) for name in dynamic})
-    for name in static:
-        lazy[name] = _statistics(ds[name], entry)
     sources = {**{name: train[name] for name in dynamic}, **{name: ds[name] for name in static}}
+    lazy = {name: _statistics(da, entry) for name, da in sources.items()}
     counts = {name: _nonfinite(da) for name, da in sources.items() if np.issubdtype(da.dtype, np.inexact)}
-    for name, count in counts.items():  # computed in the same pass as the statistics
-        lazy[_COUNT_PREFIX + name] = count
-    with warnings.catch_warnings():  # numpy's warnings about inf and NaN: the counts below say it in one line
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = _compute(lazy, progress)
-    for name in counts:
-        count = int(result[_COUNT_PREFIX + name])
-        if count:
-            where = f"split {SPLIT!r}" if name in dynamic else "the store (a static field)"
-            raise ValidationError(
-                f"dataset {entry.name!r} ({entry.store}): variable {name!r} holds {count} non-finite value(s) (NaN "
-                f"or ±inf) in {where}; statistics are not computed from them, so training never starts from NaN or "
-                f"inf statistics: mend the store (`earthsim check {entry.store}` counts them per array)")
-    result = result.drop_vars([_COUNT_PREFIX + name for name in counts])
-    for name in dynamic + static:
-        for stat in ("mean", "std") + (("diff_std",) if name in dynamic else ()):
-            if bool(result[name].sel(statistic=stat).isnull().any()):
-                raise ValidationError(
-                    f"dataset {entry.name!r}: {stat} of variable {name!r} over split {SPLIT!r} is NaN; "
-                    + ("no two frames in the split are one time step "
-                       f"({entry.time.step}) apart" if stat == "diff_std" else "the variable has no valid values"))
-    result.attrs[store.PROVENANCE_ATTR] = store.provenance(
+    record = store.provenance(
         "earthsim.data.stats.compute_statistics", [entry.store],
         _record(entry, train, dynamic + static, statistics=list(STATISTICS), accumulation="float64", ddof=0))
-    return store.write_zarr(result, path, overwrite=overwrite, progress=False)
+    partial = _write_by_variable(path, lazy, record, counts, progress, overwrite, "statistics computation")
+    try:
+        for name, count in zip(lazy, partial.flags()):
+            if count:
+                where = f"split {SPLIT!r}" if name in dynamic else "the store (a static field)"
+                raise ValidationError(
+                    f"dataset {entry.name!r} ({entry.store}): variable {name!r} holds {int(count)} non-finite value(s) "
+                    f"(NaN or ±inf) in {where}; statistics are not computed from them, so training never starts from "
+                    f"NaN or inf statistics: mend the store (`earthsim check {entry.store}` counts them per array)")
+        result = store.open_zarr(partial.partial, dask=False)
+        for name in dynamic + static:
+            for stat in ("mean", "std") + (("diff_std",) if name in dynamic else ()):
+                if bool(result[name].sel(statistic=stat).isnull().any()):
+                    raise ValidationError(
+                        f"dataset {entry.name!r}: {stat} of variable {name!r} over split {SPLIT!r} is NaN; "
+                        + ("no two frames in the split are one time step "
+                           f"({entry.time.step}) apart" if stat == "diff_std" else "the variable has no valid values"))
+    except ValidationError:
+        shutil.rmtree(partial.partial)  # computed from data that must be mended first: nothing to resume
+        raise
+    return partial.finish()
 
 
 def load_statistics(entry: DatasetEntry | str, progress: bool = True) -> xr.Dataset:
@@ -297,17 +305,16 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
                                   f"climatology; it has {train[name].dims}")
     if seasonal:
         hours = np.unique(ds.time.dt.hour.values)  # every hour of the data; hours absent from train stay NaN
-        clim = xr.Dataset({name: _climatology(train[name], hours, weights) for name in variables})
-        clim = clim.chunk({"hour": 1, "dayofyear": -1})
+        clim = {name: _climatology(train[name], hours, weights).chunk({"hour": 1, "dayofyear": -1})
+                for name in variables}
         record = _record(entry, train, variables, window_days=window_days, hours=hours.tolist(),
                          weights="triangular 1 - |days|/(window_days // 2), circular over days 1..366 (WeatherBench 2)",
                          statistic="mean")
     else:
-        clim = xr.Dataset({name: _time_mean(train[name]) for name in variables})
+        clim = {name: _time_mean(train[name]) for name in variables}
         record = _record(entry, train, variables, window_days=None, statistic="mean over time and trajectories")
-    clim.attrs[store.PROVENANCE_ATTR] = store.provenance("earthsim.data.stats.compute_climatology", [entry.store],
-                                                         record)
-    return store.write_zarr(clim, path, overwrite=overwrite, progress=progress)
+    record = store.provenance("earthsim.data.stats.compute_climatology", [entry.store], record)
+    return _write_by_variable(path, clim, record, {}, progress, overwrite, "climatology computation").finish()
 
 
 def _time_mean(da: xr.DataArray) -> xr.DataArray:

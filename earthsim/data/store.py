@@ -34,6 +34,7 @@ import xarray as xr
 import zarr
 
 from earthsim import __version__
+from earthsim.data.cluster import compute
 from earthsim.errors import EarthsimError
 
 PROVENANCE_ATTR = "provenance"
@@ -160,7 +161,7 @@ def write_zarr(
                 tmp, group=group or None, mode="a" if tmp.exists() else "w-", zarr_format=3,
                 encoding=enc or None, consolidated=False, compute=False, write_empty_chunks=True,
             )
-            _compute(delayed, progress)
+            compute(delayed, progress=progress)
         mark_complete(tmp)
     return Path(path)
 
@@ -264,6 +265,7 @@ class PartialStore:
 
 def mark_region(partial: str | os.PathLike, index: int, value: float = 1.0, done: str = "done_regions") -> None:
     """Flag region ``index`` of the partial store written, holding ``value``."""
+    value = float(value)
     if not np.isfinite(value):
         raise EarthsimError(f"{partial}: region {index} reported {value}; a written region's value must be finite")
     zarr.open_array(store=str(partial), path=done, mode="r+")[index] = value
@@ -303,16 +305,6 @@ def is_complete(path: str | os.PathLike) -> bool:
         return COMPLETE_ATTR in zarr.open_group(str(path), mode="r").attrs
     except Exception:  # not a store, or an unreadable one: not complete
         return False
-
-
-def _compute(delayed, progress: bool) -> None:
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(dt=0.5):
-            delayed.compute()
-    else:
-        delayed.compute()
 
 
 def open_zarr(path: str | os.PathLike, group: str | None = None, dask: bool = True) -> xr.Dataset:
