@@ -8,8 +8,10 @@
 Inputs are opened lazily as dask arrays in blocks of time steps, so files larger than memory stream
 through: the only full pass before writing computes one all-NaN flag per field for validation. The
 store is written chunked by time (a block of steps per chunk, each chunk holding the full spatial
-field and every member and level) through :func:`earthsim.data.store.write_zarr`, so a failed
-ingest leaves no store, and no temporary, under the output name.
+field and every member and level) one block of time steps per region through
+:func:`earthsim.data.store.write_by_regions`, on the active dask cluster if there is one: nothing
+appears under the output name before every region is written, and an ingest killed part-way
+resumes from ``OUT.partial`` when run again with the same inputs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from earthsim.data.conventions import (
     CONVENTIONS, LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, MEMBER_DIM, RECORD_DIMS,
     TIME_DIM, X_DIM, Y_DIM, record_dim, to_conventions,
 )
-from earthsim.data.store import PROVENANCE_ATTR, provenance, write_zarr
+from earthsim.data.store import PROVENANCE_ATTR, provenance, write_by_regions
 from earthsim.errors import CatalogError, EarthsimError, ValidationError, quiet_loggers, reason
 
 TIME_CHUNK_BYTES = 2**20  # target size of one stored chunk (float32), a block of whole time steps
@@ -127,7 +129,10 @@ def _write(ds: xr.Dataset, files: list[str], out, expect: DatasetEntry | None, p
             },
         )
         group = expect.group if expect is not None and expect.group else ""
-        return write_zarr({group: ds}, out, encoding=encoding, overwrite=overwrite, progress=progress)
+        partial = write_by_regions(ds, out, ds.attrs[PROVENANCE_ATTR], along=record, step=chunks.get(record, 1),
+                                   group=group, encoding=encoding, progress=progress, overwrite=overwrite,
+                                   what="ingest")
+        return partial.finish()
 
 
 def open_inputs(

@@ -18,16 +18,17 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import itertools
+import json
 import os
 import re
 import shutil
 import sys
-import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -221,10 +222,11 @@ class PartialStore:
     def _resumable(self, record: dict, overwrite: bool) -> bool:
         """Whether the partial store is of this request; if not, an error unless ``overwrite``."""
         try:
-            stored = zarr.open_group(str(self.partial), mode="r").attrs.get(PROVENANCE_ATTR, {}).get("config")
+            stored = zarr.open_group(str(self.partial), mode="r").attrs.get(PROVENANCE_ATTR, {})
         except Exception:  # laid out only in part (killed while creating it): start afresh
             return False
-        wanted = json.loads(json.dumps(_jsonable(record["config"])))
+        stored = {"inputs": stored.get("inputs"), **(stored.get("config") or {})}
+        wanted = json.loads(json.dumps(_jsonable({"inputs": record.get("inputs"), **record["config"]})))
         if stored == wanted or overwrite:
             return stored == wanted
         keys = sorted(k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k))
@@ -281,6 +283,39 @@ def write_region(partial: str | os.PathLike, index: int, parts: Mapping[str, xr.
             write_empty_chunks=True)
     mark_region(partial, index, value)
     return index
+
+
+def write_by_regions(ds: xr.Dataset, out: str | os.PathLike, record: dict, *, along: str | None, step: int,
+                     group: str = "", encoding: Mapping[str, Mapping[str, Any]] | None = None,
+                     report: Callable[[xr.Dataset], Any] | None = None, progress: bool = True,
+                     overwrite: bool = False, what: str = "write") -> PartialStore:
+    """Write the lazy ``ds`` into ``OUT.partial`` in regions of ``step`` entries along ``along`` (the variables
+    without that dim, or all of them when ``along`` is None, in one more region), on the active dask cluster
+    if there is one; returns the :class:`PartialStore` for the caller to check and ``finish``.
+
+    A run started again with the same ``record`` (provenance: inputs and config) writes only the
+    regions not yet written. ``report(part)``, a lazy number computed with each region (e.g. a count
+    of NaN), becomes the region's flag (:meth:`PartialStore.flags`).
+    """
+    size = ds.sizes[along] if along else 0
+    blocks = [slice(start, min(start + step, size)) for start in range(0, size, step)]
+    whole = [name for name, var in ds.data_vars.items() if along not in var.dims]
+    template = ds.chunk({along: step}) if along else ds
+    partial = PartialStore(out, {group: template}, len(blocks) + bool(whole), record,
+                           encoding={group: dict(encoding or {})}, overwrite=overwrite, what=what)
+    tasks = []
+    for index in partial.pending():
+        if index < len(blocks):
+            part = template[[n for n in template.data_vars if n not in whole]].isel({along: blocks[index]})
+            region = {along: blocks[index]}
+        else:
+            part = template[whole]
+            region = {d: slice(0, n) for d, n in part.sizes.items()}
+        tasks.append(dask.delayed(write_region)(partial.partial, index, {group: part}, region,
+                                                report(part) if report else 1.0))
+    if tasks:
+        compute(*tasks, progress=progress)
+    return partial
 
 
 def without_storage_encoding(ds: xr.Dataset) -> xr.Dataset:
