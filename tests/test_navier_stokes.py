@@ -285,7 +285,7 @@ def test_decaying_flow_has_no_forcing_or_drag(tmp_path):
     assert np.all(np.diff(enstrophy, axis=1) < 0)
 
 
-def test_failed_run_leaves_no_store_and_no_temporary(tmp_path, monkeypatch):
+def test_failed_run_leaves_no_store_and_resumes(tmp_path, monkeypatch):
     calls = {"n": 0}
     step = ns.NavierStokes2D.step
 
@@ -299,7 +299,14 @@ def test_failed_run_leaves_no_store_and_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected"):
         ns.simulate_navier_stokes(_small_config(), tmp_path / "ns.zarr", progress=False)
     assert calls["n"] > 20
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [tmp_path / "ns.zarr.partial"]  # nothing under the final name
+    monkeypatch.setattr(ns.NavierStokes2D, "step", step)
+    resumed = ns.simulate_navier_stokes(_small_config(), tmp_path / "ns.zarr", progress=False)
+    whole = ns.simulate_navier_stokes(_small_config(), tmp_path / "whole.zarr", progress=False)
+    assert sorted(tmp_path.iterdir()) == [resumed, whole]
+    for group in _small_config().save_resolutions:
+        xr.testing.assert_identical(xr.open_zarr(resumed, group=str(group), consolidated=False).load().drop_attrs(),
+                                    xr.open_zarr(whole, group=str(group), consolidated=False).load().drop_attrs())
 
 
 def test_flow_outrunning_the_cfl_speed_fails_cleanly(tmp_path):

@@ -215,9 +215,9 @@ class PartialStore:
                 template.to_zarr(tmp, group=group or None, mode="a" if tmp.exists() else "w-", zarr_format=3,
                                  consolidated=False, compute=False, encoding=enc, write_empty_chunks=True)
             if "" not in groups:
-                zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_ATTR] = _jsonable(record)
                 xr.Dataset({self.done: xr.Variable(done_dim, da.full(self.regions, np.nan, chunks=1))}).to_zarr(
                     tmp, mode="a", zarr_format=3, consolidated=False, compute=False, write_empty_chunks=True)
+                zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_ATTR] = _jsonable(record)
 
     def _resumable(self, record: dict, overwrite: bool) -> bool:
         """Whether the partial store is of this request; if not, an error unless ``overwrite``."""

@@ -41,6 +41,7 @@ and inverse transform, so a coarse grid point holds exactly the value of the tru
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -607,53 +608,70 @@ def _solve_batch(solver: NavierStokes2D, config: NavierStokesConfig, batch: rang
     return frames, courant
 
 
+def solve_region(config: NavierStokesConfig, partial: str, index: int, batch: range, spinup_steps: int,
+                 progress: bool = False) -> float:
+    """Solve one batch of trajectories and write it into its region of the partial store (a task a dask worker
+    can run); returns the batch's peak Courant number, which becomes the region's flag."""
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from earthsim.data.store import write_region
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        solver = NavierStokes2D.from_config(config)
+        with tqdm(total=total_steps(config, solver, spinup_steps), unit="step", disable=not progress,
+                  desc=f"navier-stokes {config.flow} {config.resolution}², trajectories {batch.start}-{batch.stop - 1}",
+                  leave=False) as bar:
+            frames, courant = _solve_batch(solver, config, batch, spinup_steps, bar)
+    finally:
+        torch.set_num_threads(threads)
+    parts = {str(r): xr.Dataset({name: ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), values)
+                                 for name, values in variables.items()}) for r, variables in frames.items()}
+    write_region(partial, index, parts, {TRAJECTORY_DIM: slice(batch.start, batch.stop)}, courant)
+    return courant
+
+
+def total_steps(config: NavierStokesConfig, solver: NavierStokes2D, spinup_steps: int) -> int:
+    """Solver steps one batch of trajectories takes, the coarse spin-up included."""
+    steps = spinup_steps + (config.frames - 1) * solver.steps_for(config.save_interval)
+    if config.coarse_spinup_time > 0:
+        steps += coarse_spinup_steps(config, NavierStokes2D.from_config(config, resolution=config.coarse_resolution))
+    return steps
+
+
 def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = True, overwrite: bool = False) -> Path:
     """Solve ``config.trajectories`` flows and write their frames to one Zarr v3 store at ``out``.
 
     One group per saved resolution (named by it, e.g. "64"), each with ``vorticity`` (trajectory, time,
     y, x) float32, chunked one trajectory × ``chunk_frames`` frames; time 0 is the end of the spin-up.
-    Trajectories are solved ``batch_size`` at a time and streamed into a temporary store that is
-    renamed to ``out`` only when every frame is written.
+    Trajectories are solved ``batch_size`` at a time, each batch an independent task (on the active
+    dask cluster if there is one) writing its region of ``OUT.partial``; a run killed part-way resumes
+    with the batches not yet written, and the store is renamed to ``out`` only when every frame is.
     """
-    import xarray as xr
-    import zarr
-    from tqdm.auto import tqdm
-
-    from earthsim.data.store import atomic_output, mark_complete
+    from earthsim.data.cluster import current_client, run_tasks
+    from earthsim.data.store import PartialStore
 
     solver = NavierStokes2D.from_config(config)
     spinup_steps = math.ceil(config.spinup_time / solver.dt - 1e-9)
     attrs = _store_attributes(config, solver, spinup_steps)
     batches = [range(start, min(start + config.batch_size, config.trajectories))
                for start in range(0, config.trajectories, config.batch_size)]
-    steps = spinup_steps + (config.frames - 1) * solver.steps_for(config.save_interval)
-    if config.coarse_spinup_time > 0:
-        steps += coarse_spinup_steps(config, NavierStokes2D.from_config(config, resolution=config.coarse_resolution))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
+    templates, encodings = {}, {}
+    for resolution in config.save_resolutions:
+        templates[str(resolution)], encodings[str(resolution)] = _template(config, resolution, attrs)
+    store = PartialStore(out, templates, len(batches), attrs["provenance"], encoding=encodings, overwrite=overwrite,
+                         what="simulation")
+    pending = store.pending()
+    here = current_client() is None
     try:
-        with atomic_output(out, overwrite=overwrite) as tmp, tqdm(
-                total=steps * len(batches), unit="step", disable=not progress,
-                desc=f"navier-stokes {config.flow} {config.resolution}²") as bar:
-            for resolution in config.save_resolutions:
-                ds, encoding = _template(config, resolution, attrs)
-                ds.to_zarr(tmp, group=str(resolution), mode="a" if tmp.exists() else "w-", zarr_format=3,
-                           encoding=encoding, consolidated=False, compute=False,
-                           write_empty_chunks=True)  # coordinates too: trajectory [0] equals the fill value
-            max_courant = 0.0
-            for batch in batches:
-                frames, courant = _solve_batch(solver, config, batch, spinup_steps, bar)
-                max_courant = max(max_courant, courant)
-                bar.set_postfix(trajectories=batch.stop, max_courant=f"{max_courant:.2f}")
-                for r, variables in frames.items():
-                    xr.Dataset({name: ((TRAJECTORY_DIM, TIME_DIM, Y_DIM, X_DIM), values)
-                                for name, values in variables.items()}).to_zarr(
-                        tmp, group=str(r), region={TRAJECTORY_DIM: slice(batch.start, batch.stop)},
-                        zarr_format=3, consolidated=False, write_empty_chunks=True)
-            root = zarr.open_group(tmp, mode="r+", zarr_format=3)
-            for r in config.save_resolutions:
-                root[str(r)].attrs["max_courant_number"] = max_courant
-            mark_complete(tmp)
-    finally:
-        torch.set_num_threads(threads)
-    return Path(out)
+        run_tasks(solve_region, [(config, str(store.partial), i, batches[i], spinup_steps, progress and here)
+                                 for i in pending],
+                  progress=progress, description=f"navier-stokes {config.flow}: batches of {config.batch_size} "
+                                                 "trajectories")
+    except EarthsimError:  # a refusal (the flow outran its time step) would recur: nothing worth resuming
+        shutil.rmtree(store.partial, ignore_errors=True)
+        raise
+    max_courant = float(np.max(store.flags())) if len(batches) else 0.0
+    return store.finish({str(r): {"max_courant_number": max_courant} for r in config.save_resolutions})
