@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
@@ -118,8 +119,10 @@ def cluster(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
             raise EarthsimError(f"--workers and --threads-per-worker must be at least 1, got {workers} and "
                                 f"{threads_per_worker}")
         # Workers die with their scheduler (this process): a killed job leaves no workers writing behind it.
+        threads = str(threads_per_worker)  # torch and BLAS in each worker use its threads, not every core
         local = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                             dashboard_address=":0", death_timeout=10)
+                             dashboard_address=":0", death_timeout=60,
+                             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
         client = Client(local)
     if not quiet:
         print(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
@@ -129,7 +132,19 @@ def cluster(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
     finally:
         client.close()
         if local is not None:
-            local.close()
+            with _quiet("distributed.nanny"):  # "worker still alive, killing" as a loaded machine shuts down
+                local.close()
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def cluster_from_arguments(args: argparse.Namespace):

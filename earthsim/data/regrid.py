@@ -7,8 +7,8 @@ applied as ``W_lat · field · W_lonᵀ``:
   overlaps. On the sphere a cell's area is proportional to ``Δ(sin latitude) · Δlongitude``, so the
   latitude weights are the overlaps of the cells' sin-latitude intervals and the longitude weights
   the overlaps of their (periodic) longitude intervals, each normalised by the target cell's width.
-  Cell bounds are the midpoints between centres, closed at ±90° in latitude (WeatherBench 2's
-  ``regridding.py`` makes the same choices). The area-weighted mean over the globe is conserved.
+  Cell bounds are the midpoints between centres, closed at ±90° in latitude for a global grid
+  (WeatherBench 2's ``regridding.py`` makes the same choices). The area-weighted mean over the globe is conserved.
 - bilinear: linear interpolation in latitude, then in (periodic) longitude.
 
 A target cell the source does not wholly cover (a regional source regridded to a global grid) is
@@ -46,14 +46,23 @@ def equiangular_grid(resolution: float, longitude_convention: str = "[0, 360)") 
 
 
 def latitude_bounds(latitude: np.ndarray) -> np.ndarray:
-    """Cell edges of increasing latitude centres: midpoints between them, closed at -90° and 90°."""
-    return np.concatenate([[-90.0], (latitude[:-1] + latitude[1:]) / 2, [90.0]])
+    """Cell edges of increasing latitude centres: midpoints between them, the outer edges half a spacing beyond the
+    end centres, clipped to ±90° (so a global grid's cells close at the poles)."""
+    middle = (latitude[:-1] + latitude[1:]) / 2
+    ends = [latitude[0] - (middle[0] - latitude[0]), latitude[-1] + (latitude[-1] - middle[-1])]
+    return np.clip(np.concatenate([[ends[0]], middle, [ends[1]]]), -90.0, 90.0)
 
 
 def longitude_bounds(longitude: np.ndarray) -> np.ndarray:
-    """Cell edges of increasing longitude centres around the circle: midpoints, the ends wrapping through 360°."""
-    wrapped = np.concatenate([[longitude[-1] - 360.0], longitude, [longitude[0] + 360.0]])
-    return (wrapped[:-1] + wrapped[1:]) / 2
+    """Cell edges of increasing longitude centres: midpoints; around the circle for a grid that closes it (the gap
+    from the last centre to the first, 360° on, is no wider than 1.5 spacings), else half a spacing beyond the ends."""
+    spacing = np.diff(longitude)
+    gap = longitude[0] + 360.0 - longitude[-1]
+    if gap <= 1.5 * np.median(spacing):
+        wrapped = np.concatenate([[longitude[-1] - 360.0], longitude, [longitude[0] + 360.0]])
+        return (wrapped[:-1] + wrapped[1:]) / 2
+    middle = (longitude[:-1] + longitude[1:]) / 2
+    return np.concatenate([[longitude[0] - spacing[0] / 2], middle, [longitude[-1] + spacing[-1] / 2]])
 
 
 def _overlaps(target: np.ndarray, source: np.ndarray, period: float | None) -> np.ndarray:
@@ -91,7 +100,8 @@ def conservative_weights(source: np.ndarray, target: np.ndarray, axis: str) -> n
 
 def bilinear_weights(source: np.ndarray, target: np.ndarray, axis: str) -> np.ndarray:
     """Linear-interpolation weights ``[n_target, n_source]`` along ``axis``; periodic in longitude."""
-    if axis == LONGITUDE_DIM:
+    periodic = axis == LONGITUDE_DIM and source[0] + 360.0 - source[-1] <= 1.5 * np.median(np.diff(source))
+    if periodic:
         extended = np.concatenate([[source[-1] - 360.0], source, [source[0] + 360.0]])
         columns = np.concatenate([[source.size - 1], np.arange(source.size), [0]])
         points = (target - extended[0]) % 360.0 + extended[0]  # within the extended source's span
@@ -99,7 +109,7 @@ def bilinear_weights(source: np.ndarray, target: np.ndarray, axis: str) -> np.nd
         extended, columns, points = source, np.arange(source.size), target
         outside = (points < source[0] - 1e-9) | (points > source[-1] + 1e-9)
         if outside.any():
-            raise ValidationError(f"target latitudes {points[outside][:3].tolist()} lie outside the source's "
+            raise ValidationError(f"target {axis}s {points[outside][:3].tolist()} lie outside the source's "
                                   f"[{source[0]}, {source[-1]}]; earthsim does not extrapolate")
     right = np.clip(np.searchsorted(extended, points, side="right"), 1, extended.size - 1)
     left = right - 1
