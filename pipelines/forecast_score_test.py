@@ -1,0 +1,46 @@
+"""The batch forecast run: a model and a baseline forecast as tasks on a cluster, then one scorecard, equal to the
+library's forecasts and score made here; run again, it keeps the forecasts already written."""
+
+from __future__ import annotations
+
+import torch
+import xarray as xr
+
+from earthsim.data.stats import compute_statistics
+from earthsim.data.windows import WindowDataset
+from earthsim.forecast import persistence, run_forecast
+from earthsim.models import DataSpec, build_model, export_model
+from earthsim.score import score
+from pipelines import forecast_score
+from pipelines.conftest import global_weather, write_entry
+
+
+def _model(entry: str, path):
+    windows = WindowDataset(entry, "train", t_in=1, t_out=1)
+    torch.manual_seed(0)
+    model = build_model("fno", {"n_modes": [3, 4], "hidden_channels": 8, "n_layers": 2, "t_in": 1, "t_out": 1,
+                                "residual": True}, DataSpec.from_windows(windows))
+    return export_model(model, path, dataset=windows.entry.name, stride=1, lead_strides=(1,), step=1,
+                        train_config={"seed": 0})
+
+
+def test_batch_forecast_then_score_equals_the_library_here(catalog_folder, tmp_path, scheduler, capsys):
+    write_entry(catalog_folder, "wx", global_weather(days=4), tmp_path / "stores" / "wx.zarr")
+    compute_statistics("wx", progress=False)
+    checkpoint = _model("wx", tmp_path / "fno" / "model.pt")
+    argv = [f"fno={checkpoint}", "--baseline", "persistence", "--dataset", "wx", "--steps", "3",
+            "--out", str(tmp_path / "batch"), "--scheduler", scheduler, "--no-progress"]
+    assert forecast_score.main(argv) == 0
+    job = xr.open_dataset(tmp_path / "batch" / "scores" / "scorecard.nc").load()
+
+    here = tmp_path / "here"
+    stores = {"fno": run_forecast(checkpoint, "wx", "test", steps=3, out=here / "fno.zarr", progress=False),
+              "persistence": persistence("wx", "test", steps=3, out=here / "persistence.zarr", progress=False)}
+    expected = score([f"{k}={v}" for k, v in stores.items()], "wx", here / "scores", progress=False)
+    xr.testing.assert_allclose(job.drop_attrs().drop_vars("store"), expected.drop_attrs().drop_vars("store"))
+    assert job.model.values.tolist() == ["fno", "persistence"]
+    assert [p.split("/")[-1] for p in job.store.values.tolist()] == ["fno.zarr", "persistence.zarr"]
+
+    capsys.readouterr()
+    assert forecast_score.main([*argv, "--overwrite"]) == 0  # the forecasts are kept, the scores made again
+    assert "2 of 2 forecasts already written" in capsys.readouterr().err
