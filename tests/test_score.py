@@ -724,3 +724,22 @@ def test_score_into_an_out_whose_parent_is_read_only(tmp_path, monkeypatch):
     score([forecast], truth_yaml, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(output.OUTPUTS)  # and no temporary inside
     _no_temporaries(tmp_path)
+
+
+def test_markdown_has_no_rows_for_variables_a_model_does_not_forecast():
+    """A decorrelation time of NaN reads "> last lead" (stays correlated); a variable the model never forecast must
+    not get such a row."""
+    from earthsim.score import markdown_table
+
+    leads = np.array([0.1, 0.2])
+    correlation = np.array([[[0.99, 0.97], [np.nan, np.nan]], [[0.9, 0.7], [0.8, 0.6]]])  # model × variable × lead
+    card = xr.Dataset(
+        {"correlation": (("model", "variable", "prediction_timedelta"), correlation),
+         "decorrelation_time": (("model", "variable", "threshold"),
+                                np.array([[[np.nan], [np.nan]], [[0.15], [0.12]]]))},
+        coords={"model": ["fno", "persistence"], "variable": ["vorticity", "u"], "prediction_timedelta": leads,
+                "threshold": [0.8]})
+    text = markdown_table(card)
+    assert "| fno | vorticity | > last lead |" in text  # stays above the threshold: said so
+    assert "| fno | u |" not in text  # never forecast: no row at all
+    assert "| persistence | u | 0.12 |" in text

@@ -168,6 +168,16 @@ def _fmt(value: float, missing: str = "—") -> str:
     return missing if not np.isfinite(value) else f"{value:.4g}"
 
 
+def _scored_pairs(card: xr.Dataset) -> set[tuple[str, str]]:
+    """The (model, variable) pairs with any finite score: the variables each model forecast."""
+    pairs = set()
+    for model in card["model"].values:
+        for variable in card["variable"].values:
+            if any(np.isfinite(card[key].sel(model=model, variable=variable).values).any() for key in _scores(card)):
+                pairs.add((model, variable))
+    return pairs
+
+
 def markdown_table(card: xr.Dataset, max_leads: int = 8) -> str:
     """The scorecard as Markdown: a table per headline score (rows model × variable, columns leads), and per score
     with another dim a table of its values along that dim (at the last lead)."""
@@ -176,6 +186,7 @@ def markdown_table(card: xr.Dataset, max_leads: int = 8) -> str:
     header_leads = [format_lead(leads[i]) for i in chosen]
     lines = [f"# Scorecard against {card.attrs.get('truth', '?')}", ""]
     owners = {key: cls for cls in METRICS.values() for key in cls.output_dims()}
+    scored = _scored_pairs(card)
     for key in _scores(card):
         da, owner = card[key], owners.get(key)
         extra = _extra_dims(da)
@@ -193,6 +204,8 @@ def markdown_table(card: xr.Dataset, max_leads: int = 8) -> str:
         missing = owner.missing_text if owner is not None else "—"
         for model in card["model"].values:
             for variable in card["variable"].values:
+                if (model, variable) not in scored:
+                    continue  # a variable the model does not forecast: no row, rather than a "missing" one
                 values = da.sel(model=model, variable=variable)
                 row = values.isel({LEAD_DIM: -1}).values if extra and LEAD_DIM in da.dims else \
                     values.values if extra else values.values[chosen]
