@@ -142,14 +142,21 @@ def even_shard(elements: int, world: int) -> int:
 
 
 def fsdp2_shard(shapes: Iterable[tuple[int, ...]], world: int) -> int:
-    """Elements rank 0 holds under FSDP2 as earthsim applies it (``fully_shard``, default ``Shard(0)``).
+    """Elements rank 0 holds under FSDP2 as earthsim applies it (``fully_shard`` with
+    :func:`earthsim.models.parallelism.shard_dim`'s placement).
 
-    FSDP2 chunks each parameter along its first dim as ``torch.chunk`` does: rank 0 gets
-    ``ceil(d0 / world)`` rows of ``prod(rest)`` elements, and every rank allocates a shard of that padded
-    size. A parameter whose first dim is smaller than the world (ClimaX's ``[1, L, D]`` position embedding)
-    is not split at all: rank 0 keeps it whole, and the gradient and AdamW state follow its shard.
+    FSDP2 chunks each parameter along its sharded dim as ``torch.chunk`` does: rank 0 gets
+    ``ceil(d / world)`` slices of the other dims' elements, and every rank allocates a shard of that
+    padded size. A parameter whose first dim is shorter than the world (ClimaX's ``[1, L, D]`` position
+    embedding) is split along its longest dim instead, so no rank keeps it whole.
     """
-    return sum(-(-shape[0] // world) * math.prod(shape[1:]) for shape in shapes)
+    from earthsim.models.parallelism import shard_dim
+
+    total = 0
+    for shape in shapes:
+        dim = shard_dim(tuple(shape), world) if shape else 0
+        total += -(-shape[dim] // world) * math.prod(shape[:dim] + shape[dim + 1:]) if shape else 1
+    return total
 
 
 @dataclass(frozen=True)
@@ -185,8 +192,7 @@ def unit_shapes(model) -> tuple[list[tuple[int, ...]], list[list[tuple[int, ...]
 
 def fsdp2_buffer(shapes: Iterable[tuple[int, ...]], world: int) -> int:
     """Elements of the buffer FSDP2 allocates to all-gather a unit's parameters (and, in ``reduce_dtype``, to
-    reduce-scatter its gradients): ``world ×`` the padded shard of :func:`fsdp2_shard`. For a parameter FSDP2
-    cannot split (first dim 1) that is ``world`` whole copies."""
+    reduce-scatter its gradients): ``world ×`` the padded shard of :func:`fsdp2_shard`."""
     return world * fsdp2_shard(shapes, world)
 
 

@@ -43,9 +43,10 @@ def test_training_state_and_shards():
     assert scaling.TrainingState().bytes(1000) == 1000 * 4 + 1000 * 4 + 2 * 1000 * 4
     for total, world in ((108_088_512, 8), (108_088_512, 64), (7, 8), (64, 64)):
         assert scaling.even_shard(total, world) == math.ceil(total / world)
-    # FSDP2 splits each parameter along dim 0 (torch.chunk): [1, 7, 5] stays whole, [6, 5] gives 2 rows, [6] 2 values
-    assert scaling.fsdp2_shard([(1, 7, 5), (6, 5), (6,)], 4) == 35 + 2 * 5 + 2
-    assert scaling.fsdp2_buffer([(1, 7, 5)], 4) == 4 * 35
+    # FSDP2 splits each parameter along dim 0 (torch.chunk): [6, 5] gives 2 rows, [6] 2 values; [1, 7, 5], shorter
+    # than the world along dim 0, is split along its longest dim (2 of its 7 rows of 5) instead of staying whole
+    assert scaling.fsdp2_shard([(1, 7, 5), (6, 5), (6,)], 4) == 2 * 5 + 2 * 5 + 2
+    assert scaling.fsdp2_buffer([(1, 7, 5)], 4) == 4 * 2 * 5
     assert scaling.fsdp2_shard([(64, 3)], 8) == scaling.even_shard(64 * 3, 8)  # divisible: nothing padded
 
 

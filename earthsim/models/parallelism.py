@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.distributed.tensor import Shard
 
 from earthsim.errors import EarthsimError
 from earthsim.models.base import EarthsimModel, RecurrentModel
@@ -88,6 +89,8 @@ def parallelize(model: EarthsimModel, mesh: DeviceMesh, parallelism: Parallelism
     """
     parallelism = parallelism or ParallelismConfig()
     policy = parallelism.policy(torch.device(mesh.device_type))
+    world = mesh.size()
+    placement = lambda parameter: Shard(shard_dim(tuple(parameter.shape), world))  # noqa: E731
     for unit in model.fsdp_units():
         modules = list(unit) if isinstance(unit, (list, tuple)) else [unit]
         for module in modules:
@@ -98,12 +101,21 @@ def parallelize(model: EarthsimModel, mesh: DeviceMesh, parallelism: Parallelism
         keep_fp32 = any(getattr(sub, "full_precision", False) for m in modules for sub in m.modules())
         fully_shard(modules if len(modules) > 1 else modules[0], mesh=mesh,
                     reshard_after_forward=parallelism.reshard_after_forward,
-                    mp_policy=_full_precision(policy) if keep_fp32 else policy)
+                    mp_policy=_full_precision(policy) if keep_fp32 else policy, shard_placement_fn=placement)
     fully_shard(model, mesh=mesh, reshard_after_forward=False,
-                mp_policy=dataclasses.replace(policy, cast_forward_inputs=False))
+                mp_policy=dataclasses.replace(policy, cast_forward_inputs=False), shard_placement_fn=placement)
     for method in forward_methods(model):
         register_fsdp_forward_method(model, method)
     return model
+
+
+def shard_dim(shape: tuple[int, ...], world: int) -> int:
+    """The dim FSDP2 splits a parameter of ``shape`` along over ``world`` ranks: the first (FSDP2's default) unless
+    it is shorter than the world, then the longest, so that no rank holds a whole large parameter (ClimaX's
+    ``[1, L, D]`` position embedding splits along its L tokens, not onto rank 0 alone)."""
+    if not shape or shape[0] >= world:
+        return 0
+    return max(range(len(shape)), key=lambda dim: shape[dim])
 
 
 def forward_methods(model: EarthsimModel) -> list[str]:
