@@ -14,10 +14,12 @@ from earthsim import catalog, config
 from earthsim.errors import EarthsimError
 from earthsim.sim import generate
 from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
+from earthsim.sim.shallow_water import ShallowWaterConfig, simulate_shallow_water
 from pipelines import job_parser, run_job
 
-#: Solvers whose trajectories are written as independent region tasks.
-SOLVERS = {"navier-stokes": (NavierStokesConfig, simulate_navier_stokes)}
+#: Solvers whose trajectories are written as independent region tasks (Moving MNIST, a quick generator, is not).
+SOLVERS = {"navier-stokes": (NavierStokesConfig, simulate_navier_stokes),
+           "shallow-water": (ShallowWaterConfig, simulate_shallow_water)}
 
 
 def _simulate(args) -> str:

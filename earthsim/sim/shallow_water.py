@@ -29,16 +29,16 @@ spectral coefficients on the saved grid, truncated to degrees below ``nlat``.
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from earthsim import config as _config
-from earthsim.data.store import provenance, write_zarr
+from earthsim.data.store import provenance
 from earthsim.errors import EarthsimError, ValidationError
 from earthsim.data.conventions import LATITUDE_DIM, LONGITUDE_DIM, TIME_DIM, TRAJECTORY_DIM
 
@@ -388,28 +388,35 @@ def _grid_description(config: ShallowWaterConfig) -> str:
             f"{min(config.lmax, config.nlat)}")
 
 
+def solve_region(config: ShallowWaterConfig, partial: str, trajectory: int) -> float:
+    """Integrate one trajectory and write it into its region of the partial store (a task a dask worker can
+    run)."""
+    from earthsim.data.store import write_region
+
+    frames = run_trajectory(config, trajectory)
+    part = xr.Dataset({name: ((TRAJECTORY_DIM, TIME_DIM, LATITUDE_DIM, LONGITUDE_DIM),
+                              values[None].astype(np.float32)) for name, values in frames.items()})
+    return write_region(partial, trajectory, {"": part}, {TRAJECTORY_DIM: slice(trajectory, trajectory + 1)})
+
+
 def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress: bool = True,
                            overwrite: bool = False) -> Path:
     """Run ``config.trajectories`` shallow-water trajectories and write them to a Zarr v3 store at ``out``.
 
     Dims ``(trajectory, time, latitude, longitude)``; ``time`` in hours since the end of spin-up;
     float32 variables (those of ``config.variables``) ``h`` (m), ``u``, ``v`` (m s**-1), ``vorticity``,
-    ``divergence`` (s**-1);
-    chunks of one trajectory × ``chunk_frames`` frames. Written atomically through
-    :func:`earthsim.data.store.write_zarr`.
+    ``divergence`` (s**-1); chunks of one trajectory × ``chunk_frames`` frames. Each trajectory is an
+    independent task (on the active dask cluster if there is one) writing its region of
+    ``OUT.partial``: a run killed part-way resumes with the trajectories not yet written.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise EarthsimError(f"{out} already exists; remove it or pass overwrite")
+    import dask.array as da
+
+    from earthsim.data.cluster import run_tasks
+    from earthsim.data.store import PartialStore
+
     step = time_step(config)
-    solver = make_solver(config, step.dt)
     shape = (config.trajectories, config.frames, config.nlat, config.nlon)
-    data = {name: np.empty(shape, dtype=np.float32) for name in config.variables}
-    total = config.trajectories * (step.spinup_steps + (config.frames - 1) * step.steps_per_frame)
-    with tqdm(total=total, desc="shallow-water", unit="step", disable=not progress) as bar:
-        for trajectory in range(config.trajectories):
-            for name, frames in run_trajectory(config, trajectory, solver, bar).items():
-                data[name][trajectory] = frames
+    chunks = (1, min(config.chunk_frames, config.frames), config.nlat, config.nlon)
     dims = (TRAJECTORY_DIM, TIME_DIM, LATITUDE_DIM, LONGITUDE_DIM)
     coords = {
         TRAJECTORY_DIM: (TRAJECTORY_DIM, np.arange(config.trajectories), {"long_name": "trajectory index"}),
@@ -420,9 +427,9 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
         LONGITUDE_DIM: (LONGITUDE_DIM, np.arange(config.nlon) * (360.0 / config.nlon),
                       {"units": "degrees_east", "long_name": "longitude"}),
     }
-    ds = xr.Dataset({name: (dims, data[name], dict(VARIABLES[name])) for name in config.variables}, coords=coords)
-    ds.attrs.update({
-        "title": f"shallow water on the rotating sphere, {config.initial_condition} initial conditions",
+    ds = xr.Dataset({name: (dims, da.zeros(shape, chunks=chunks, dtype=np.float32), dict(VARIABLES[name]))
+                     for name in config.variables}, coords=coords)
+    ds.attrs.update({        "title": f"shallow water on the rotating sphere, {config.initial_condition} initial conditions",
         "solver": "torch_harmonics.examples.ShallowWaterSolver (torch-harmonics "
                   f"{_torch_harmonics_version()}), float64, third-order Adams-Bashforth with implicit hyperdiffusion",
         "initial_condition": config.initial_condition,
@@ -437,9 +444,15 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
         "grid": _grid_description(config),
         "provenance": provenance("earthsim.sim.shallow_water.simulate_shallow_water", [], _config.to_dict(config)),
     })
-    chunks = (1, min(config.chunk_frames, config.frames), config.nlat, config.nlon)
-    encoding = {name: {"chunks": chunks} for name in config.variables}
-    return write_zarr(ds, out, encoding=encoding, overwrite=overwrite, progress=progress)
+    store = PartialStore(out, ds, config.trajectories, ds.attrs["provenance"], overwrite=overwrite,
+                         what="simulation")
+    try:
+        run_tasks(solve_region, [(config, str(store.partial), i) for i in store.pending()], progress=progress,
+                  description="shallow-water trajectories")
+    except EarthsimError:  # a refusal (a trajectory blew up) would recur: nothing worth resuming
+        shutil.rmtree(store.partial, ignore_errors=True)
+        raise
+    return store.finish()
 
 
 def _torch_harmonics_version() -> str:
