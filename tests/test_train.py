@@ -237,3 +237,48 @@ def test_a_recurrent_family_trains_validates_and_forecasts_through_its_carried_s
     run_forecast(tmp_path / "run", str(fluid_entry), "test", steps=3, out=tmp_path / "f.zarr", batch_size=64,
                  progress=False)
     assert calls["init_state"] - before["init_state"] == 1 and calls["step"] - before["step"] == 3
+
+
+def test_validation_every_k_samples_and_a_target_stop_the_run_where_it_is_first_met(fluid_entry, tmp_path):
+    """validation.every_samples replaces the epoch-end validations (the last step is validated too); with a target
+    the run stops at the first validation at or below it, the same step as an unstopped run first gets there, and
+    the summary says when (samples, step, training seconds with validation kept out)."""
+    raw = _experiment(fluid_entry, **{"validation.every_samples": 8})  # batch 4: every 2 steps; 3 epochs of 11 steps
+    free = train(from_mapping(raw), tmp_path / "free", progress=False)
+    records = read_metrics(tmp_path / "free", "validation")
+    assert [r["step"] for r in records] == [*range(2, 33, 2), 33]
+    assert all(r["samples"] == 4 * r["step"] for r in records) and free["samples"] == 4 * free["steps"] == 132
+    assert free["stopped"] == "schedule" and "target" not in free
+    assert 0 < records[0]["train_seconds"] < records[-1]["train_seconds"] <= free["train_seconds"]
+    assert free["validation_seconds"] > 0
+
+    target = records[4]["loss"]
+    first = next(r for r in records if r["loss"] <= target)
+    stopped = train(from_mapping({**raw, "validation": {**raw["validation"], "every_samples": 8,
+                                                         "target_metric": "loss", "target": target}}),
+                    tmp_path / "stopped", progress=False)
+    assert stopped["stopped"] == "target" and stopped["steps"] == first["step"] < 33
+    reached = stopped["target"]
+    assert reached["reached"] and reached["metric"] == "loss" and reached["value"] == target
+    assert reached["step"] == first["step"] and reached["samples"] == first["samples"]
+    assert reached["best"] == pytest.approx(first["loss"]) and stopped["validation"]["loss"] == pytest.approx(
+        first["loss"])
+    assert 0 < reached["train_seconds"] <= stopped["train_seconds"]
+    assert load_exported(stopped["export"])[1].step == first["step"]
+
+
+def test_max_seconds_stops_the_run_and_an_unmet_target_reports_its_best(fluid_entry, tmp_path):
+    raw = _experiment(fluid_entry, max_seconds=1e-9, **{"validation.target_metric": "loss", "validation.target": 0.0})
+    summary = train(from_mapping(raw), tmp_path / "run", progress=False)
+    assert summary["steps"] == 1 and summary["stopped"] == "max_seconds"  # the step that ended past the budget
+    assert [r["step"] for r in read_metrics(tmp_path / "run", "validation")] == [1]  # its weights are validated
+    assert summary["target"] == {"metric": "loss", "value": 0.0, "reached": False,
+                                 "best": summary["validation"]["loss"]}
+    with pytest.raises(EarthsimError, match=r"'rmse' is not among the validation results \['loss', 'rmse_vort"):
+        train(from_mapping(_experiment(fluid_entry, max_seconds=1e-9, **{"validation.target_metric": "rmse",
+                                                                         "validation.target": 1.0})),
+              tmp_path / "other", progress=False)
+    with pytest.raises(EarthsimError, match="target_metric and target together"):
+        from_mapping(_experiment(fluid_entry, **{"validation.target": 1.0}))
+    with pytest.raises(EarthsimError, match="max_seconds"):
+        from_mapping(_experiment(fluid_entry, max_seconds=0))

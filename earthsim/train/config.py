@@ -133,8 +133,22 @@ class CheckpointConfig:
 
 @dataclass
 class ValidationConfig:
+    """Validation after every epoch, or every ``every_samples`` training samples (counted over all ranks; the run's
+    last step is validated either way). With ``target_metric`` and ``target``, the run stops at the first validation
+    whose ``target_metric`` (a key of its results, lower is better) is at or below ``target``."""
+
     rollout_steps: int = 4
     max_batches: int = 16
+    every_samples: int | None = None
+    target_metric: str | None = None
+    target: float | None = None
+
+    def __post_init__(self):
+        if self.every_samples is not None and self.every_samples < 1:
+            raise EarthsimError(f"validation.every_samples: expected an integer >= 1, got {self.every_samples}")
+        if (self.target_metric is None) != (self.target is None):
+            raise EarthsimError("validation: give target_metric and target together (stop when target_metric <= "
+                                "target)")
 
 
 @dataclass
@@ -153,10 +167,13 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 1
     init_from: str | None = None  # an exported model (model.pt or its run folder) whose weights start this run
+    max_seconds: float | None = None  # stop after the step that ends past this much training time (validation excluded)
 
     def __post_init__(self):
         if self.device not in ("auto", "cpu", "cuda"):
             raise EarthsimError(f"device: {self.device!r} is not one of ['auto', 'cpu', 'cuda']")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise EarthsimError(f"max_seconds: expected a positive number of seconds, got {self.max_seconds}")
         if self.rollout.max_steps < self.rollout.start_steps:
             raise EarthsimError("rollout.max_steps must be >= rollout.start_steps")
 

@@ -318,12 +318,20 @@ class Trainer:
         return result
 
     def fit(self) -> dict:
+        """Train to the end of the schedule, or until ``max_seconds`` of training or a validation at
+        ``validation.target``; returns the summary: steps, samples, training and validation seconds (this process's,
+        validation excluded from training), why it stopped, the last validation, the export and, with a target, when
+        it was first reached."""
         cfg = self.cfg
         accumulation = cfg.optimizer.grad_accumulation
+        per_step = accumulation * cfg.data.batch_size * self.world.size  # samples of one optimiser step, all ranks
+        every = cfg.validation.every_samples
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not (self.progress and
                                                                                            self.world.is_main))
-        validation = {}
-        while self.step < self.total_steps:
+        self._clock, self._validation_seconds, self._validated_step = time.perf_counter(), 0.0, None
+        self._best, self._reached = None, None
+        validation, stopped = {}, None
+        while self.step < self.total_steps and stopped is None:
             epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
             k = self.unroll_steps(epoch)
             position = self.loader_position()
@@ -341,27 +349,71 @@ class Trainer:
                 if not math.isfinite(loss):
                     raise EarthsimError(f"loss became {loss} at step {self.step}; lower optimizer.lr")
                 if self.step % cfg.log_every == 0:
-                    samples = accumulation * cfg.data.batch_size * self.world.size
                     self.metrics.log(self.step, "train", loss=loss, lr=lr,
-                                     samples_per_s=samples / elapsed, peak_memory_mb=_peak_memory_mb(self.world),
+                                     samples_per_s=per_step / elapsed, peak_memory_mb=_peak_memory_mb(self.world),
                                      unroll_steps=k, epoch=epoch)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", epoch=epoch)
                 if self.step % cfg.checkpoint.every_steps == 0:
                     self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler,
                                            self.loader_position())
-            if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps:
-                validation = self.validate()
-                self.metrics.log(self.step, "validation", **validation, epoch=epoch)
-                if self.world.is_main:
-                    bar.write(f"epoch {epoch}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
+                if every is not None and self.step * per_step // every > (self.step - 1) * per_step // every:
+                    validation, stopped = self._validate(epoch, per_step, bar)
+                if stopped is None and self._out_of_time():
+                    stopped = "max_seconds"
+                if stopped is not None:
+                    break
+            at_end = (every is None and self.step % self.steps_per_epoch == 0) or self.step >= self.total_steps \
+                or stopped == "max_seconds"
+            if at_end and self._validated_step != self.step:
+                validation, stopped = self._validate(epoch, per_step, bar, stopped)
         bar.close()
         if self.checkpointer.latest() is None or self.checkpointer.latest().name != f"step-{self.step:08d}":
             self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler,
                                    self.loader_position())
         self.export()
         self.metrics.close()
-        return {"steps": self.step, "validation": validation, "export": str(self.run_dir / EXPORT_NAME)}
+        summary = {"steps": self.step, "samples": self.step * per_step, "train_seconds": self._train_seconds(),
+                   "validation_seconds": self._validation_seconds, "stopped": stopped or "schedule",
+                   "validation": validation, "export": str(self.run_dir / EXPORT_NAME)}
+        if cfg.validation.target_metric is not None:
+            summary["target"] = {"metric": cfg.validation.target_metric, "value": cfg.validation.target,
+                                 "reached": self._reached is not None, "best": self._best, **(self._reached or {})}
+        return summary
+
+    def _train_seconds(self) -> float:
+        return time.perf_counter() - self._clock - self._validation_seconds
+
+    def _out_of_time(self) -> bool:
+        """Whether ``max_seconds`` of training have passed (decided on rank 0's clock, so every rank stops together)."""
+        if self.cfg.max_seconds is None:
+            return False
+        flag = torch.tensor(float(self._train_seconds() >= self.cfg.max_seconds), device=self.world.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def _validate(self, epoch: int, per_step: int, bar, stopped: str | None = None) -> tuple[dict, str | None]:
+        """Validate and log (its time kept out of the training time); ``"target"`` when the target is first met."""
+        started = time.perf_counter()
+        validation = self.validate()
+        self._validation_seconds += time.perf_counter() - started
+        self._validated_step = self.step
+        samples, seconds = self.step * per_step, self._train_seconds()
+        self.metrics.log(self.step, "validation", **validation, epoch=epoch, samples=samples, train_seconds=seconds)
+        if self.world.is_main:
+            bar.write(f"epoch {epoch}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
+        metric, target = self.cfg.validation.target_metric, self.cfg.validation.target
+        if metric is None:
+            return validation, stopped
+        if metric not in validation:
+            raise EarthsimError(f"validation.target_metric: {metric!r} is not among the validation results "
+                                f"{sorted(validation)}")
+        value = validation[metric]
+        self._best = value if self._best is None else min(self._best, value)
+        if value <= target and self._reached is None:
+            self._reached = {"step": self.step, "samples": samples, "train_seconds": seconds}
+            return validation, "target"
+        return validation, stopped
 
     def export(self) -> Path:
         """The model for forecasts, reading the first source (``data.dataset``; another source: ``init_from``)."""
