@@ -43,10 +43,12 @@ def test_training_state_and_shards():
     assert scaling.TrainingState().bytes(1000) == 1000 * 4 + 1000 * 4 + 2 * 1000 * 4
     for total, world in ((108_088_512, 8), (108_088_512, 64), (7, 8), (64, 64)):
         assert scaling.even_shard(total, world) == math.ceil(total / world)
-    # FSDP2 splits each parameter along dim 0 (torch.chunk): [6, 5] gives 2 rows, [6] 2 values; [1, 7, 5], shorter
-    # than the world along dim 0, is split along its longest dim (2 of its 7 rows of 5) instead of staying whole
-    assert scaling.fsdp2_shard([(1, 7, 5), (6, 5), (6,)], 4) == 2 * 5 + 2 * 5 + 2
-    assert scaling.fsdp2_buffer([(1, 7, 5)], 4) == 4 * 2 * 5
+    # FSDP2 splits each parameter along dim 0 (torch.chunk): [6, 5] gives 2 rows, [6] 2 values; [1, 8, 5], shorter
+    # than the world along dim 0, is split along its longest dim the world divides (2 of its 8 rows of 5) instead
+    # of staying whole; [1, 7, 5] has none (FSDP2 splits only dim 0 unevenly), so it stays whole
+    assert scaling.fsdp2_shard([(1, 8, 5), (6, 5), (6,)], 4) == 2 * 5 + 2 * 5 + 2
+    assert scaling.fsdp2_buffer([(1, 8, 5)], 4) == 4 * 2 * 5
+    assert scaling.fsdp2_shard([(1, 7, 5)], 4) == 35
     assert scaling.fsdp2_shard([(64, 3)], 8) == scaling.even_shard(64 * 3, 8)  # divisible: nothing padded
 
 
@@ -160,11 +162,12 @@ FAKE_WORLD = textwrap.dedent("""
 
 
 @pytest.mark.distributed
-def test_fsdp2_shards_and_buffers_are_what_torch_allocates():
-    """earthsim's parallelize on a fake world of 8 ranks (rank 0, no communication): the padded shards held and
+@pytest.mark.parametrize("world", [8, 3])  # 3 divides none of the [1, L, D] embeddings' L and D: they stay whole
+def test_fsdp2_shards_and_buffers_are_what_torch_allocates(world):
+    """earthsim's parallelize on a fake world of ranks (rank 0, no communication): the padded shards held and
     the all-gather and reduce-scatter buffers FSDP2 allocates, unit by unit, against the formulas."""
     pytest.importorskip("torch.testing._internal.distributed.fake_pg")
-    result = subprocess.run([sys.executable, "-c", FAKE_WORLD, "8"], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", FAKE_WORLD, str(world)], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -172,7 +175,7 @@ def test_fsdp2_shards_and_buffers_are_what_torch_allocates():
     expected = out["expected"]  # one buffer per unit: the root, the tokeniser and each block
     assert {n for kind, n in out["buffers"] if "AllGather" in kind} == set(expected)
     scattered = sorted(n for kind, n in out["buffers"] if "ReduceScatter" in kind)  # input, then output, per unit
-    assert scattered == sorted(expected + [n // 8 for n in expected])
+    assert scattered == sorted(expected + [n // world for n in expected])
 
 
 def test_climatology_and_statistics_memory():

@@ -110,12 +110,14 @@ def parallelize(model: EarthsimModel, mesh: DeviceMesh, parallelism: Parallelism
 
 
 def shard_dim(shape: tuple[int, ...], world: int) -> int:
-    """The dim FSDP2 splits a parameter of ``shape`` along over ``world`` ranks: the first (FSDP2's default) unless
-    it is shorter than the world, then the longest, so that no rank holds a whole large parameter (ClimaX's
-    ``[1, L, D]`` position embedding splits along its L tokens, not onto rank 0 alone)."""
+    """The dim FSDP2 splits a parameter of ``shape`` along over ``world`` ranks: the first (FSDP2's default, which
+    may split unevenly) unless it is shorter than the world; then the longest other dim that ``world`` divides
+    (FSDP2 splits only dim 0 unevenly), so that no rank holds a whole large parameter: ClimaX's ``[1, L, D]``
+    position embedding splits along L, or along D when the world does not divide L."""
     if not shape or shape[0] >= world:
         return 0
-    return max(range(len(shape)), key=lambda dim: shape[dim])
+    even = [dim for dim in range(1, len(shape)) if shape[dim] % world == 0]
+    return max(even, key=lambda dim: shape[dim]) if even else 0
 
 
 def forward_methods(model: EarthsimModel) -> list[str]:
