@@ -38,7 +38,11 @@ With ``--window-days 1`` earthsim's climatology is the plain groupby, and the JS
 relative difference between the two (days 1-365; day 366 differs by design: earthsim fills it in non-leap
 years from day 365, as WB2); the statistics' difference is always given.
 
-    python benchmarks/pipelines.py                  # ~2.1 GB store, 1 and 2 workers
+``--quick`` takes about 1.5 minutes on a shared 2-core machine: xarray's groupby costs about the same per
+day × hour group whatever the grid, and a year has 1464 of them per variable. The default size takes about
+17 minutes there.
+
+    python benchmarks/pipelines.py                  # 2.1 GB store, 1 and 2 workers
     python benchmarks/pipelines.py --quick --json pipelines.json
 """
 
@@ -125,7 +129,8 @@ def build_store(root: Path, days: int, height: int, width: int, variables: tuple
 
         dims = ("time", "latitude", "longitude") if surface else ("time", "level", "latitude", "longitude")
         array = da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.array((), np.float32))
-        data[name] = xr.DataArray(array, dims=dims, attrs={"units": VARIABLES[name][0], "long_name": VARIABLES[name][1]})
+        attrs = {"units": VARIABLES[name][0], "long_name": VARIABLES[name][1]}
+        data[name] = xr.DataArray(array, dims=dims, attrs=attrs)
     ds = xr.Dataset(data, coords={"time": times, "level": list(levels), "latitude": lat, "longitude": lon})
     store = root / f"{NAME}.zarr"
     encoding = {name: {"chunks": tuple(c[0] for c in data[name].chunks), "compressors": None} for name in variables}
@@ -373,7 +378,8 @@ def run(args) -> dict:
         how = ("pipelines.statistics and pipelines.climatology main(argv) with --scheduler (the benchmark's cluster), "
                "--overwrite, --no-progress" if len(jobs) == 2 else
                "earthsim.data.stats functions under a Client of the cluster" + (
-                   f" (of the jobs only pipelines.{', '.join(jobs)} exists: used)" if jobs else " (no pipelines/ jobs)"))
+                   f" (of the jobs only pipelines.{', '.join(jobs)} exists: used)" if jobs
+                   else " (no pipelines/ jobs)"))
         read_once(store)
 
         results = []
@@ -410,7 +416,8 @@ def run(args) -> dict:
             first, last = args.workers[0], args.workers[-1]
             for job, implementations in JOBS.items():
                 for name in implementations:
-                    rate = {r["workers"]: r["mb_per_s"] for r in results if (r["job"], r["implementation"]) == (job, name)}
+                    rate = {r["workers"]: r["mb_per_s"] for r in results
+                            if (r["job"], r["implementation"]) == (job, name)}
                     scaling[f"{job}, {name}"] = rate[last] / rate[first]
         return {
             "store": {"bytes": size, **shape, "dtype": "float32", "compression": "none"},
@@ -477,8 +484,9 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a small store (1 year, 2 variables × 4 levels, 40 × 80: 150 MB)")
-    parser.add_argument("--days", type=int, help="days of 6-hourly frames from 2000-01-01 (default 731; 366 with --quick)")
+                        help="a small store (1 year, 2 variables × 4 levels, 40 × 80: 150 MB; about 1.5 minutes)")
+    parser.add_argument("--days", type=int,
+                        help="days of 6-hourly frames from 2000-01-01 (default 731; 366 with --quick)")
     parser.add_argument("--grid", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="latitude × longitude points (default 64 128; 40 80 with --quick)")
     parser.add_argument("--chunk-mib", type=float, default=CHUNK_MIB,
