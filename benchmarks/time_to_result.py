@@ -35,7 +35,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ from earthsim.data.stats import load_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.models import MODELS, Batch, direct, rollout
 from earthsim.train.config import load_experiment
+from earthsim.train.metrics import read_metrics
 from earthsim.train.trainer import Trainer
 
 from report import add_json_argument, publish
@@ -225,14 +226,13 @@ def run_case(case: Case, task: Task, budget: float, run_dir: Path) -> dict:
     setup = time.perf_counter() - started
     with contextlib.redirect_stdout(sys.stderr):  # the trainer's line per evaluation: progress, not the table
         summary = trainer.fit()
-    from earthsim.train.metrics import read_metrics
-
     curve = [{"samples": int(r["samples"]), "train_seconds": r["train_seconds"], "value": r[task.metric_name]}
              for r in read_metrics(run_dir, "validation")]
     target = summary["target"]
     return {
         "family": case.family, "task": task.name, "dataset": task.entry, "experiment": case.experiment,
-        "overrides": overrides, "own_overrides": own_overrides(case, task), "note": case.note, "model": cfg.model.name, "model_params": cfg.model.params,
+        "overrides": overrides, "own_overrides": own_overrides(case, task), "note": case.note,
+        "model": cfg.model.name, "model_params": cfg.model.params,
         "parameters": parameters, "metric": task.metric_name, "target": task.target, "reached": target["reached"],
         "train_seconds_to_target": target.get("train_seconds"), "samples_to_target": target.get("samples"),
         "steps_to_target": target.get("step"), "best": target["best"], "stopped": summary["stopped"],
@@ -253,7 +253,7 @@ def markdown(rows: list[dict], tasks: dict[str, Task], figures: dict) -> str:
     for r in rows:
         task = tasks.get(r["task"])
         if r.get("not_applicable"):
-            lines.append(f"| {r['family']} | — | — | not applicable: {r['not_applicable']} | — | — | — | — | — |")
+            lines.append(f"| {r['family']} | — | — | not applicable: {r['not_applicable']} |" + " — |" * 5)
             continue
         target = f"{'rel. L2' if task.metric == 'rel_l2' else 'RMSE'} ≤ {r['target']:g}"
         if r["reached"]:
@@ -263,7 +263,8 @@ def markdown(rows: list[dict], tasks: dict[str, Task], figures: dict) -> str:
             seconds = samples = "—"
         dataset = r["dataset"] + (" (staggered)" if task.name == "staggered" else "")
         lines.append(f"| {r['family']} | {dataset} | {target} | {reached} | {seconds} | {samples} | "
-                     f"{_fmt(r['best'], 4)} | {r['parameters']:,} | {r['evaluations']} ({r['evaluation_seconds']:.1f}) |")
+                     f"{_fmt(r['best'], 4)} | {r['parameters']:,} | {r['evaluations']} "
+                     f"({r['evaluation_seconds']:.1f}) |")
     ran = figures["tasks"]
     notes = [f"- **{name}** (`{t['entry']}`): {t['description']}; target ≤ {t['target']:g} (persistence "
              f"{t['persistence']:.4g}); evaluated every {t['every_samples']} training samples on the same "

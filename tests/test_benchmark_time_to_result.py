@@ -1,8 +1,8 @@
 """benchmarks/time_to_result.py --quick on tiny data: a JSON row for every registered family (the families no task
 can take say why), each row's figures consistent with each other and with its evaluation curve, a target met at
 the first evaluation stopping there, an unmet one running to the budget, and the Markdown table with a line per
-row. The two Kolmogorov tasks run on one tiny staggered store (32², 3 trajectories of 48 frames); the weather task on the
-shipped ERA5 UK month."""
+row. The two Kolmogorov tasks run on one tiny staggered store (32², 3 trajectories of 48 frames, made by the
+solver); the weather task on the shipped ERA5 UK month."""
 
 from __future__ import annotations
 
