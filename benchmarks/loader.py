@@ -26,7 +26,8 @@ same shuffled order, through a torch DataLoader with the same batch size and wor
 - memory copy: a numpy copy of the same window bytes from the whole store held in (shared) memory;
 - chunk files + decode (compressed store): the chunk files read and decompressed by the codec alone
   (numcodecs' Blosc, the library behind ``zarr.codecs.BloscCodec``) into the window buffer, by the
-  same thread pool — the limit for the compressed store;
+  same thread pool — the limit for the compressed store as a Python reader reaches it (tensorstore
+  decodes on its own threads and may pass it);
 - decode only (compressed store): the same decompression from the chunk bytes held in (shared)
   memory: what decoding costs without any file read.
 
@@ -119,7 +120,8 @@ def build_store(root: Path, frames: int, height: int, width: int) -> tuple[Path,
             (first, stop), *_ = block_info[None]["array-location"]
             return field_block(v, first, stop - first, height, width)
 
-        return da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, shape), dtype=np.float32, meta=np.array((), np.float32))
+        return da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, shape), dtype=np.float32,
+                             meta=np.array((), np.float32))
 
     ds = xr.Dataset(
         {name: (("time", "level", "latitude", "longitude"), data(v)) for v, name in enumerate(VARIABLES)},
@@ -592,8 +594,10 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small store (64 frames, 67 MB, and its compressed copy); runs in under a minute")
-    parser.add_argument("--frames", type=int, help="frames in the store (default 1100: 1.15 GB uncompressed; 64 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small store (64 frames, 67 MB, and its compressed copy); runs in under a minute")
+    parser.add_argument("--frames", type=int,
+                        help="frames in the store (default 1100: 1.15 GB uncompressed; 64 with --quick)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts (default 0 2)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     parser.add_argument("--repeat", type=int, help="timed passes per reader; the fastest counts (default 3; 2 with --quick)")
