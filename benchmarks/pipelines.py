@@ -11,8 +11,9 @@ The store is weather-like: 6-hourly frames from 2000-01-01 (a leap year) over ``
 two years; ``--quick`` 366), variables z, t, u on 7 pressure levels and t2m at the surface (``--quick``: z and t
 on 4 levels) on a latitude/longitude grid (default 64 × 128, ``--quick`` 40 × 80), float32, uncompressed,
 chunked in blocks of whole time steps of about 8 MiB (``--chunk-mib``; ``earthsim ingest`` writes 1 MiB
-chunks, on which every implementation here runs several times slower: the cluster's cost per task
-dominates), with a catalog entry in a folder on ``EARTHSIM_CATALOGS`` (train split = every frame). Values: a
+chunks, on which both statistics and earthsim's climatology ran 3-4 times slower in a ``--quick`` run on 1
+worker: the cluster's cost per task, and for earthsim's climatology a whole 366-day partial result per
+chunk, grow with the number of chunks), with a catalog entry in a folder on ``EARTHSIM_CATALOGS`` (train split = every frame). Values: a
 seasonal and a diurnal cycle over a level mean, plus noise (the values do not change the work).
 
 On a ``LocalCluster`` of 1 and of 2 workers (``--workers``), made as the jobs make theirs
