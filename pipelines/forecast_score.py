@@ -4,8 +4,9 @@ exported model.pt files) and baselines, each forecast an independent task, then 
 
     python -m pipelines.forecast_score runs/kolmogorov-fno tsm=runs/tsm-4ep --dataset kolmogorov-64 --steps 10 \\
         --baseline persistence --out runs/batch
-writes OUT/forecasts/NAME.zarr for each model and baseline and the scorecard in OUT/scores. Forecast stores
-that are complete are kept, an interrupted one resumes, so a killed run started again continues.
+writes OUT/forecasts/NAME.zarr for each model and baseline and the scorecard in OUT/scores. A complete forecast
+store of the same request (model, dataset, split, steps; inputs unchanged since) is kept, an interrupted one
+resumes, so a killed run started again continues; one of another request is refused unless --overwrite.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from earthsim import catalog
 from earthsim.data.cluster import run_tasks
-from earthsim.data.store import is_complete
+from earthsim.data.store import PROVENANCE_ATTR, changed_inputs, is_complete, open_zarr
 from earthsim.errors import EarthsimError
 from earthsim.forecast import persistence, run_forecast
+from earthsim.models.export import export_path
 from earthsim.score import markdown_table, score
 from pipelines import job_parser, run_job
 
@@ -43,19 +46,38 @@ def _forecast_then_score(args) -> str:
     tasks = [(run_forecast, path, args.dataset, args.split, args.steps, stores[name])
              for name, path in models] + [(BASELINES[name], None, args.dataset, args.split, args.steps, stores[name])
                                           for name in args.baseline]
-    todo = [task for task in tasks if not (task[-1].exists() and is_complete(task[-1]))]
-    print(f"{len(tasks) - len(todo)} of {len(tasks)} forecasts already written", file=sys.stderr)
-    run_tasks(forecast, todo, progress=args.progress, description="forecasts")
+    kept = sum(path.exists() and is_complete(path) for path in stores.values())
+    print(f"{kept} of {len(tasks)} forecasts already written (kept if of the same request)", file=sys.stderr)
+    run_tasks(forecast, [(*task, args.overwrite) for task in tasks], progress=args.progress, description="forecasts")
     card = score([f"{name}={path}" for name, path in stores.items()], args.dataset, scores, progress=args.progress)
     print(markdown_table(card))
     return str(scores)
 
 
-def forecast(make, checkpoint: str | None, dataset: str, split: str, steps: int, out: Path) -> str:
-    """One forecast store: a model's (``checkpoint``) or a baseline's (``make`` alone); a task for a worker."""
+def forecast(make, checkpoint: str | None, dataset: str, split: str, steps: int, out: Path, overwrite: bool) -> str:
+    """One forecast store: a model's (``checkpoint``) or a baseline's (``make`` alone); a task for a worker. A
+    complete store of the same request, made from inputs that have not changed since, is kept; one of another
+    request is refused unless ``overwrite``."""
+    if out.exists() and is_complete(out):
+        differences = _differences(out, checkpoint, dataset, split, steps)
+        if not differences:
+            return str(out)
+        if not overwrite:
+            raise EarthsimError(f"{out} holds a forecast of another request or of changed inputs "
+                                f"({'; '.join(differences)}); pass --overwrite to make it again")
     if checkpoint is None:
-        return str(make(dataset, split, steps=steps, out=out, progress=False))
-    return str(make(checkpoint, dataset, split, steps=steps, out=out, progress=False))
+        return str(make(dataset, split, steps=steps, out=out, progress=False, overwrite=overwrite))
+    return str(make(checkpoint, dataset, split, steps=steps, out=out, progress=False, overwrite=overwrite))
+
+
+def _differences(out: Path, checkpoint: str | None, dataset: str, split: str, steps: int) -> list[str]:
+    config = (open_zarr(out).attrs.get(PROVENANCE_ATTR) or {}).get("config") or {}
+    wanted = {"dataset": catalog.get_entry(dataset).name, "split": split, "steps": steps}
+    if checkpoint is not None:
+        wanted["checkpoint"] = str(export_path(checkpoint).resolve())
+    found = [f"{key}: {config.get(key)!r} there, {value!r} now" for key, value in wanted.items()
+             if config.get(key) != value]
+    return found + [f"{name} changed since" for name in changed_inputs(out)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="append", default=[], choices=sorted(BASELINES),
                         help="also forecast this baseline (repeatable)")
     parser.add_argument("--out", required=True, help="folder for forecasts/ and scores/")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT/scores if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT/scores, and forecasts of another request, if they exist")
     args = parser.parse_args(argv)
     if not args.models and not args.baseline:
         parser.error("give at least one model or --baseline")

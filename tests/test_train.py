@@ -282,3 +282,18 @@ def test_max_seconds_stops_the_run_and_an_unmet_target_reports_its_best(fluid_en
         from_mapping(_experiment(fluid_entry, **{"validation.target": 1.0}))
     with pytest.raises(EarthsimError, match="max_seconds"):
         from_mapping(_experiment(fluid_entry, max_seconds=0))
+
+
+def test_validation_runs_the_model_in_eval_mode_and_training_resumes_in_train_mode(fluid_entry, tmp_path):
+    """Dropout and drop-path must be off while validating (the scores would be noisy and wrong otherwise)."""
+    from earthsim.train.trainer import Trainer
+
+    trainer = Trainer(from_mapping(_experiment(fluid_entry, epochs=1, max_steps=2)), tmp_path / "run", progress=False)
+    modes = []
+    handle = trainer.model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    trainer.validate()
+    assert modes and not any(modes) and trainer.model.training
+    modes.clear()
+    trainer.fit()
+    handle.remove()
+    assert True in modes and False in modes  # trained in train mode, validated in eval mode

@@ -12,8 +12,8 @@ applied as ``W_lat · field · W_lonᵀ``:
 - bilinear: linear interpolation in latitude, then in (periodic) longitude.
 
 A target cell the source does not wholly cover (a regional source regridded to a global grid) is
-refused rather than filled. NaN in the source propagates to every target value it touches; the
-store job counts them and refuses the result (:func:`regrid_store`).
+refused rather than filled. NaN in the source propagates (through the matrix products, to every
+target value of its field); the store job refuses such a source (:func:`regrid_store`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def equiangular_grid(resolution: float, longitude_convention: str = "[0, 360)") 
     """Latitude and longitude centres of WeatherBench's equiangular grid without poles at ``resolution`` degrees
     (5.625 gives its 32 × 64 grid: latitudes ±87.1875, longitudes 0, 5.625, …, 354.375), longitudes wrapped into
     ``longitude_convention`` and sorted."""
+    if not resolution > 0:
+        raise EarthsimError(f"a grid spacing must be a positive number of degrees, got {resolution}")
     rows, columns = 180.0 / resolution, 360.0 / resolution
     if abs(rows - round(rows)) > 1e-9 or abs(columns - round(columns)) > 1e-9:
         raise EarthsimError(f"a grid of {resolution}° does not divide 180° and 360° into whole cells")
@@ -180,7 +182,7 @@ def regrid_store(source: str | os.PathLike, out: str | os.PathLike, resolution: 
     Written one block of time steps (or months) per region, on the active dask cluster if there is
     one, through ``OUT.partial``: a killed run resumes with the blocks not yet written. Output in the
     source's longitude convention, float32, one region per chunk. A source holding NaN or ±inf is
-    refused, naming how many target values they reached.
+    refused.
     """
     from earthsim.data.ingest import open_inputs
 
@@ -199,6 +201,8 @@ def regrid_store(source: str | os.PathLike, out: str | os.PathLike, resolution: 
         regridder = Regridder(ds[LATITUDE_DIM].values, ds[LONGITUDE_DIM].values, latitude, longitude, method)
     except ValidationError as error:
         raise ValidationError(f"{source}: {error}") from None
+    if records_per_region is not None and records_per_region < 1:
+        raise EarthsimError(f"records per region must be at least 1, got {records_per_region}")
     record = record_dim(ds)
     step = records_per_region or (ds.chunksizes[record][0] if record and ds.chunksizes.get(record) else 1)
     result = regridder.regrid(ds)
@@ -212,9 +216,11 @@ def regrid_store(source: str | os.PathLike, out: str | os.PathLike, resolution: 
                 for name, var in result.data_vars.items()}
     partial = store.write_by_regions(result, out, provenance, along=record, step=step, encoding=encoding,
                                      report=_nonfinite, progress=progress, overwrite=overwrite, what="regridding")
-    bad = int(np.nansum(partial.flags()))
+    if partial.complete:  # checked before its flags were dropped
+        return partial.finish()
+    bad = int(np.sum(partial.flags()))
     if bad:
         shutil.rmtree(partial.partial)  # made from a source that must be mended first: nothing to resume
-        raise ValidationError(f"{source}: {bad} regridded value(s) are NaN or ±inf (the source holds NaN or inf "
-                              f"where they were taken from; `earthsim check` counts them); nothing was written to {out}")
+        raise ValidationError(f"{source}: the source holds NaN or ±inf values ({bad} regridded values became NaN or "
+                              f"inf; `earthsim check` counts them in a store); nothing was written to {out}")
     return partial.finish()

@@ -34,6 +34,7 @@ model may depend on.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import warnings
@@ -62,22 +63,34 @@ def _entry(entry: DatasetEntry | str) -> DatasetEntry:
     return entry if isinstance(entry, DatasetEntry) else catalog.get_entry(entry)
 
 
-def _write_by_variable(path: Path, lazy: dict[str, xr.DataArray], record: dict, counts: dict[str, xr.DataArray],
-                       progress: bool, overwrite: bool, what: str) -> store.PartialStore:
-    """Lay out ``lazy``'s variables at ``path``'s partial store and write each as its own region, on the active
-    dask cluster if there is one: a killed run resumes with the variables not yet written. Each region's
-    flag holds the variable's count of non-finite inputs (``counts``; 0 where none is given)."""
+def _write_by_blocks(path: Path, lazy: dict[str, xr.DataArray], record: dict, counts: dict[str, xr.DataArray],
+                     progress: bool, overwrite: bool, what: str, split: tuple[str, ...] = ()
+                     ) -> tuple[store.PartialStore, dict[str, float]]:
+    """Lay out ``lazy``'s variables at ``path``'s partial store and write each variable, or each of its chunks
+    along the ``split`` dims, as its own region, on the active dask cluster if there is one: a killed run
+    resumes with the regions not yet written, and no task holds more than one such block. Returns the store
+    and, unless it was found complete, each variable's count of non-finite inputs (``counts``; 0 where none
+    is given), computed with the variable's first region."""
     template = xr.Dataset(lazy)
-    partial = store.PartialStore(path, template, len(lazy), record, overwrite=overwrite, what=what)
-    names = list(lazy)
+    regions = []
+    for name, da in lazy.items():
+        dims = [d for d in split if d in da.dims]
+        blocks = [[slice(start, start + size) for start, size in zip(np.cumsum((0,) + chunks[:-1]), chunks)]
+                  for chunks in (da.chunks[da.dims.index(d)] for d in dims)]
+        regions += [(name, dict(zip(dims, combination))) for combination in itertools.product(*blocks)]
+    partial = store.PartialStore(path, template, len(regions), record, overwrite=overwrite, what=what)
+    first = {name: regions.index(next(r for r in regions if r[0] == name)) for name in lazy}
     tasks = [dask.delayed(store.write_region)(
-        partial.partial, i, {"": template[[names[i]]]}, {d: slice(0, n) for d, n in template[names[i]].sizes.items()},
-        counts.get(names[i], 0)) for i in partial.pending()]
+        partial.partial, i, {"": template[[regions[i][0]]].isel(regions[i][1])}, regions[i][1],
+        counts.get(regions[i][0], 0) if i == first[regions[i][0]] else 0) for i in partial.pending()]
     with warnings.catch_warnings():  # numpy's warnings about inf and NaN: the counts say it in one line
         warnings.simplefilter("ignore", RuntimeWarning)
         if tasks:
             compute(*tasks, progress=progress)
-    return partial
+    if partial.complete:
+        return partial, {}
+    flags = partial.flags()
+    return partial, {name: float(sum(flags[i] for i, r in enumerate(regions) if r[0] == name)) for name in lazy}
 
 
 def _training_data(entry: DatasetEntry, names: list[str]) -> tuple[xr.Dataset, xr.Dataset]:
@@ -189,9 +202,11 @@ def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwri
     record = store.provenance(
         "earthsim.data.stats.compute_statistics", [entry.store],
         _record(entry, train, dynamic + static, statistics=list(STATISTICS), accumulation="float64", ddof=0))
-    partial = _write_by_variable(path, lazy, record, counts, progress, overwrite, "statistics computation")
+    partial, found = _write_by_blocks(path, lazy, record, counts, progress, overwrite, "statistics computation")
+    if partial.complete:  # checked before its flags were dropped
+        return partial.finish()
     try:
-        for name, count in zip(lazy, partial.flags()):
+        for name, count in found.items():
             if count:
                 where = f"split {SPLIT!r}" if name in dynamic else "the store (a static field)"
                 raise ValidationError(
@@ -305,8 +320,9 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
                                   f"climatology; it has {train[name].dims}")
     if seasonal:
         hours = np.unique(ds.time.dt.hour.values)  # every hour of the data; hours absent from train stay NaN
-        clim = {name: _climatology(train[name], hours, weights).chunk({"hour": 1, "dayofyear": -1})
-                for name in variables}
+        clim = {name: _climatology(train[name], hours, weights) for name in variables}
+        clim = {name: da.chunk({"hour": 1, "dayofyear": -1, **({LEVEL_DIM: 1} if LEVEL_DIM in da.dims else {})})
+                for name, da in clim.items()}
         record = _record(entry, train, variables, window_days=window_days, hours=hours.tolist(),
                          weights="triangular 1 - |days|/(window_days // 2), circular over days 1..366 (WeatherBench 2)",
                          statistic="mean")
@@ -314,7 +330,9 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
         clim = {name: _time_mean(train[name]) for name in variables}
         record = _record(entry, train, variables, window_days=None, statistic="mean over time and trajectories")
     record = store.provenance("earthsim.data.stats.compute_climatology", [entry.store], record)
-    return _write_by_variable(path, clim, record, {}, progress, overwrite, "climatology computation").finish()
+    partial, _ = _write_by_blocks(path, clim, record, {}, progress, overwrite, "climatology computation",
+                                  split=("hour", LEVEL_DIM))  # a task per hour and level: one 366-day block each
+    return partial.finish()
 
 
 def _time_mean(da: xr.DataArray) -> xr.DataArray:

@@ -168,6 +168,27 @@ def write_zarr(
 
 
 PARTIAL_SUFFIX = ".partial"
+INPUTS_ATTR = "input_versions"  # in the provenance of a store written by regions: its inputs' versions
+
+
+def input_versions(inputs: list[str]) -> list:
+    """What identifies the current version of each input, so that a resume never mixes regions made from two:
+    a file's size and modification time; a store's completion record and provenance time (local paths; a URL
+    or a missing path: None)."""
+    versions = []
+    for name in inputs:
+        path = Path(name)
+        if is_url(name) or not path.exists():
+            versions.append(None)
+        elif path.is_file():
+            versions.append([path.stat().st_size, path.stat().st_mtime_ns])
+        else:
+            try:
+                attrs = zarr.open_group(str(path), mode="r").attrs
+                versions.append([attrs.get(COMPLETE_ATTR), (attrs.get(PROVENANCE_ATTR) or {}).get("created")])
+            except Exception:  # a folder that is not a store: its modification time
+                versions.append([path.stat().st_mtime_ns])
+    return versions
 
 
 class PartialStore:
@@ -197,15 +218,15 @@ class PartialStore:
             self._create(groups, dict(encoding or {}), record, done_dim)
         # Flags are dropped only once every region is written: a partial store without them was
         # killed between dropping them and the rename, and only the rename is left to do.
-        self._complete = not (self.partial / done).exists()
-        self._flags = None if self._complete else zarr.open_array(store=str(self.partial), path=done, mode="r+")
+        self.complete = not (self.partial / done).exists()
+        self._flags = None if self.complete else zarr.open_array(store=str(self.partial), path=done, mode="r+")
 
     def _create(self, groups: dict[str, xr.Dataset], encoding: dict, record: dict, done_dim: str) -> None:
         with atomic_output(self.partial) as tmp:  # every chunk written, even a coordinate equal to the fill value
             for group, template in groups.items():
                 template = without_storage_encoding(template)  # coordinates taken from a Zarr v2 store
                 if not group:
-                    template.attrs[PROVENANCE_ATTR] = record
+                    template.attrs[PROVENANCE_ATTR] = {**record, INPUTS_ATTR: input_versions(record.get("inputs") or [])}
                     template[self.done] = xr.Variable(
                         done_dim, da.full(self.regions, np.nan, chunks=1, dtype=np.float64),
                         {"long_name": "resume state: NaN until the region is written, then the value its writer "
@@ -217,7 +238,8 @@ class PartialStore:
             if "" not in groups:
                 xr.Dataset({self.done: xr.Variable(done_dim, da.full(self.regions, np.nan, chunks=1))}).to_zarr(
                     tmp, mode="a", zarr_format=3, consolidated=False, compute=False, write_empty_chunks=True)
-                zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_ATTR] = _jsonable(record)
+                zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_ATTR] = _jsonable(
+                    {**record, INPUTS_ATTR: input_versions(record.get("inputs") or [])})
 
     def _resumable(self, record: dict, overwrite: bool) -> bool:
         """Whether the partial store is of this request; if not, an error unless ``overwrite``."""
@@ -225,8 +247,14 @@ class PartialStore:
             stored = zarr.open_group(str(self.partial), mode="r").attrs.get(PROVENANCE_ATTR, {})
         except Exception:  # laid out only in part (killed while creating it): start afresh
             return False
-        stored = {"inputs": stored.get("inputs"), **(stored.get("config") or {})}
-        wanted = json.loads(json.dumps(_jsonable({"inputs": record.get("inputs"), **record["config"]})))
+        if (self.partial / self.done).exists() and \
+                zarr.open_array(store=str(self.partial), path=self.done, mode="r").dtype != np.float64:
+            return False  # flags of an older layout (int8, 0 = not written): start afresh rather than misread them
+        stored = {"inputs": stored.get("inputs"), "input_versions": stored.get(INPUTS_ATTR),
+                  **(stored.get("config") or {})}
+        wanted = json.loads(json.dumps(_jsonable({"inputs": record.get("inputs"),
+                                                  "input_versions": input_versions(record.get("inputs") or []),
+                                                  **record["config"]})))
         if stored == wanted or overwrite:
             return stored == wanted
         keys = sorted(k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k))
@@ -236,14 +264,16 @@ class PartialStore:
             "run again with the same arguments to resume it, or remove it (or pass overwrite) to start afresh")
 
     def flags(self) -> np.ndarray:
-        """Each region's flag: NaN until written, then the value its writer reported."""
-        if self._complete:
-            return np.ones(self.regions)
+        """Each region's flag: NaN until written, then the value its writer reported. A store found
+        :attr:`complete` (killed between dropping its flags and the rename) has none left: check ``complete``
+        before reading reported values."""
+        if self.complete:
+            raise EarthsimError(f"{self.partial} is complete; its region flags were dropped")
         return self._flags[:]
 
     def pending(self) -> list[int]:
         """Indices of the regions not yet written."""
-        return [int(i) for i in np.flatnonzero(np.isnan(self.flags()))]
+        return [] if self.complete else [int(i) for i in np.flatnonzero(np.isnan(self.flags()))]
 
     def mark(self, index: int, value: float = 1.0) -> None:
         """Flag region ``index`` written, with ``value`` (never NaN)."""
@@ -254,7 +284,7 @@ class PartialStore:
         missing = self.pending()
         if missing:
             raise EarthsimError(f"{self.partial}: regions {missing[:10]} are not written; cannot finish")
-        if not self._complete:
+        if not self.complete:
             for group, values in (attrs or {}).items():
                 zarr.open_group(str(self.partial), path=group or None, mode="r+").attrs.update(_jsonable(values))
             mark_complete(self.partial)  # before the flags go: a run killed in between still finds every flag set
@@ -279,8 +309,8 @@ def write_region(partial: str | os.PathLike, index: int, parts: Mapping[str, xr.
     region ``index`` done with ``value``; returns ``index``. Safe in another process (a dask worker)."""
     for group, part in parts.items():
         part.drop_vars(list(part.coords)).to_zarr(  # coordinates were written with the template
-            str(partial), group=group or None, region=dict(region), zarr_format=3, consolidated=False,
-            write_empty_chunks=True)
+            str(partial), group=group or None, region=dict(region) or None, mode=None if region else "r+",
+            zarr_format=3, consolidated=False, write_empty_chunks=True)
     mark_region(partial, index, value)
     return index
 
@@ -297,6 +327,13 @@ def write_by_regions(ds: xr.Dataset, out: str | os.PathLike, record: dict, *, al
     regions not yet written. ``report(part)``, a lazy number computed with each region (e.g. a count
     of NaN), becomes the region's flag (:meth:`PartialStore.flags`).
     """
+    if along and step < 1:
+        raise EarthsimError(f"{out}: regions need at least one entry along {along!r}, got {step}")
+    misaligned = sorted(name for name, values in (encoding or {}).items()
+                        if along in ds[name].dims and values.get("chunks", (step,))[ds[name].dims.index(along)] != step)
+    if misaligned:  # two regions in one chunk, written by two processes, would corrupt it
+        raise EarthsimError(f"{out}: variables {misaligned} are chunked along {along!r} otherwise than the regions "
+                            f"of {step}")
     size = ds.sizes[along] if along else 0
     blocks = [slice(start, min(start + step, size)) for start in range(0, size, step)]
     whole = [name for name, var in ds.data_vars.items() if along not in var.dims]
@@ -309,13 +346,22 @@ def write_by_regions(ds: xr.Dataset, out: str | os.PathLike, record: dict, *, al
             part = template[[n for n in template.data_vars if n not in whole]].isel({along: blocks[index]})
             region = {along: blocks[index]}
         else:
-            part = template[whole]
-            region = {d: slice(0, n) for d, n in part.sizes.items()}
+            part, region = template[whole], {}
         tasks.append(dask.delayed(write_region)(partial.partial, index, {group: part}, region,
                                                 report(part) if report else 1.0))
     if tasks:
         compute(*tasks, progress=progress)
     return partial
+
+
+def changed_inputs(path: str | os.PathLike) -> list[str]:
+    """The inputs of the store at ``path`` whose version (:func:`input_versions`) differs from the one it recorded
+    when it was laid out: a store made from them is stale. Empty for a store that records no versions."""
+    record = zarr.open_group(str(path), mode="r").attrs.get(PROVENANCE_ATTR) or {}
+    recorded, inputs = record.get(INPUTS_ATTR), record.get("inputs") or []
+    if recorded is None:
+        return []
+    return [name for name, then, now in zip(inputs, recorded, input_versions(inputs)) if then != now]
 
 
 def without_storage_encoding(ds: xr.Dataset) -> xr.Dataset:

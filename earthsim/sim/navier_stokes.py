@@ -673,5 +673,7 @@ def simulate_navier_stokes(config: NavierStokesConfig, out, progress: bool = Tru
     except EarthsimError:  # a refusal (the flow outran its time step) would recur: nothing worth resuming
         shutil.rmtree(store.partial, ignore_errors=True)
         raise
+    if store.complete:  # killed after it was finished but before the rename
+        return store.finish()
     max_courant = float(np.max(store.flags())) if len(batches) else 0.0
     return store.finish({str(r): {"max_courant_number": max_courant} for r in config.save_resolutions})

@@ -293,19 +293,23 @@ class Trainer:
         weights = weights.to(self.world.device).view(1, 1, 1, -1, 1)
         sums = torch.zeros(2 + len(spec.outputs), dtype=torch.float64, device=self.world.device)
         forcing = spec.forcing_index
-        for b, micro in enumerate(loader):
-            if b == cfg.validation.max_batches:
-                break
-            batch = Batch.from_mapping(micro, self.world.device)
-            with cfg.parallelism.autocast(self.world.device):
-                pred = rollout(self.model, batch.x, steps * t_out, batch.static, batch.lead_time,
-                               batch.y[:, :, forcing] if forcing else None).float()
-            target = batch.y[:, :, spec.output_index]
-            count = batch.x.shape[0]
-            sums[0] += self.losses[0](pred[:, :t_out], target[:, :t_out]) * count
-            sums[1] += count
-            sq = ((pred[:, -1:] - target[:, -1:]) ** 2 * weights).mean(dim=(1, 3, 4))  # last step: [B, C_out]
-            sums[2:] += sq.sum(dim=0).double()
+        self.model.eval()  # no dropout or drop-path while validating; training mode comes back below
+        try:
+            for b, micro in enumerate(loader):
+                if b == cfg.validation.max_batches:
+                    break
+                batch = Batch.from_mapping(micro, self.world.device)
+                with cfg.parallelism.autocast(self.world.device):
+                    pred = rollout(self.model, batch.x, steps * t_out, batch.static, batch.lead_time,
+                                   batch.y[:, :, forcing] if forcing else None).float()
+                target = batch.y[:, :, spec.output_index]
+                count = batch.x.shape[0]
+                sums[0] += self.losses[0](pred[:, :t_out], target[:, :t_out]) * count
+                sums[1] += count
+                sq = ((pred[:, -1:] - target[:, -1:]) ** 2 * weights).mean(dim=(1, 3, 4))  # last step: [B, C_out]
+                sums[2:] += sq.sum(dim=0).double()
+        finally:
+            self.model.train()
         dist.all_reduce(sums)
         count = max(sums[1].item(), 1.0)
         result = {"loss": sums[0].item() / count}
