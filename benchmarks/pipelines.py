@@ -163,6 +163,20 @@ def write_entry(root: Path, store: Path, times, lat, lon, variables: tuple, leve
     return path
 
 
+def code_version() -> dict:
+    """The checkout's commit and whether earthsim/ or pipelines/ differ from it (the code measured)."""
+    import subprocess
+
+    def git(*args) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "uncommitted_changes": git("status", "--short", "--", "earthsim", "pipelines").splitlines()}
+
+
 def store_bytes(store: Path) -> int:
     return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
 
@@ -375,6 +389,7 @@ def run(args) -> dict:
                  "levels": ds["level"].values.tolist(), "time_chunk": int(time_chunk),
                  "chunks": sum(int(np.prod([len(c) for c in ds[v].chunks])) for v in ds.data_vars),
                  "chunk_mib": max(int(np.prod([c[0] for c in ds[v].chunks])) * 4 for v in ds.data_vars) / 2**20}
+        code = code_version()  # before the runs: the code they import
         jobs = load_jobs()
         how = ("pipelines.statistics and pipelines.climatology main(argv) with --scheduler (the benchmark's cluster), "
                "--overwrite, --no-progress" if len(jobs) == 2 else
@@ -429,6 +444,7 @@ def run(args) -> dict:
                        "each, default memory limit; every timed run connects its own Client, as a job does",
             "timing": f"fastest of {args.repeat} runs, earthsim and xarray alternating; page cache warm",
             "differences": checks,
+            "code": code,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "dask": dask.__version__,
                         "distributed": distributed.__version__, "xarray": xr.__version__,
                         "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]}},
