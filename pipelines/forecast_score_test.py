@@ -44,3 +44,22 @@ def test_batch_forecast_then_score_equals_the_library_here(catalog_folder, tmp_p
     capsys.readouterr()
     assert forecast_score.main([*argv, "--overwrite"]) == 0  # the forecasts are kept, the scores made again
     assert "2 of 2 forecasts already written" in capsys.readouterr().err
+
+
+def test_a_kept_forecast_of_another_request_is_refused(catalog_folder, tmp_path, scheduler, capsys):
+    write_entry(catalog_folder, "wx", global_weather(days=4), tmp_path / "stores" / "wx.zarr")
+    argv = ["--baseline", "persistence", "--dataset", "wx", "--out", str(tmp_path / "batch"), "--scheduler", scheduler,
+            "--no-progress"]
+    assert forecast_score.main([*argv, "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert forecast_score.main([*argv, "--steps", "3"]) == 2  # scores exist, and the forecast is of 2 steps
+    assert forecast_score.main([*argv, "--steps", "3", "--overwrite"]) == 0
+    card = xr.open_dataset(tmp_path / "batch" / "scores" / "scorecard.nc")
+    assert card.sizes["prediction_timedelta"] == 3
+    import shutil
+
+    shutil.rmtree(tmp_path / "batch" / "scores")
+    capsys.readouterr()
+    assert forecast_score.main([*argv, "--steps", "2"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("pipelines.forecast_score: error:") and "steps: 3 there, 2 now" in error
