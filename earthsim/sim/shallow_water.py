@@ -353,13 +353,13 @@ class _Sampler:
         return {name: value.flip(-2).cpu().numpy() for name, value in fields.items()}
 
 
-def run_trajectory(config: ShallowWaterConfig, trajectory: int, solver=None, bar=None) -> dict[str, np.ndarray]:
+def run_trajectory(config: ShallowWaterConfig, trajectory: int) -> dict[str, np.ndarray]:
     """Integrate one trajectory and return its frames in float64: ``{variable: [frames, nlat, nlon]}``.
 
-    The first frame is the state after ``spinup_hours``; ``bar`` (a tqdm bar) advances by solver steps.
+    The first frame is the state after ``spinup_hours``.
     """
     step = time_step(config)
-    solver = solver if solver is not None else make_solver(config, step.dt)
+    solver = make_solver(config, step.dt)
     sample = _Sampler(config, solver)
     integrator = AdamsBashforth3(solver, initial_state(config, solver, trajectory))
     frames = {name: np.empty((config.frames, config.nlat, config.nlon)) for name in config.variables}
@@ -374,8 +374,6 @@ def run_trajectory(config: ShallowWaterConfig, trajectory: int, solver=None, bar
             fields = sample(state)
             for name in config.variables:
                 frames[name][index] = fields[name]
-            if bar is not None:
-                bar.update(steps)
     return frames
 
 
@@ -429,7 +427,8 @@ def simulate_shallow_water(config: ShallowWaterConfig, out: str | Path, progress
     }
     ds = xr.Dataset({name: (dims, da.zeros(shape, chunks=chunks, dtype=np.float32), dict(VARIABLES[name]))
                      for name in config.variables}, coords=coords)
-    ds.attrs.update({        "title": f"shallow water on the rotating sphere, {config.initial_condition} initial conditions",
+    ds.attrs.update({
+        "title": f"shallow water on the rotating sphere, {config.initial_condition} initial conditions",
         "solver": "torch_harmonics.examples.ShallowWaterSolver (torch-harmonics "
                   f"{_torch_harmonics_version()}), float64, third-order Adams-Bashforth with implicit hyperdiffusion",
         "initial_condition": config.initial_condition,
