@@ -118,8 +118,9 @@ def cluster(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
         if workers < 1 or threads_per_worker < 1:
             raise EarthsimError(f"--workers and --threads-per-worker must be at least 1, got {workers} and "
                                 f"{threads_per_worker}")
-        # Workers of a killed job (their scheduler gone with it) close within death_timeout; a task they were
-        # running may still finish its region meanwhile, with the same values a resumed run would write.
+        # The workers of a killed job lose their scheduler with it; a task one was running may still finish its
+        # region after the kill, with the values a resumed run would write. death_timeout: worker start-up on a
+        # loaded machine takes longer than dask's default allows.
         threads = str(threads_per_worker)  # torch and BLAS in each worker use its threads, not every core
         local = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                              dashboard_address=":0", death_timeout=60,
