@@ -8,7 +8,7 @@ active, so that dask computes on the cluster. This runs exactly that: each job's
 exist, the library function under a Client of the cluster, as the job would.
 
 The store is weather-like: 6-hourly frames from 2000-01-01 (a leap year) over ``--days`` days (default 731,
-two years; ``--quick`` 366), variables z, t, u on 7 pressure levels and t2m at the surface (``--quick``: z and t
+two years; ``--quick`` 90), variables z, t, u on 7 pressure levels and t2m at the surface (``--quick``: z and t
 on 4 levels) on a latitude/longitude grid (default 64 × 128, ``--quick`` 40 × 80), float32, uncompressed,
 chunked in blocks of whole time steps of about 8 MiB (``--chunk-mib``; ``earthsim ingest`` writes 1 MiB
 chunks, on which both statistics and earthsim's climatology ran 3-4 times slower in a ``--quick`` run on 1
@@ -39,9 +39,9 @@ With ``--window-days 1`` earthsim's climatology is the plain groupby, and the JS
 relative difference between the two (days 1-365; day 366 differs by design: earthsim fills it in non-leap
 years from day 365, as WB2); the statistics' difference is always given.
 
-``--quick`` takes about 1.5 minutes on a shared 2-core machine: xarray's groupby costs about the same per
-day × hour group whatever the grid, and a year has 1464 of them per variable. The default size takes about
-17 minutes there.
+``--quick`` (90 days) runs in under a minute on a shared 2-core machine: xarray's groupby costs about the same
+per day × hour group whatever the grid, so the number of days sets its time (a year has 1464 groups per
+variable). The default size takes about 17 minutes there.
 
     python benchmarks/pipelines.py                  # 2.1 GB store, 1 and 2 workers
     python benchmarks/pipelines.py --quick --json pipelines.json
@@ -362,7 +362,7 @@ def run(args) -> dict:
 
     from earthsim.data.cluster import cluster
 
-    days = args.days or (366 if args.quick else 731)
+    days = args.days or (90 if args.quick else 731)
     height, width = args.grid or ((40, 80) if args.quick else (64, 128))
     variables = QUICK_VARIABLES if args.quick else tuple(VARIABLES)
     levels = QUICK_LEVELS if args.quick else LEVELS
@@ -501,9 +501,9 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a small store (1 year, 2 variables × 4 levels, 40 × 80: 150 MB; about 1.5 minutes)")
+                        help="a small store (90 days, 2 variables × 4 levels, 40 × 80: 37 MB; under a minute)")
     parser.add_argument("--days", type=int,
-                        help="days of 6-hourly frames from 2000-01-01 (default 731; 366 with --quick)")
+                        help="days of 6-hourly frames from 2000-01-01 (default 731; 90 with --quick)")
     parser.add_argument("--grid", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="latitude × longitude points (default 64 128; 40 80 with --quick)")
     parser.add_argument("--chunk-mib", type=float, default=CHUNK_MIB,
