@@ -6,7 +6,6 @@ file kept under it; any cell that raises fails the test with the cell and its tr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -46,7 +45,6 @@ def test_runs_with_its_defaults(path, tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' default output folders
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.delenv("EARTHSIM_CATALOGS", raising=False)
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
