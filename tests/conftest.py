@@ -16,6 +16,30 @@ from earthsim.data.conventions import TIME_DIM
 SAMPLE_DATA = catalog.SAMPLE_DATA
 #: Real files only the tests use (see tests/data/README.md).
 TEST_DATA = Path(__file__).resolve().parent / "data"
+#: The benchmark scripts, which import their neighbours (``report``) by plain name.
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str, register: bool = False):
+    """Yield the script ``benchmarks/NAME.py`` as module ``benchmark_NAME`` with ``benchmarks/`` on the path, and
+    with ``register`` in ``sys.modules`` (dataclasses look their module up by name; but then dask pickles the
+    module's functions by name, which its workers cannot import); undone afterwards. For a module-scoped
+    fixture: ``yield from load_benchmark("loader")``."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    module_name = f"benchmark_{name}"
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        if register:
+            sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(module_name, None)
+        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture

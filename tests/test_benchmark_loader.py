@@ -5,26 +5,17 @@ made with another codec is refused rather than reused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
+
 
 
 @pytest.fixture(scope="module")
 def loader():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_loader", BENCHMARKS / "loader.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from load_benchmark("loader")
 
 
 def test_every_reader_of_both_stores_in_json_and_table(loader, tmp_path, capsys):

@@ -4,28 +4,20 @@ per simulated time unit) times every learned model and solver and needs no torch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
+
 
 
 @pytest.fixture(scope="module")
 def pde():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_pde", BENCHMARKS / "pde.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from load_benchmark("pde")
 
 
 def test_without_torch_cfd_exits_2_with_one_line(pde, monkeypatch, capsys):

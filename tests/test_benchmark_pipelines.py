@@ -4,26 +4,17 @@ of the two agree, and with a one-day window earthsim's climatology is xarray's p
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
+
 
 
 @pytest.fixture(scope="module")
 def pipelines():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_pipelines", BENCHMARKS / "pipelines.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from load_benchmark("pipelines")
 
 
 @pytest.mark.timeout(120)

@@ -6,10 +6,8 @@ solver); the weather task on the shipped ERA5 UK month."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,13 @@ import yaml
 
 from earthsim.catalog import BUILTIN_CATALOGS
 from earthsim.models import MODELS
+from conftest import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def ttr():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_time_to_result", BENCHMARKS / "time_to_result.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up by name
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("benchmark_time_to_result", None)
-        sys.path.remove(str(BENCHMARKS))
+    yield from load_benchmark("time_to_result", register=True)
 
 
 def _tiny_flow_entry(catalogs: Path) -> str:
