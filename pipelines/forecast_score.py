@@ -14,12 +14,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from earthsim import catalog
 from earthsim.data.cluster import run_tasks
-from earthsim.data.store import PROVENANCE_ATTR, changed_inputs, is_complete, open_zarr
+from earthsim.data.store import is_complete
 from earthsim.errors import EarthsimError
 from earthsim.forecast import persistence, run_forecast
-from earthsim.models.export import export_path
+from earthsim.forecast.store import kept_forecast_differences
 from earthsim.score import markdown_table, score
 from pipelines import job_parser, run_job
 
@@ -59,7 +58,7 @@ def forecast(make, checkpoint: str | None, dataset: str, split: str, steps: int,
     complete store of the same request, made from inputs that have not changed since, is kept; one of another
     request is refused unless ``overwrite``."""
     if out.exists() and is_complete(out):
-        differences = _differences(out, checkpoint, dataset, split, steps)
+        differences = kept_forecast_differences(out, dataset, split, steps, checkpoint)
         if not differences:
             return str(out)
         if not overwrite:
@@ -68,16 +67,6 @@ def forecast(make, checkpoint: str | None, dataset: str, split: str, steps: int,
     if checkpoint is None:
         return str(make(dataset, split, steps=steps, out=out, progress=False, overwrite=overwrite))
     return str(make(checkpoint, dataset, split, steps=steps, out=out, progress=False, overwrite=overwrite))
-
-
-def _differences(out: Path, checkpoint: str | None, dataset: str, split: str, steps: int) -> list[str]:
-    config = (open_zarr(out).attrs.get(PROVENANCE_ATTR) or {}).get("config") or {}
-    wanted = {"dataset": catalog.get_entry(dataset).name, "split": split, "steps": steps}
-    if checkpoint is not None:
-        wanted["checkpoint"] = str(export_path(checkpoint).resolve())
-    found = [f"{key}: {config.get(key)!r} there, {value!r} now" for key, value in wanted.items()
-             if config.get(key) != value]
-    return found + [f"{name} changed since" for name in changed_inputs(out)]
 
 
 def main(argv: list[str] | None = None) -> int:

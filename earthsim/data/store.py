@@ -257,10 +257,9 @@ class PartialStore:
                                                   **record["config"]})))
         if stored == wanted or overwrite:
             return stored == wanted
-        keys = sorted(k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k))
         raise EarthsimError(
             f"{self.partial} holds an interrupted {self.what} of another request (differing: "
-            f"{', '.join(f'{k}: {(stored or {}).get(k)!r} there, {wanted.get(k)!r} now' for k in keys)}); "
+            f"{', '.join(request_differences(stored, wanted))}); "
             "run again with the same arguments to resume it, or remove it (or pass overwrite) to start afresh")
 
     def flags(self) -> np.ndarray:
@@ -352,6 +351,13 @@ def write_by_regions(ds: xr.Dataset, out: str | os.PathLike, record: dict, *, al
     if tasks:
         compute(*tasks, progress=progress)
     return partial
+
+
+def request_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``key: value there, value now`` for every key whose value differs between a stored request and the one
+    made now (a key missing on one side reads None)."""
+    keys = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    return [f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in keys]
 
 
 def changed_inputs(path: str | os.PathLike) -> list[str]:

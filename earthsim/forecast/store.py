@@ -29,10 +29,11 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
-from earthsim.data.store import PartialStore, provenance
+from earthsim.data.store import PROVENANCE_ATTR, PartialStore, changed_inputs, provenance, request_differences
 from earthsim.data.conventions import LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TIME_DIM
 from earthsim.errors import EarthsimError
-from earthsim.forecast.inputs import Block, InitialConditions
+from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
+from earthsim.models.export import export_path
 
 DONE = "done_blocks"
 
@@ -149,3 +150,16 @@ def write_forecast(ic: InitialConditions, out: str | os.PathLike, compute: Calla
             store.write(block, compute(block))
             bar.update(1)
     return store.finish()
+
+
+def kept_forecast_differences(out: str | os.PathLike, dataset: str, split: str, steps: int,
+                              checkpoint: str | os.PathLike | None = None) -> list[str]:
+    """Why the complete forecast store ``out`` is not the forecast of ``dataset``'s ``split``, ``steps`` ahead, by
+    the model exported at ``checkpoint`` (None: a baseline): each request key it was made with otherwise, and
+    each input changed since (:func:`~earthsim.data.store.changed_inputs`); empty when it is that forecast."""
+    config = (zarr.open_group(str(out), mode="r").attrs.get(PROVENANCE_ATTR) or {}).get("config") or {}
+    wanted = {"dataset": resolve_entry(dataset).name, "split": split, "steps": steps}
+    if checkpoint is not None:
+        wanted["checkpoint"] = str(export_path(checkpoint).resolve())
+    return (request_differences({key: config.get(key) for key in wanted}, wanted)
+            + [f"{name} changed since" for name in changed_inputs(out)])
