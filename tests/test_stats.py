@@ -10,7 +10,7 @@ import yaml
 
 from conftest import SAMPLE_DATA, write_store_entry
 from earthsim import catalog
-from earthsim.data import stats
+from earthsim.data import stats, store
 from earthsim.data.store import open_zarr
 from earthsim.errors import CatalogError, ValidationError
 
@@ -121,8 +121,8 @@ def test_rerun_reuses_and_overwrite_recomputes(tmp_path, monkeypatch):
 
     entry, _ = _fluid(tmp_path)
     calls = []
-    original = stats.compute
-    monkeypatch.setattr(stats, "compute", lambda *objects, progress: calls.append(1) or original(*objects,
+    original = store.compute
+    monkeypatch.setattr(store, "compute", lambda *objects, progress: calls.append(1) or original(*objects,
                                                                                                progress=progress))
     path = stats.compute_statistics(entry, progress=False)
     created = open_zarr(path).attrs["provenance"]["created"]

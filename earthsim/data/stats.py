@@ -40,7 +40,6 @@ import shutil
 import warnings
 from pathlib import Path
 
-import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -48,7 +47,6 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
-from earthsim.data.cluster import compute
 from earthsim.errors import CatalogError, ValidationError
 from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM, TRAJECTORY_DIM
 
@@ -66,31 +64,28 @@ def _entry(entry: DatasetEntry | str) -> DatasetEntry:
 def _write_by_blocks(path: Path, lazy: dict[str, xr.DataArray], record: dict, counts: dict[str, xr.DataArray],
                      progress: bool, overwrite: bool, what: str, split: tuple[str, ...] = ()
                      ) -> tuple[store.PartialStore, dict[str, float]]:
-    """Lay out ``lazy``'s variables at ``path``'s partial store and write each variable, or each of its chunks
-    along the ``split`` dims, as its own region, on the active dask cluster if there is one: a killed run
-    resumes with the regions not yet written, and no task holds more than one such block. Returns the store
-    and, unless it was found complete, each variable's count of non-finite inputs (``counts``; 0 where none
-    is given), computed with the variable's first region."""
-    template = xr.Dataset(lazy)
+    """Write each of ``lazy``'s variables, or each of its chunks along the ``split`` dims, as its own region
+    (:func:`earthsim.data.store.write_regions`): a killed run resumes with the regions not yet written, and no
+    task holds more than one such block. Returns the store and, unless it was found complete, each
+    variable's count of non-finite inputs (``counts``; 0 where none is given), computed with the variable's
+    first region."""
     regions = []
     for name, da in lazy.items():
         dims = [d for d in split if d in da.dims]
         blocks = [[slice(start, start + size) for start, size in zip(np.cumsum((0,) + chunks[:-1]), chunks)]
                   for chunks in (da.chunks[da.dims.index(d)] for d in dims)]
-        regions += [(name, dict(zip(dims, combination))) for combination in itertools.product(*blocks)]
-    partial = store.PartialStore(path, template, len(regions), record, overwrite=overwrite, what=what)
-    first = {name: regions.index(next(r for r in regions if r[0] == name)) for name in lazy}
-    tasks = [dask.delayed(store.write_region)(
-        partial.partial, i, {"": template[[regions[i][0]]].isel(regions[i][1])}, regions[i][1],
-        counts.get(regions[i][0], 0) if i == first[regions[i][0]] else 0) for i in partial.pending()]
+        regions += [([name], dict(zip(dims, combination))) for combination in itertools.product(*blocks)]
+    first = {name: next(i for i, (names, _) in enumerate(regions) if names == [name]) for name in lazy}
+    reports = [counts.get(names[0], 0) if i == first[names[0]] else 0 for i, (names, _) in enumerate(regions)]
     with warnings.catch_warnings():  # numpy's warnings about inf and NaN: the counts say it in one line
         warnings.simplefilter("ignore", RuntimeWarning)
-        if tasks:
-            compute(*tasks, progress=progress)
+        partial = store.write_regions(xr.Dataset(lazy), path, record, regions, reports=reports, progress=progress,
+                                      overwrite=overwrite, what=what)
     if partial.complete:
         return partial, {}
     flags = partial.flags()
-    return partial, {name: float(sum(flags[i] for i, r in enumerate(regions) if r[0] == name)) for name in lazy}
+    return partial, {name: float(sum(flags[i] for i, (names, _) in enumerate(regions) if names == [name]))
+                     for name in lazy}
 
 
 def _training_data(entry: DatasetEntry, names: list[str]) -> tuple[xr.Dataset, xr.Dataset]:

@@ -26,7 +26,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import dask
 import dask.array as da
@@ -314,18 +314,35 @@ def write_region(partial: str | os.PathLike, index: int, parts: Mapping[str, xr.
     return index
 
 
+def write_regions(template: xr.Dataset, out: str | os.PathLike, record: dict,
+                  regions: Sequence[tuple[Sequence[str], Mapping[str, slice]]], *, group: str = "",
+                  encoding: Mapping[str, Mapping[str, Any]] | None = None, reports: Sequence[Any] | None = None,
+                  progress: bool = True, overwrite: bool = False, what: str = "write") -> PartialStore:
+    """Lay out the lazy ``template`` at ``OUT.partial`` and write each region — some of its variables, over a
+    selection (``{}``: whole) that must cover whole chunks — as its own task, on the active dask cluster if
+    there is one; returns the :class:`PartialStore` for the caller to check and ``finish``.
+
+    A run started again with the same ``record`` (provenance: inputs and config) writes only the
+    regions not yet written. ``reports[i]``, a lazy number computed with region ``i`` (e.g. a count of
+    NaN), becomes its flag (:meth:`PartialStore.flags`; 1 when not given).
+    """
+    partial = PartialStore(out, {group: template}, len(regions), record, encoding={group: dict(encoding or {})},
+                           overwrite=overwrite, what=what)
+    tasks = [dask.delayed(write_region)(partial.partial, i, {group: template[list(regions[i][0])].isel(regions[i][1])},
+                                        regions[i][1], 1.0 if reports is None else reports[i])
+             for i in partial.pending()]
+    if tasks:
+        compute(*tasks, progress=progress)
+    return partial
+
+
 def write_by_regions(ds: xr.Dataset, out: str | os.PathLike, record: dict, *, along: str | None, step: int,
                      group: str = "", encoding: Mapping[str, Mapping[str, Any]] | None = None,
                      report: Callable[[xr.Dataset], Any] | None = None, progress: bool = True,
                      overwrite: bool = False, what: str = "write") -> PartialStore:
-    """Write the lazy ``ds`` into ``OUT.partial`` in regions of ``step`` entries along ``along`` (the variables
-    without that dim, or all of them when ``along`` is None, in one more region), on the active dask cluster
-    if there is one; returns the :class:`PartialStore` for the caller to check and ``finish``.
-
-    A run started again with the same ``record`` (provenance: inputs and config) writes only the
-    regions not yet written. ``report(part)``, a lazy number computed with each region (e.g. a count
-    of NaN), becomes the region's flag (:meth:`PartialStore.flags`).
-    """
+    """:func:`write_regions` of the lazy ``ds`` in blocks of ``step`` entries along ``along`` (the variables without
+    that dim, or all of them when ``along`` is None, in one more region); ``report(part)`` is each region's
+    report."""
     if along and step < 1:
         raise EarthsimError(f"{out}: regions need at least one entry along {along!r}, got {step}")
     misaligned = sorted(name for name, values in (encoding or {}).items()
@@ -334,23 +351,15 @@ def write_by_regions(ds: xr.Dataset, out: str | os.PathLike, record: dict, *, al
         raise EarthsimError(f"{out}: variables {misaligned} are chunked along {along!r} otherwise than the regions "
                             f"of {step}")
     size = ds.sizes[along] if along else 0
-    blocks = [slice(start, min(start + step, size)) for start in range(0, size, step)]
     whole = [name for name, var in ds.data_vars.items() if along not in var.dims]
+    along_variables = [name for name in ds.data_vars if name not in whole]
+    regions = [(along_variables, {along: slice(start, min(start + step, size))}) for start in range(0, size, step)]
+    regions += [(whole, {})] if whole else []
     template = ds.chunk({along: step}) if along else ds
-    partial = PartialStore(out, {group: template}, len(blocks) + bool(whole), record,
-                           encoding={group: dict(encoding or {})}, overwrite=overwrite, what=what)
-    tasks = []
-    for index in partial.pending():
-        if index < len(blocks):
-            part = template[[n for n in template.data_vars if n not in whole]].isel({along: blocks[index]})
-            region = {along: blocks[index]}
-        else:
-            part, region = template[whole], {}
-        tasks.append(dask.delayed(write_region)(partial.partial, index, {group: part}, region,
-                                                report(part) if report else 1.0))
-    if tasks:
-        compute(*tasks, progress=progress)
-    return partial
+    reports = None if report is None else [report(template[variables].isel(selection))
+                                           for variables, selection in regions]
+    return write_regions(template, out, record, regions, group=group, encoding=encoding, reports=reports,
+                         progress=progress, overwrite=overwrite, what=what)
 
 
 def request_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
