@@ -5,8 +5,9 @@ exported model.pt files) and baselines, each forecast an independent task, then 
     python -m pipelines.forecast_score runs/kolmogorov-fno tsm=runs/tsm-4ep --dataset kolmogorov-64 --steps 10 \\
         --baseline persistence --out runs/batch
 writes OUT/forecasts/NAME.zarr for each model and baseline and the scorecard in OUT/scores. A complete forecast
-store of the same request (model, dataset, split, steps; inputs unchanged since) is kept, an interrupted one
-resumes, so a killed run started again continues; one of another request is refused unless --overwrite.
+store of the same request (model, dataset, split, steps, mode, leads; inputs unchanged since) is kept, an
+interrupted one resumes, so a killed run started again continues; one of another request is refused unless
+--overwrite. Lead-conditioned models trained at several leads (ClimaX) forecast directly unless --mode says.
 """
 
 from __future__ import annotations
@@ -17,23 +18,18 @@ from pathlib import Path
 from earthsim.data.cluster import run_tasks
 from earthsim.data.store import is_complete
 from earthsim.errors import EarthsimError
-from earthsim.forecast import persistence, run_forecast
-from earthsim.forecast.store import kept_forecast_differences
+from earthsim.forecast import climatology_forecast, persistence, run_forecast, solver_baseline
+from earthsim.forecast.command import BASELINES
 from earthsim.score import markdown_table, score
+from earthsim.score.align import parse_forecast
 from pipelines import job_parser, run_job
 
-BASELINES = {"persistence": persistence}
-
-
-def _named(argument: str) -> tuple[str, str]:
-    name, sep, path = argument.partition("=")
-    return (name, path) if sep else (Path(argument).stem if Path(argument).suffix == ".pt" else Path(argument).name,
-                                     argument)
+WRITERS = dict(zip(BASELINES, (persistence, climatology_forecast, solver_baseline)))
 
 
 def _forecast_then_score(args) -> str:
     out = Path(args.out)
-    models = [_named(a) for a in args.models]
+    models = [parse_forecast(a) for a in args.models]
     names = [name for name, _ in models] + list(args.baseline)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -42,31 +38,27 @@ def _forecast_then_score(args) -> str:
     if scores.exists() and not args.overwrite:
         raise EarthsimError(f"{scores} already exists; remove it or pass --overwrite")
     stores = {name: out / "forecasts" / f"{name}.zarr" for name in names}
-    tasks = [(run_forecast, path, args.dataset, args.split, args.steps, stores[name])
-             for name, path in models] + [(BASELINES[name], None, args.dataset, args.split, args.steps, stores[name])
-                                          for name in args.baseline]
+    common = dict(dataset=args.dataset, split=args.split, steps=args.steps, overwrite=args.overwrite)
+    lead = {} if args.lead_stride is None else {"lead_stride": args.lead_stride}
+    tasks = ([dict(make=run_forecast, checkpoint=path, out=stores[name], mode=args.mode, **lead, **common)
+              for name, path in models]
+             + [dict(make=WRITERS[name], out=stores[name], **lead, **common) for name in args.baseline])
     kept = sum(path.exists() and is_complete(path) for path in stores.values())
     print(f"{kept} of {len(tasks)} forecasts already written (kept if of the same request)", file=sys.stderr)
-    run_tasks(forecast, [(*task, args.overwrite) for task in tasks], progress=args.progress, description="forecasts")
+    run_tasks(forecast, [(task,) for task in tasks], progress=args.progress, description="forecasts")
     card = score([f"{name}={path}" for name, path in stores.items()], args.dataset, scores, progress=args.progress)
     print(markdown_table(card))
     return str(scores)
 
 
-def forecast(make, checkpoint: str | None, dataset: str, split: str, steps: int, out: Path, overwrite: bool) -> str:
-    """One forecast store: a model's (``checkpoint``) or a baseline's (``make`` alone); a task for a worker. A
-    complete store of the same request, made from inputs that have not changed since, is kept; one of another
-    request is refused unless ``overwrite``."""
-    if out.exists() and is_complete(out):
-        differences = kept_forecast_differences(out, dataset, split, steps, checkpoint)
-        if not differences:
-            return str(out)
-        if not overwrite:
-            raise EarthsimError(f"{out} holds a forecast of another request or of changed inputs "
-                                f"({'; '.join(differences)}); pass --overwrite to make it again")
-    if checkpoint is None:
-        return str(make(dataset, split, steps=steps, out=out, progress=False, overwrite=overwrite))
-    return str(make(checkpoint, dataset, split, steps=steps, out=out, progress=False, overwrite=overwrite))
+def forecast(task: dict) -> str:
+    """One forecast store, a task for a worker: ``task["make"]`` (a model's run_forecast, with its
+    ``checkpoint``, or a baseline) called with the rest, keeping a complete store of the same request."""
+    task = dict(task)
+    make, checkpoint = task.pop("make"), task.pop("checkpoint", None)
+    dataset, split = task.pop("dataset"), task.pop("split")
+    first = (checkpoint, dataset, split) if checkpoint is not None else (dataset, split)
+    return str(make(*first, progress=False, keep=True, **task))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help="catalog entry the models forecast and are scored on")
     parser.add_argument("--split", default="test", help="split whose initial times are forecast (default test)")
     parser.add_argument("--steps", type=int, required=True, help="forecast steps from each initial time")
-    parser.add_argument("--baseline", action="append", default=[], choices=sorted(BASELINES),
+    parser.add_argument("--baseline", action="append", default=[], choices=BASELINES,
                         help="also forecast this baseline (repeatable)")
+    parser.add_argument("--mode", choices=("iterative", "direct"),
+                        help="models: as earthsim forecast --mode (default: direct for a lead-conditioned model "
+                             "trained at several leads, else iterative)")
+    parser.add_argument("--lead-stride", type=int, help="store frames between forecast frames, for every forecast")
     parser.add_argument("--out", required=True, help="folder for forecasts/ and scores/")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT/scores, and forecasts of another request, if they exist")

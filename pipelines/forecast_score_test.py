@@ -52,7 +52,8 @@ def test_a_kept_forecast_of_another_request_is_refused(catalog_folder, tmp_path,
             "--no-progress"]
     assert forecast_score.main([*argv, "--steps", "2"]) == 0
     capsys.readouterr()
-    assert forecast_score.main([*argv, "--steps", "3"]) == 2  # scores exist, and the forecast is of 2 steps
+    assert forecast_score.main([*argv, "--steps", "3"]) == 2
+    assert "scores already exists" in capsys.readouterr().err
     assert forecast_score.main([*argv, "--steps", "3", "--overwrite"]) == 0
     card = xr.open_dataset(tmp_path / "batch" / "scores" / "scorecard.nc")
     assert card.sizes["prediction_timedelta"] == 3

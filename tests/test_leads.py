@@ -123,7 +123,10 @@ def test_direct_and_iterative_forecasts_of_a_lead_conditioned_model(waves, drift
                                               r"steps 2 frames apart reaches 8"):
         run_forecast(path, str(waves), "test", out=tmp_path / "x.zarr", mode="direct", lead_stride=2, **common)
     with pytest.raises(ValidationError, match=r"trained at leads of \[1, 2, 3, 4\] store frames: choose one"):
-        run_forecast(path, str(waves), "test", out=tmp_path / "x.zarr", **common)
+        run_forecast(path, str(waves), "test", out=tmp_path / "x.zarr", mode="iterative", **common)
+    default = run_forecast(path, str(waves), "test", out=tmp_path / "default.zarr", **common)  # several leads: direct
+    assert xr.open_zarr(default, consolidated=False).attrs["mode"] == "direct"
+    xr.testing.assert_identical(xr.open_zarr(default, consolidated=False).vorticity.load(), b)
 
 
 def test_direct_forecasts_need_a_lead_conditioned_model(waves, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from earthsim.data.store import PartialStore, changed_inputs, is_complete, mark_complete, provenance, write_region
+from earthsim.data.store import PartialStore, is_complete, mark_complete, provenance, write_region
 from earthsim.errors import EarthsimError
 
 
@@ -24,6 +24,7 @@ def _values(index: int) -> xr.Dataset:
 
 
 def test_resume_writes_only_the_missing_regions_and_a_changed_input_is_refused(tmp_path):
+    """Also: a finished store is kept only when asked and only when of the same request and input versions."""
     source = tmp_path / "input.nc"
     source.write_bytes(b"version 1")
     record = provenance("test", [str(source)], {"what": "a"})
@@ -46,9 +47,19 @@ def test_resume_writes_only_the_missing_regions_and_a_changed_input_is_refused(t
     path = restarted.finish()
     result = xr.open_zarr(path, consolidated=False).load()
     assert result.a[:, 0].values.tolist() == [1, 2, 3, 4] and float(result.s) == 5
-    assert is_complete(path) and changed_inputs(path) == []
+    assert is_complete(path)
+    with pytest.raises(EarthsimError, match="already exists"):
+        PartialStore(out, _template(), 4, record)
+    kept = PartialStore(out, _template(), 4, record, keep=True)  # the same request, inputs unchanged: kept as it is
+    assert kept.kept and kept.pending() == [] and kept.finish() == path
+    assert xr.open_zarr(path, consolidated=False).a[:, 0].values.tolist() == [1, 2, 3, 4]
+    with pytest.raises(EarthsimError, match="another request.*what: 'a' there, 'b' now"):
+        PartialStore(out, _template(), 4, provenance("test", [str(source)], {"what": "b"}), keep=True)
     source.write_bytes(b"version 3")
-    assert changed_inputs(path) == [str(source)]
+    with pytest.raises(EarthsimError, match="changed inputs.*input_versions"):
+        PartialStore(out, _template(), 4, record, keep=True)
+    replaced = PartialStore(out, _template(), 4, record, keep=True, overwrite=True)
+    assert not replaced.kept and replaced.pending() == [0, 1, 2, 3]
 
 
 def test_a_store_killed_after_dropping_its_flags_is_finished_by_the_next_run(tmp_path):

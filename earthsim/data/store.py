@@ -199,16 +199,28 @@ class PartialStore:
     will write (:func:`write_region`); each has one flag in the array ``done`` (dim ``done_dim``,
     one chunk per flag, NaN until written), holding the number its writer reported. ``record`` is
     the provenance record; its ``config`` (the request) must equal the partial store's for a resume,
-    unless ``overwrite``, which starts a partial store of another request afresh.
+    unless ``overwrite``, which starts a partial store of another request afresh. An existing ``OUT``
+    is refused unless ``overwrite``; with ``keep``, one that is complete, of the same request and made
+    from inputs unchanged since is :attr:`kept` as it is (nothing pending: a batch run started again).
     """
 
     def __init__(self, out: str | os.PathLike, templates: xr.Dataset | Mapping[str, xr.Dataset], regions: int,
                  record: dict, *, encoding: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
-                 overwrite: bool = False, done: str = "done_regions", done_dim: str = "region",
+                 overwrite: bool = False, keep: bool = False, done: str = "done_regions", done_dim: str = "region",
                  what: str = "write"):
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + PARTIAL_SUFFIX)
         self.regions, self.done, self.what = regions, done, what
+        self.kept = False
+        if self.out.exists() and keep:
+            differences = (request_differences(_stored_request(self.out), _wanted_request(record))
+                           if is_complete(self.out) else ["not complete"])
+            if not differences:
+                self.kept = self.complete = True
+                return
+            if not overwrite:
+                raise EarthsimError(f"{self.out} holds a {self.what} of another request or of changed inputs "
+                                    f"(differing: {', '.join(differences)}); remove it or pass overwrite")
         if self.out.exists() and not overwrite:
             raise EarthsimError(f"{self.out} already exists; remove it or pass overwrite")
         if self.partial.exists() and not self._resumable(record, overwrite):
@@ -244,17 +256,13 @@ class PartialStore:
     def _resumable(self, record: dict, overwrite: bool) -> bool:
         """Whether the partial store is of this request; if not, an error unless ``overwrite``."""
         try:
-            stored = zarr.open_group(str(self.partial), mode="r").attrs.get(PROVENANCE_ATTR, {})
+            stored = _stored_request(self.partial)
         except Exception:  # laid out only in part (killed while creating it): start afresh
             return False
         if (self.partial / self.done).exists() and \
                 zarr.open_array(store=str(self.partial), path=self.done, mode="r").dtype != np.float64:
             return False  # flags of an older layout (int8, 0 = not written): start afresh rather than misread them
-        stored = {"inputs": stored.get("inputs"), "input_versions": stored.get(INPUTS_ATTR),
-                  **(stored.get("config") or {})}
-        wanted = json.loads(json.dumps(_jsonable({"inputs": record.get("inputs"),
-                                                  "input_versions": input_versions(record.get("inputs") or []),
-                                                  **record["config"]})))
+        wanted = _wanted_request(record)
         if stored == wanted or overwrite:
             return stored == wanted
         raise EarthsimError(
@@ -280,6 +288,8 @@ class PartialStore:
 
     def finish(self, attrs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
         """Set ``attrs`` ({group: attributes}), drop the flags and rename the complete store to its final name."""
+        if self.kept:
+            return self.out
         missing = self.pending()
         if missing:
             raise EarthsimError(f"{self.partial}: regions {missing[:10]} are not written; cannot finish")
@@ -292,6 +302,19 @@ class PartialStore:
             _remove(self.out)
         os.replace(self.partial, self.out)
         return self.out
+
+
+def _stored_request(path: Path) -> dict:
+    """The request a store (or partial store) at ``path`` was made for: its inputs, their versions then, its config."""
+    stored = zarr.open_group(str(path), mode="r").attrs.get(PROVENANCE_ATTR, {})
+    return {"inputs": stored.get("inputs"), "input_versions": stored.get(INPUTS_ATTR), **(stored.get("config") or {})}
+
+
+def _wanted_request(record: dict) -> dict:
+    """The request of provenance ``record`` made now, in the form :func:`_stored_request` reads back."""
+    return json.loads(json.dumps(_jsonable({"inputs": record.get("inputs"),
+                                            "input_versions": input_versions(record.get("inputs") or []),
+                                            **record["config"]})))
 
 
 def mark_region(partial: str | os.PathLike, index: int, value: float = 1.0, done: str = "done_regions") -> None:
@@ -367,16 +390,6 @@ def request_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) ->
     made now (a key missing on one side reads None)."""
     keys = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
     return [f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in keys]
-
-
-def changed_inputs(path: str | os.PathLike) -> list[str]:
-    """The inputs of the store at ``path`` whose version (:func:`input_versions`) differs from the one it recorded
-    when it was laid out: a store made from them is stale. Empty for a store that records no versions."""
-    record = zarr.open_group(str(path), mode="r").attrs.get(PROVENANCE_ATTR) or {}
-    recorded, inputs = record.get(INPUTS_ATTR), record.get("inputs") or []
-    if recorded is None:
-        return []
-    return [name for name, then, now in zip(inputs, recorded, input_versions(inputs)) if then != now]
 
 
 def without_storage_encoding(ds: xr.Dataset) -> xr.Dataset:

@@ -5,7 +5,9 @@
     >>> persistence("kolmogorov-64", "test", steps=20, out="persistence.zarr")
 
 Stores follow the WeatherBench 2 layout (see :mod:`earthsim.forecast.store`), so the scorer reads
-model forecasts and baselines alike. Names are imported on first use, so that the command line
+model forecasts and baselines alike. Every writer refuses an existing ``out`` unless ``overwrite``;
+with ``keep=True`` a complete ``out`` of the same request, made from inputs unchanged since, is
+returned as it is (a batch run started again redoes nothing). Names are imported on first use, so that the command line
 can build its parser from :mod:`earthsim.forecast.command` without loading torch models.
 """
 

@@ -49,7 +49,7 @@ def _attrs(kind: str, entry: DatasetEntry, split: str) -> dict:
 
 def persistence(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
                 inits: list | None = None, lead_stride: int = 1, batch_size: int = 64, progress: bool = True,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, keep: bool = False) -> Path:
     """Persistence forecast store: the value at every lead is the truth at the initial time."""
     entry = resolve_entry(dataset)
     ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
@@ -61,12 +61,12 @@ def persistence(dataset: str | DatasetEntry, split: str = "test", *, steps: int,
     return write_forecast(ic, out, compute, producer="earthsim.forecast.persistence",
                           request=_request("persistence", entry, split, ic, inits), inputs=[entry.store],
                           attrs=_attrs("persistence", entry, split), block_size=batch_size, progress=progress,
-                          overwrite=overwrite, description=f"persistence {entry.name}")
+                          overwrite=overwrite, keep=keep, description=f"persistence {entry.name}")
 
 
 def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
                          inits: list | None = None, lead_stride: int = 1, batch_size: int = 64, progress: bool = True,
-                         overwrite: bool = False) -> Path:
+                         overwrite: bool = False, keep: bool = False) -> Path:
     """Climatology forecast store (weather): the day-of-year × hour climatology at each valid time,
     selected by the valid time's day of year (1–366) and hour, as WeatherBench 2 does."""
     from earthsim.data.stats import climatology_at, load_climatology
@@ -95,7 +95,7 @@ def climatology_forecast(dataset: str | DatasetEntry, split: str = "test", *, st
     return write_forecast(ic, out, compute, producer="earthsim.forecast.climatology_forecast",
                           request=_request("climatology", entry, split, ic, inits, climatology=entry.climatology),
                           inputs=[entry.store, str(entry.climatology)], attrs=_attrs("climatology", entry, split),
-                          block_size=batch_size, progress=progress, overwrite=overwrite,
+                          block_size=batch_size, progress=progress, overwrite=overwrite, keep=keep,
                           description=f"climatology {entry.name}")
 
 
@@ -126,7 +126,8 @@ def navier_stokes_solver(entry: DatasetEntry, ic: InitialConditions, dtype: torc
 
 def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: int, out: str | os.PathLike,
                     inits: list | None = None, lead_stride: int = 1, batch_size: int = 16, progress: bool = True,
-                    device: str = "cpu", overwrite: bool = False, resolution: int | None = None) -> Path:
+                    device: str = "cpu", overwrite: bool = False, keep: bool = False,
+                    resolution: int | None = None) -> Path:
     """Numerical-solver forecast store (Navier–Stokes and shallow-water fluid datasets): the solver at the
     dataset's resolution, in float64, started from the stored coarse frame at each initial time,
     saving a frame every ``lead_stride`` store frames. A staggered store gets the finite-volume solver,
@@ -137,13 +138,13 @@ def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: 
                               "Navier–Stokes or shallow-water fluid dataset")
     ic = InitialConditions(entry, split, steps, t_in=1, lead_stride=lead_stride, inits=inits)
     if ic.ds.attrs.get("staggered"):
-        return _finite_volume_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite,
+        return _finite_volume_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite, keep,
                                        entry.grid.x if resolution is None else resolution)
     if resolution is not None:
         raise ValidationError(f"dataset {entry.name!r}: a solver resolution applies to staggered (finite-volume) "
                               "stores only")
     if all(k in ic.ds.attrs for k in SHALLOW_WATER_ATTRS):
-        return _shallow_water_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite)
+        return _shallow_water_baseline(entry, split, ic, inits, out, batch_size, progress, device, overwrite, keep)
     solver = navier_stokes_solver(entry, ic, device=device)
 
     def compute(block: Block) -> np.ndarray:
@@ -155,12 +156,12 @@ def solver_baseline(dataset: str | DatasetEntry, split: str = "test", *, steps: 
                           request=_request("solver", entry, split, ic, inits, solver_dt=solver.dt,
                                            resolution=solver.resolution, solver_dtype="float64"),
                           inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
-                          progress=progress, overwrite=overwrite, description=f"solver {entry.name}")
+                          progress=progress, overwrite=overwrite, keep=keep, description=f"solver {entry.name}")
 
 
 def _finite_volume_baseline(entry: DatasetEntry, split: str, ic: InitialConditions, inits: list | None,
                             out: str | os.PathLike, batch_size: int, progress: bool, device: str, overwrite: bool,
-                            resolution: int) -> Path:
+                            keep: bool, resolution: int) -> Path:
     """The finite-volume solver (van Leer convection, the learned-solver papers' numerical baseline) at
     ``resolution``², started from the store's group of that resolution at each initial time and coarse-grained
     to the dataset's grid: face averages of its velocity and their curl, the channels the dataset holds."""
@@ -204,13 +205,13 @@ def _finite_volume_baseline(entry: DatasetEntry, split: str, ic: InitialConditio
                                            resolution=resolution, solver="finite-volume van-leer",
                                            solver_dtype="float64"),
                           inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
-                          progress=progress, overwrite=overwrite,
+                          progress=progress, overwrite=overwrite, keep=keep,
                           description=f"finite-volume solver {resolution}² {entry.name}")
 
 
 def _shallow_water_baseline(entry: DatasetEntry, split: str, ic: InitialConditions, inits: list | None,
                             out: str | os.PathLike, batch_size: int, progress: bool, device: str,
-                            overwrite: bool) -> Path:
+                            overwrite: bool, keep: bool) -> Path:
     """The shallow-water solver at the store's saved grid from each stored initial frame (one run per sample)."""
     height, width = entry.grid.shape
     solver = StoredPhysicsSolver(ic.ds.attrs, height, width, ic.lead_time, device=device)
@@ -225,4 +226,4 @@ def _shallow_water_baseline(entry: DatasetEntry, split: str, ic: InitialConditio
                                            resolution=[height, width], lmax=solver.config.lmax,
                                            solver_dtype="float64"),
                           inputs=[entry.store], attrs=_attrs("solver", entry, split), block_size=batch_size,
-                          progress=progress, overwrite=overwrite, description=f"solver {entry.name}")
+                          progress=progress, overwrite=overwrite, keep=keep, description=f"solver {entry.name}")

@@ -25,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="initial times × members per model call (default 32; baselines 64, solver 16)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--baseline", choices=BASELINES, help="write a baseline instead of a model forecast")
-    parser.add_argument("--mode", choices=("iterative", "direct"), default="iterative",
+    parser.add_argument("--mode", choices=("iterative", "direct"),
                         help="models: feed predictions back (iterative), or call a lead-conditioned model once per "
-                             "lead from the initial state (direct)")
+                             "lead from the initial state (direct); default: direct for a lead-conditioned model "
+                             "trained at several leads, else iterative")
     parser.add_argument("--lead-stride", type=int,
                         help="store frames between forecast frames (default: 1 for baselines; a model's training "
                              "lead, to be chosen for a model trained at several)")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline, not both")
         if args.solver_resolution is not None and args.baseline != "solver":
             raise EarthsimError("--solver-resolution applies to --baseline solver")
-        if args.members != 1 or args.perturbation or args.mode != "iterative" or args.context is not None:
+        if args.members != 1 or args.perturbation or args.mode is not None or args.context is not None:
             raise EarthsimError("--members, --perturbation, --mode and --context apply to model forecasts, not to "
                                 "--baseline")
         batch = {} if args.batch_size is None else {"batch_size": args.batch_size}

@@ -57,13 +57,15 @@ def _check_compatible(record: ExportRecord, spec: DataSpec, ic: InitialCondition
 def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, split: str = "test", *, steps: int,
                  out: str | os.PathLike, inits: list | None = None, members: int = 1,
                  perturbation: float = 0.0, seed: int = 0, batch_size: int = 32, progress: bool = True,
-                 device: str = "cpu", overwrite: bool = False, mode: str = "iterative",
+                 device: str = "cpu", overwrite: bool = False, keep: bool = False, mode: str | None = None,
                  lead_stride: int | None = None, context: int | None = None) -> Path:
     """Forecast ``steps`` frames from every initial time of ``split`` (or those in ``inits``) with the exported
     model ``checkpoint`` and write the forecast store ``out``; returns its path.
 
-    Frames are ``lead_stride`` store frames apart (default: the model's only training lead, or its
-    stride). ``batch_size`` initial times × members go through the model at once (one block of the
+    ``mode``: ``"iterative"`` feeds predictions back, ``"direct"`` calls a lead-conditioned model once
+    per lead from the initial state (default: direct for a lead-conditioned model trained at several
+    leads, iterative otherwise). Frames are ``lead_stride`` store frames apart (default: the model's
+    only training lead, or its stride). ``batch_size`` initial times × members go through the model at once (one block of the
     store); a run interrupted part-way resumes from ``out``'s ``.partial`` store when started again
     with the same arguments. ``members`` > 1 stores a perturbed ensemble along ``realization``.
     ``context``: frames a recurrent model digests before the first forecast frame (default its
@@ -72,6 +74,8 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
     model, record = load_exported(checkpoint)
     where = f"model {checkpoint} (trained on dataset {record.dataset!r})"
     entry = resolve_entry(dataset)
+    if mode is None:
+        mode = "direct" if model.lead_conditioned and len(record.lead_strides) > 1 else "iterative"
     if mode not in MODES:
         raise ValidationError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if mode == "direct" and not model.lead_conditioned:
@@ -149,7 +153,7 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
     return write_forecast(
         ic, out, compute, producer="earthsim.forecast.run_forecast", request=request, attrs=attrs,
         inputs=[request["checkpoint"], entry.store], members=members if members > 1 else None,
-        block_size=max(1, batch_size // members), progress=progress, overwrite=overwrite,
+        block_size=max(1, batch_size // members), progress=progress, overwrite=overwrite, keep=keep,
         description=f"forecast {record.model} {entry.name}", variables=written)
 
 

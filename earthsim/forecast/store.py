@@ -29,11 +29,10 @@ import xarray as xr
 import zarr
 from tqdm.auto import tqdm
 
-from earthsim.data.store import PROVENANCE_ATTR, PartialStore, changed_inputs, provenance, request_differences
+from earthsim.data.store import PartialStore, provenance
 from earthsim.data.conventions import LEAD_DIM, LEVEL_DIM, MEMBER_DIM, TIME_DIM
 from earthsim.errors import EarthsimError
-from earthsim.forecast.inputs import Block, InitialConditions, resolve_entry
-from earthsim.models.export import export_path
+from earthsim.forecast.inputs import Block, InitialConditions
 
 DONE = "done_blocks"
 
@@ -93,15 +92,16 @@ class ForecastStore(PartialStore):
     """
 
     def __init__(self, out: str | os.PathLike, template: xr.Dataset, blocks: list[Block], ic: InitialConditions,
-                 record: dict, overwrite: bool = False):
+                 record: dict, overwrite: bool = False, keep: bool = False):
         self.blocks, self.ic = blocks, ic
         self.member_dim = MEMBER_DIM in template.dims
         self.dims = {name: template[name].dims for name in template.data_vars}
-        super().__init__(out, template, len(blocks), record, overwrite=overwrite, done=DONE, done_dim="block",
-                         what="forecast")
-        self._arrays = {name: zarr.open_array(store=str(self.partial), path=name, mode="r+",
-                                              config={"write_empty_chunks": True})  # a missing chunk means damage
-                        for name in self.dims}
+        super().__init__(out, template, len(blocks), record, overwrite=overwrite, keep=keep, done=DONE,
+                         done_dim="block", what="forecast")
+        self._arrays = {} if self.kept else {
+            name: zarr.open_array(store=str(self.partial), path=name, mode="r+",
+                                  config={"write_empty_chunks": True})  # a missing chunk means damage
+            for name in self.dims}
 
     def pending_blocks(self) -> list[Block]:
         """Blocks not yet written."""
@@ -135,14 +135,15 @@ class ForecastStore(PartialStore):
 
 def write_forecast(ic: InitialConditions, out: str | os.PathLike, compute: Callable[[Block], np.ndarray], *,
                    producer: str, request: dict, attrs: dict, inputs: list[str], members: int | None = None,
-                   block_size: int = 16, progress: bool = True, overwrite: bool = False,
+                   block_size: int = 16, progress: bool = True, overwrite: bool = False, keep: bool = False,
                    description: str = "forecast", variables: list[str] | None = None) -> Path:
     """Compute every block not yet written with ``compute(block) -> [inits, steps, members, C, H, W]`` and
-    write it, then rename ``OUT.partial`` to ``OUT``; the common driver of model runs and baselines."""
+    write it, then rename ``OUT.partial`` to ``OUT``; the common driver of model runs and baselines. ``keep``: a
+    complete ``OUT`` of the same request, made from inputs unchanged since, is kept as it is."""
     blocks = ic.blocks(block_size)
     template = forecast_template(ic, members, blocks[0], attrs, variables)
     record = provenance(producer, inputs, {**request, "block_size": int(block_size)})
-    store = ForecastStore(out, template, blocks, ic, record, overwrite=overwrite)
+    store = ForecastStore(out, template, blocks, ic, record, overwrite=overwrite, keep=keep)
     pending = store.pending_blocks()
     with tqdm(total=len(blocks), initial=len(blocks) - len(pending), unit="block", desc=description,
               disable=not progress) as bar:
@@ -150,16 +151,3 @@ def write_forecast(ic: InitialConditions, out: str | os.PathLike, compute: Calla
             store.write(block, compute(block))
             bar.update(1)
     return store.finish()
-
-
-def kept_forecast_differences(out: str | os.PathLike, dataset: str, split: str, steps: int,
-                              checkpoint: str | os.PathLike | None = None) -> list[str]:
-    """Why the complete forecast store ``out`` is not the forecast of ``dataset``'s ``split``, ``steps`` ahead, by
-    the model exported at ``checkpoint`` (None: a baseline): each request key it was made with otherwise, and
-    each input changed since (:func:`~earthsim.data.store.changed_inputs`); empty when it is that forecast."""
-    config = (zarr.open_group(str(out), mode="r").attrs.get(PROVENANCE_ATTR) or {}).get("config") or {}
-    wanted = {"dataset": resolve_entry(dataset).name, "split": split, "steps": steps}
-    if checkpoint is not None:
-        wanted["checkpoint"] = str(export_path(checkpoint).resolve())
-    return (request_differences({key: config.get(key) for key in wanted}, wanted)
-            + [f"{name} changed since" for name in changed_inputs(out)])

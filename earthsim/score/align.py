@@ -116,13 +116,16 @@ class Aligned:
 
 
 def parse_forecast(spec: str) -> tuple[str, str]:
-    """``"label=path"`` or ``"path"`` (label: the store's name without ``.zarr``) as (label, path)."""
+    """``"label=path"`` or ``"path"`` (label: the file or folder name without ``.zarr`` or ``.pt``) as (label,
+    path): a forecast store, or a model to forecast with."""
     label, sep, path = spec.partition("=")
     if sep and label and os.sep not in label and "://" not in label:
         return label, path
     path = spec
     name = Path(path.rstrip("/")).name
-    return (name[:-5] if name.endswith(".zarr") else name), path
+    for suffix in (".zarr", ".pt"):
+        name = name.removesuffix(suffix)
+    return name, path
 
 
 def open_truth(truth: str | os.PathLike | DatasetEntry) -> Truth:
