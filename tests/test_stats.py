@@ -350,3 +350,23 @@ def test_non_finite_values_are_refused_by_variable_and_count(tmp_path):
                                               r"split 'train'"):
         stats.compute_statistics(entry, progress=False)
     assert not Path(entry.statistics).exists()
+
+
+def test_an_infinite_value_is_refused_by_the_climatology(tmp_path):
+    """NaN is a missing sample to the climatology (skipped, as above); ±inf is damage: refused by name, nothing kept."""
+    times = pd.date_range("2020-01-01", "2020-01-10T18:00", freq="6h")
+    t = np.random.default_rng(5).normal(280, 5, size=(len(times), 2, 3)).astype(np.float32)
+    t[3, 1, 2] = -np.inf
+    ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), t)},
+                    coords={"time": times, "latitude": [40.0, 50.0], "longitude": [0.0, 10.0, 20.0]})
+    entry = _entry(tmp_path, "inf", ds, "weather",
+                   splits={"train": {"start": "2020-01-01T00:00", "stop": "2020-01-06T18:00"},
+                           "validation": {"start": "2020-01-07T00:00", "stop": "2020-01-08T18:00"},
+                           "test": {"start": "2020-01-09T00:00", "stop": "2020-01-10T18:00"}},
+                   time={"start": "2020-01-01T00:00", "stop": "2020-01-10T18:00", "step": "6h"},
+                   grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 2},
+                         "longitude": {"start": 0.0, "stop": 20.0, "size": 3}})
+    with pytest.raises(ValidationError, match=r"variable 't2m' holds 1 infinite value\(s\) in split 'train'"):
+        stats.compute_climatology(entry, progress=False)
+    assert not Path(entry.climatology).exists()
+    assert not Path(entry.climatology + ".partial").exists()

@@ -290,7 +290,8 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
     """Day-of-year × hour climatology of a weather entry over its training split, WeatherBench 2 style.
 
     ``window_days`` (odd, default 61 as WB2's hourly climatology) sets the triangular smoothing
-    window. Returns the path of ``entry.climatology``; an existing store is reused unless
+    window. NaN samples are skipped as missing (ERA5's sea-surface fields are NaN over land); ±inf is
+    refused. Returns the path of ``entry.climatology``; an existing store is reused unless
     ``overwrite``, and one computed for another split, variable set or window raises ValidationError.
     """
     entry = _entry(entry)
@@ -325,8 +326,17 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
         clim = {name: _time_mean(train[name]) for name in variables}
         record = _record(entry, train, variables, window_days=None, statistic="mean over time and trajectories")
     record = store.provenance("earthsim.data.stats.compute_climatology", [entry.store], record)
-    partial, _ = _write_by_blocks(path, clim, record, {}, progress, overwrite, "climatology computation",
-                                  split=("hour", LEVEL_DIM))  # a task per hour and level: one 366-day block each
+    infinite = {name: np.isinf(train[name]).sum() for name in variables if np.issubdtype(train[name].dtype, np.inexact)}
+    partial, found = _write_by_blocks(path, clim, record, infinite, progress, overwrite, "climatology computation",
+                                      split=("hour", LEVEL_DIM))  # a task per hour and level: one 366-day block each
+    bad = {name: int(count) for name, count in found.items() if count}
+    if bad:
+        shutil.rmtree(partial.partial)  # computed from data that must be mended first: nothing to resume
+        name, count = next(iter(bad.items()))
+        raise ValidationError(
+            f"dataset {entry.name!r} ({entry.store}): variable {name!r} holds {count} infinite value(s) in split "
+            f"{SPLIT!r}; a climatology skips NaN as missing samples but is not computed from ±inf: mend the store "
+            f"(`earthsim check {entry.store}` counts them per array)")
     return partial.finish()
 
 
