@@ -194,18 +194,14 @@ def read_once(store: Path) -> None:
 
 
 def load_jobs() -> dict:
-    """The job modules ``pipelines.statistics`` and ``pipelines.climatology`` of this checkout, those that exist
-    (this file is also called pipelines.py: the repository's package is imported ahead of it)."""
-    folder = REPO / "pipelines"
-    if not (folder / "__init__.py").exists():
-        return {}
+    """The job modules ``pipelines.statistics`` and ``pipelines.climatology`` of this checkout (this file is also
+    called pipelines.py: the repository's package is imported ahead of it)."""
     cached = sys.modules.get("pipelines")
     if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve() == Path(__file__).resolve():
         del sys.modules["pipelines"]  # this benchmark, imported under the package's name
     sys.path.insert(0, str(REPO))
     try:
-        return {job: importlib.import_module(f"pipelines.{job}") for job in ("statistics", "climatology")
-                if (folder / f"{job}.py").exists()}
+        return {job: importlib.import_module(f"pipelines.{job}") for job in ("statistics", "climatology")}
     finally:
         sys.path.remove(str(REPO))
 
@@ -220,28 +216,12 @@ def _run_job(module, argv: list[str]) -> None:
 
 
 def earthsim_statistics(jobs: dict, address: str, root: Path, window_days: int) -> None:
-    if "statistics" in jobs:
-        _run_job(jobs["statistics"], [NAME, "--scheduler", address, "--overwrite", "--no-progress"])
-        return
-    from distributed import Client
-
-    from earthsim.data.stats import compute_statistics
-
-    with Client(address):
-        compute_statistics(NAME, progress=False, overwrite=True)
+    _run_job(jobs["statistics"], [NAME, "--scheduler", address, "--overwrite", "--no-progress"])
 
 
 def earthsim_climatology(jobs: dict, address: str, root: Path, window_days: int) -> None:
-    if "climatology" in jobs:
-        _run_job(jobs["climatology"], [NAME, "--scheduler", address, "--overwrite", "--no-progress",
-                                       "--window-days", str(window_days)])
-        return
-    from distributed import Client
-
-    from earthsim.data.stats import compute_climatology
-
-    with Client(address):
-        compute_climatology(NAME, progress=False, overwrite=True, window_days=window_days)
+    _run_job(jobs["climatology"], [NAME, "--scheduler", address, "--overwrite", "--no-progress",
+                                   "--window-days", str(window_days)])
 
 
 def _open(entry):
@@ -392,10 +372,7 @@ def run(args) -> dict:
         code = code_version()  # before the runs: the code they import
         jobs = load_jobs()
         how = ("pipelines.statistics and pipelines.climatology main(argv) with --scheduler (the benchmark's cluster), "
-               "--overwrite, --no-progress" if len(jobs) == 2 else
-               "earthsim.data.stats functions under a Client of the cluster" + (
-                   f" (of the jobs only pipelines.{', '.join(jobs)} exists: used)" if jobs
-                   else " (no pipelines/ jobs)"))
+               "--overwrite, --no-progress")
         read_once(store)
 
         results = []

@@ -64,7 +64,7 @@ def _add_ingest(subparsers) -> None:
         earthsim ingest my-era5-t2m.grib --out t2m.zarr --expect era5-uk-t2m      # files of your own
         earthsim ingest a.nc b.nc --out ab.zarr                        # no catalog check, conventions only
     """)
-    parser.add_argument("inputs", nargs="+", help="a catalog entry name, or input files (.grib, .grb, .nc)")
+    parser.add_argument("inputs", nargs="+", help="a catalog entry (name or YAML file), or input files (.grib, .grb, .nc)")
     parser.add_argument("--out", help="output store (with input files; default: the entry's store)")
     parser.add_argument("--expect", help="catalog entry whose variables, levels, members, times and grid the data must match")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -75,19 +75,10 @@ def _add_ingest(subparsers) -> None:
 
 
 def _run_ingest(args) -> int:
-    from earthsim import catalog
-    from earthsim.data.ingest import ingest, ingest_entry
+    from earthsim.data.ingest import ingest_inputs
 
-    if len(args.inputs) == 1 and args.inputs[0] in catalog.names() and args.out is None:
-        path = ingest_entry(catalog.get_entry(args.inputs[0]), overwrite=args.overwrite,
-                            accept_damaged=args.accept_damaged)
-    else:
-        if args.out is None:
-            print("earthsim ingest: input files need --out STORE", file=sys.stderr)
-            return 2
-        expect = catalog.get_entry(args.expect) if args.expect else None
-        path = ingest(args.inputs, args.out, expect=expect, overwrite=args.overwrite,
-                      accept_damaged=args.accept_damaged)
+    path = ingest_inputs(args.inputs, args.out, args.expect, overwrite=args.overwrite,
+                         accept_damaged=args.accept_damaged)
     print(f"wrote {path}")
     return 0
 

@@ -2,7 +2,8 @@
 
 - ``ingest``: many netCDF/GRIB files (or a catalog entry's) → one Zarr store, a block of time steps per task;
 - ``statistics``: normalisation statistics of a catalog dataset, a variable per task;
-- ``climatology``: its day-of-year × hour climatology (WeatherBench 2's smoothing), a variable per task;
+- ``climatology``: its day-of-year × hour climatology (WeatherBench 2's smoothing), a task per variable,
+  hour and level;
 - ``regrid``: a store or file → WeatherBench's equiangular grid (conservative or bilinear);
 - ``simulate``: a solver's trajectories as independent tasks writing their regions of one store;
 - ``forecast_score``: forecasts of many trained models (a batch forecast run), then one scorecard.

@@ -1,5 +1,5 @@
-"""Day-of-year × hour climatology of a weather dataset on a dask cluster, smoothed as WeatherBench 2 does, one
-variable per task (earthsim.data.stats.compute_climatology; a fluid on the sphere: its time mean).
+"""Day-of-year × hour climatology of a weather dataset on a dask cluster, smoothed as WeatherBench 2 does, a task
+per variable, hour and level (earthsim.data.stats.compute_climatology; a fluid on the sphere: its time mean).
 
     python -m pipelines.climatology era5-uk-t2m --window-days 61
 """

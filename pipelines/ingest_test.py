@@ -1,5 +1,5 @@
 """The ingest job: three netCDF files (a day each) into one store, on a real LocalCluster of two worker processes,
-equal to the files concatenated by xarray; and a catalog entry's GRIB, on a scheduler."""
+equal to the files concatenated by xarray; and a catalog entry's GRIB (named by its YAML file), on a scheduler."""
 
 from __future__ import annotations
 
@@ -36,10 +36,11 @@ def test_ingest_job_on_two_worker_processes_equals_the_files_concatenated(tmp_pa
 
 def test_ingest_job_of_a_catalog_entry(tmp_path, monkeypatch, scheduler):
     monkeypatch.setenv("EARTHSIM_STORES", str(tmp_path / "stores"))
-    assert ingest.main(["era5-uk-t2m", "--scheduler", scheduler, "--no-progress"]) == 0
-    entry = catalog.get_entry("era5-uk-t2m")
+    entry = catalog.get_entry("era5-uk-t2m")  # named by its YAML file, chunked as asked
+    assert ingest.main([str(entry.path), "--time-chunk", "48", "--scheduler", scheduler, "--no-progress"]) == 0
     result = open_zarr(entry.store)
     assert result.sizes["time"] == 744 and bool(np.isfinite(result.t2m).all())
+    assert result.chunks["time"] == (48,) * 15 + (24,)
     raw = xr.open_dataset(entry.source.ingest[0], engine="cfgrib", backend_kwargs={"indexpath": ""})
     np.testing.assert_array_equal(result.t2m.values, raw.t2m.values[:, ::-1, :])  # GRIB's latitude runs north to south
 

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import sys
 
+import argparse
+
 from earthsim import catalog, config
 from earthsim.errors import EarthsimError
-from earthsim.sim import generate
-from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
-from earthsim.sim.shallow_water import ShallowWaterConfig, simulate_shallow_water
+from earthsim.sim import REGION_SOLVERS, SOLVERS, generate
 from pipelines import job_parser, run_job
-
-#: Solvers whose trajectories are written as independent region tasks (Moving MNIST, a quick generator, is not).
-SOLVERS = {"navier-stokes": (NavierStokesConfig, simulate_navier_stokes),
-           "shallow-water": (ShallowWaterConfig, simulate_shallow_water)}
 
 
 def _simulate(args) -> str:
     if args.entry:
         entry = catalog.get_entry(args.entry)
-        if entry.source is None or entry.source.solver not in SOLVERS:
-            raise EarthsimError(f"{entry.path}: pipelines.simulate runs {sorted(SOLVERS)} entries; "
+        if entry.source is None or entry.source.solver not in REGION_SOLVERS:
+            raise EarthsimError(f"{entry.path}: pipelines.simulate runs {list(REGION_SOLVERS)} entries; "
                                 f"use `earthsim simulate --entry {args.entry}` for the others")
         return str(generate(entry, progress=args.progress, overwrite=args.overwrite))
     if not args.solver:
@@ -41,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry", help="make this catalog entry's store")
     parser.add_argument("--overwrite", action="store_true", help="replace the store if it exists")
     solvers = parser.add_subparsers(dest="solver", metavar="SOLVER")
-    for name, (config_cls, _) in SOLVERS.items():
+    for name in REGION_SOLVERS:
+        config_cls = SOLVERS[name][0]
         sub = solvers.add_parser(name, help=config_cls.__doc__.strip().splitlines()[0])
         sub.add_argument("--out", required=True, help="the Zarr store to write")
+        sub.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                         help="replace the store if it exists")
         config.add_arguments(sub, config_cls)
     args = parser.parse_args(argv)
     return run_job("simulate", args, _simulate)

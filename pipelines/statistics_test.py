@@ -79,3 +79,17 @@ def test_statistics_job_on_a_scheduler_started_as_its_own_process(catalog_folder
     result = open_zarr(tmp_path / "stores" / "wx.stats.zarr").load()
     xr.testing.assert_allclose(result.drop_attrs().reset_coords(drop=True).astype(np.float64),
                                _expected(ds).reset_coords(drop=True), rtol=1e-6)
+
+
+def test_a_scheduler_without_workers_is_refused_instead_of_waiting(catalog_folder, tmp_path, monkeypatch, capsys):
+    from distributed import LocalCluster
+
+    from earthsim.data import cluster
+
+    write_entry(catalog_folder, "wx", global_weather(days=2), tmp_path / "stores" / "wx.zarr")
+    monkeypatch.setattr(cluster, "WORKER_WAIT_SECONDS", 1)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        assert statistics.main(["wx", "--scheduler", empty.scheduler_address, "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("pipelines.statistics: error: --scheduler") and "no dask worker joined it" in error
+    assert not (tmp_path / "stores" / "wx.stats.zarr").exists()

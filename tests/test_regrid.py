@@ -62,8 +62,9 @@ def test_bilinear_reproduces_linear_fields_and_source_points():
 
 
 def test_xesmf_agrees_where_it_installs():
-    """Bilinear against xESMF (ESMF interpolates on great circles, earthsim in latitude and longitude: on a smooth
-    field at 1.5° the two differ by well under 1e-3 of its amplitude, not by round-off)."""
+    """Bilinear and first-order conservative against xESMF (ESMF draws cell edges and interpolates on great circles,
+    earthsim in latitude and longitude: on a smooth field at 1.5° the two differ by well under 1e-3 of its
+    amplitude, not by round-off)."""
     xesmf = pytest.importorskip("xesmf", reason="xESMF needs ESMF, which comes from conda-forge only; this project "
                                                 "installs from PyPI (see README)")
     import xarray as xr
@@ -76,3 +77,28 @@ def test_xesmf_agrees_where_it_installs():
     theirs = xesmf.Regridder(source, grid, "bilinear", periodic=True)(source.f).values
     ours = Regridder(latitude, longitude, *target, method="bilinear").regrid_array(values)
     np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+    def edges(centres: np.ndarray, step: float) -> np.ndarray:  # cell bounds, as xESMF's conservative method wants
+        return np.concatenate([centres - step / 2, [centres[-1] + step / 2]])
+
+    source = source.assign_coords(lat_b=np.clip(edges(latitude, 1.5), -90, 90), lon_b=edges(longitude, 1.5))
+    grid = grid.assign_coords(lat_b=np.clip(edges(target[0], 5.625), -90, 90), lon_b=edges(target[1], 5.625))
+    theirs = xesmf.Regridder(source, grid, "conservative", periodic=True)(source.f).values
+    ours = Regridder(latitude, longitude, *target, method="conservative").regrid_array(values)
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+def test_a_source_holding_nan_is_refused_and_nothing_is_written(tmp_path):
+    import xarray as xr
+
+    from earthsim.data.regrid import regrid_store
+
+    latitude, longitude = np.linspace(-88.5, 88.5, 60), np.arange(120) * 3.0
+    values = np.ones((4, 60, 120), np.float32)
+    values[2, 10, 20] = np.nan
+    xr.Dataset({"t2m": (("time", "latitude", "longitude"), values, {"units": "K"})},
+               coords={"time": np.arange(4), "latitude": latitude, "longitude": longitude}).to_zarr(
+        tmp_path / "source.zarr", zarr_format=3, consolidated=False)
+    with pytest.raises(ValidationError, match=r"source.zarr: the source holds NaN or ±inf values \(\d+ regridded"):
+        regrid_store(tmp_path / "source.zarr", tmp_path / "out.zarr", 5.625, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.zarr"]

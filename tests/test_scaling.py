@@ -233,8 +233,9 @@ def test_docs_hold_exactly_the_printed_tables():
 
 
 def test_a_store_named_by_url_gives_the_same_statistics_and_windows(tmp_path, monkeypatch):
-    """A catalog entry whose store is an fsspec URL (``file://`` here; ``gs://`` and ``s3://`` take the same path
-    through fsspec, with gcsfs or s3fs installed) yields the statistics and windows of the same store by path."""
+    """A catalog entry whose store is an fsspec URL (``local://`` here: fsspec's local filesystem, read through
+    zarr's FsspecStore as ``gs://`` and ``s3://`` are with gcsfs or s3fs installed; ``file://`` would be read as a
+    path) yields the statistics and windows of the same store by path."""
     import yaml
 
     from earthsim import catalog
@@ -247,10 +248,10 @@ def test_a_store_named_by_url_gives_the_same_statistics_and_windows(tmp_path, mo
     raw = yaml.safe_load(local.read_text())
     by_url = tmp_path / "url" / "waves.yaml"
     by_url.parent.mkdir()
-    by_url.write_text(yaml.safe_dump({**raw, "store": Path(raw["store"]).as_uri(),
+    by_url.write_text(yaml.safe_dump({**raw, "store": f"local://{Path(raw['store']).resolve()}",
                                       "statistics": str(tmp_path / "url" / "waves.stats.zarr")}))
     entries = [catalog.get_entry(str(path)) for path in (local, by_url)]
-    assert entries[1].store.startswith("file://") and entries[1].exists()
+    assert entries[1].store.startswith("local://") and entries[1].exists()
     for entry in entries:
         compute_statistics(entry, progress=False)
     statistics = [load_statistics(entry, progress=False) for entry in entries]

@@ -101,6 +101,9 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
+WORKER_WAIT_SECONDS = 60  # how long a job waits for the first worker of a --scheduler
+
+
 @contextlib.contextmanager
 def cluster(scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
             quiet: bool = False) -> Iterator[Any]:
@@ -114,6 +117,12 @@ def cluster(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
         except OSError as error:
             raise EarthsimError(f"--scheduler {scheduler}: no dask scheduler answers there ({error})") from None
         local = None
+        try:  # tasks given to a scheduler without workers would wait for ever
+            client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
+        except TimeoutError:
+            client.close()
+            raise EarthsimError(f"--scheduler {scheduler}: no dask worker joined it within {WORKER_WAIT_SECONDS} s; "
+                                "start one with `dask worker ADDRESS`") from None
     else:
         if workers < 1 or threads_per_worker < 1:
             raise EarthsimError(f"--workers and --threads-per-worker must be at least 1, got {workers} and "

@@ -4,6 +4,7 @@
     >>> from earthsim.data.ingest import ingest, ingest_entry
     >>> ingest_entry(catalog.get_entry("era5-uk-t2m"))                 # the entry's raw files into its store
     >>> ingest(["a.nc", "b.nc"], "ab.zarr", expect=catalog.get_entry("era5-uk-t2m"))
+    >>> ingest_inputs(["a.nc", "b.nc"], "ab.zarr", expect="era5-uk-t2m")  # the command line's way in
 
 Inputs are opened lazily as dask arrays in blocks of time steps, so files larger than memory stream
 through: the only full pass before writing computes one all-NaN flag per field for validation. The
@@ -44,12 +45,30 @@ _GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
 
 
 def ingest_entry(entry: DatasetEntry, progress: bool = True, overwrite: bool = False,
-                 accept_damaged: bool = False) -> Path:
+                 accept_damaged: bool = False, time_chunk: int | None = None) -> Path:
     """Ingest a catalog entry's raw files (``source.ingest``) into its store, validated against the entry."""
     if entry.source is None or not entry.source.ingest:
         raise CatalogError(f"dataset {entry.name!r} ({entry.path}) has no 'source: ingest:' files to ingest")
     return ingest(list(entry.source.ingest), entry.store, expect=entry, progress=progress, overwrite=overwrite,
-                  accept_damaged=accept_damaged)
+                  accept_damaged=accept_damaged, time_chunk=time_chunk)
+
+
+def ingest_inputs(inputs: Sequence[str], out: str | None = None, expect: str | None = None, **options) -> Path:
+    """What ``earthsim ingest`` and the ingest pipeline job run: one catalog entry (a name or a YAML file) and no
+    ``out`` ingests the entry's files into its store; files go to ``out``, checked against the entry ``expect``
+    if named. ``options``: those of :func:`ingest` (progress, overwrite, time_chunk, accept_damaged)."""
+    from earthsim import catalog
+
+    single = inputs[0] if len(inputs) == 1 else None
+    if out is None:
+        if single is not None and (single in catalog.names() or single.endswith((".yaml", ".yml"))):
+            if expect is not None:
+                raise EarthsimError(f"--expect applies to input files; {single!r} is a catalog entry, checked "
+                                    "against itself")
+            return ingest_entry(catalog.get_entry(single), **options)
+        raise EarthsimError(f"input files need --out STORE (or name one catalog entry alone); got "
+                            f"{[str(i) for i in inputs][:3]}")
+    return ingest(inputs, out, catalog.get_entry(expect) if expect else None, **options)
 
 
 def ingest(

@@ -2,7 +2,9 @@
 Moving MNIST (bouncing digits, the video benchmark).
 
 Each solver has a typed config and a ``simulate_*`` function writing a Zarr v3 store; ``SOLVERS``
-maps the names used on the command line and in catalog entries to them.
+maps the names used on the command line and in catalog entries to them. ``REGION_SOLVERS`` are
+those whose trajectories are independent tasks writing their regions of the store (on the active
+dask cluster if there is one); Moving MNIST, a quick generator, writes in one pass.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ SOLVERS = {
     "shallow-water": (ShallowWaterConfig, simulate_shallow_water),
     "moving-mnist": (MovingMNISTConfig, simulate_moving_mnist),
 }
+REGION_SOLVERS = ("navier-stokes", "shallow-water")
 
 
 def generate(entry, progress: bool = True, overwrite: bool = False) -> Path:
