@@ -21,6 +21,8 @@ from unittest import mock
 
 import numpy as np
 
+from earthsim.data.stats import DAYS_IN_YEAR, climatology_task_bytes  # the library warns with the latter too
+
 # -- the data -----------------------------------------------------------------------------------------
 
 ERA5_SHAPE = (721, 1440)  #: latitude × longitude points of ERA5 at 0.25°, poles included
@@ -307,7 +309,6 @@ def climax_activations(model, precision: Precision = GPU_BF16) -> Activations:
 #: Bytes per chunk element a statistics task holds at its peak: the float32 chunk, its float64 copy and two
 #: float64 temporaries (deviations or one-step differences, and their squares).
 STATISTICS_BYTES_PER_ELEMENT = 4 + 8 + 8 + 8
-DAYS_OF_YEAR = 366
 
 
 def earthsim_time_chunk(levels: int, height: int, width: int) -> int:
@@ -329,23 +330,9 @@ def statistics_task_bytes(chunk_elements: int) -> int:
     return chunk_elements * STATISTICS_BYTES_PER_ELEMENT
 
 
-def climatology_task_bytes(spatial_elements: int, split_every: int | None = None) -> int:
-    """Peak bytes of one climatology task (``earthsim.data.stats._climatology``).
-
-    Each chunk of the hour's samples is contracted against its day-of-year weights into a float64 partial
-    sum over all 366 days at the chunk's points (``366 × spatial × 8`` B, the weighted values and the
-    weighted counts are separate partials); dask adds partials ``split_every`` at a time (its ``split_every``
-    setting, 4 by default), so a combining task holds ``split_every`` partials and its result."""
-    if split_every is None:
-        import dask
-
-        split_every = dask.config.get("split_every", 4)
-    return (split_every + 1) * DAYS_OF_YEAR * spatial_elements * 8
-
-
 def climatology_output_bytes(hours: int, channels: int, height: int, width: int) -> int:
     """The climatology store: float32 ``hour × 366 days × channel × grid``."""
-    return hours * DAYS_OF_YEAR * channels * height * width * FLOAT32
+    return hours * DAYS_IN_YEAR * channels * height * width * FLOAT32
 
 
 # -- the tables --------------------------------------------------------------------------------------------

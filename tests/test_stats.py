@@ -1,5 +1,6 @@
 """Statistics and climatology against brute-force numpy on small synthetic stores (and the real ERA5 sample)."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -370,3 +371,27 @@ def test_an_infinite_value_is_refused_by_the_climatology(tmp_path):
         stats.compute_climatology(entry, progress=False)
     assert not Path(entry.climatology).exists()
     assert not Path(entry.climatology + ".partial").exists()
+
+
+def test_a_climatology_of_whole_field_chunks_warns_of_its_task_size(tmp_path, monkeypatch):
+    """Chunks that make each climatology task hold more than the threshold are warned about, with the size."""
+    times = pd.date_range("2020-01-01", "2020-01-10T18:00", freq="6h")
+    t = np.random.default_rng(6).normal(280, 5, size=(len(times), 2, 3)).astype(np.float32)
+    ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), t)},
+                    coords={"time": times, "latitude": [40.0, 50.0], "longitude": [0.0, 10.0, 20.0]})
+    entry = _entry(tmp_path, "big", ds, "weather",
+                   splits={"train": {"start": "2020-01-01T00:00", "stop": "2020-01-06T18:00"},
+                           "validation": {"start": "2020-01-07T00:00", "stop": "2020-01-08T18:00"},
+                           "test": {"start": "2020-01-09T00:00", "stop": "2020-01-10T18:00"}},
+                   time={"start": "2020-01-01T00:00", "stop": "2020-01-10T18:00", "step": "6h"},
+                   grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 2},
+                         "longitude": {"start": 0.0, "stop": 20.0, "size": 3}})
+    need = stats.climatology_task_bytes(6)  # a chunk holds the whole 2 x 3 field
+    monkeypatch.setattr(stats, "CLIMATOLOGY_TASK_WARN_BYTES", need - 1)
+    with pytest.warns(UserWarning, match=r"variable 't2m' is stored in chunks of 6 points; each climatology task will "
+                                         r"hold about 0\.0 GiB\. Rechunk"):
+        stats.compute_climatology(entry, progress=False)
+    monkeypatch.setattr(stats, "CLIMATOLOGY_TASK_WARN_BYTES", need)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats.compute_climatology(entry, progress=False, overwrite=True)

@@ -55,6 +55,8 @@ SPLIT = "train"
 DEFAULT_WINDOW_DAYS = 61
 DAYS_IN_YEAR = 366
 POINT_DIMS = (TIME_DIM, LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM)
+#: A climatology task expected to hold more than this is warned about, with the advice to rechunk first.
+CLIMATOLOGY_TASK_WARN_BYTES = 4 * 2**30
 
 
 def _entry(entry: DatasetEntry | str) -> DatasetEntry:
@@ -258,6 +260,36 @@ def _day_of_year_rows(doy: np.ndarray, leap: np.ndarray) -> np.ndarray:
     return rows
 
 
+def climatology_task_bytes(spatial_elements: int, split_every: int | None = None) -> int:
+    """Peak bytes of one climatology task (:func:`_climatology`) on chunks of ``spatial_elements`` points.
+
+    Each chunk of the hour's samples is contracted against its day-of-year weights into a float64 partial
+    sum over all 366 days at the chunk's points (``366 × spatial × 8`` B, the weighted values and the
+    weighted counts are separate partials); dask adds partials ``split_every`` at a time (its ``split_every``
+    setting, 4 by default), so a combining task holds ``split_every`` partials and its result."""
+    if split_every is None:
+        import dask
+
+        split_every = dask.config.get("split_every", 4)
+    return (split_every + 1) * DAYS_IN_YEAR * spatial_elements * 8
+
+
+def _warn_of_large_tasks(entry: DatasetEntry, train: xr.Dataset, variables: list[str]) -> None:
+    """Warn, per variable, when its chunks make each climatology task hold more than
+    ``CLIMATOLOGY_TASK_WARN_BYTES`` (whole-field chunks of a large grid: rechunk into spatial tiles first)."""
+    for name in variables:
+        da = train[name]
+        if da.chunks is None:
+            continue
+        points = int(np.prod([da.chunksizes[d][0] for d in da.dims if d in POINT_DIMS and d != TIME_DIM]))
+        need = climatology_task_bytes(points)
+        if need > CLIMATOLOGY_TASK_WARN_BYTES:
+            warnings.warn(f"dataset {entry.name!r}: variable {name!r} is stored in chunks of {points:,} points; each "
+                          f"climatology task will hold about {need / 2**30:.1f} GiB. Rechunk it into spatial tiles "
+                          "(a level, a year of steps each) first: docs/scaling.md, 'Statistics and climatology'",
+                          stacklevel=3)
+
+
 def _climatology(da: xr.DataArray, hours: np.ndarray, weights: np.ndarray) -> xr.DataArray:
     """Lazy window-smoothed mean of ``da`` by hour × day of year (NaN where the window holds no sample).
 
@@ -315,6 +347,7 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
             raise ValidationError(f"dataset {entry.name!r}: variable {name!r} lacks dim(s) {absent} needed for a "
                                   f"climatology; it has {train[name].dims}")
     if seasonal:
+        _warn_of_large_tasks(entry, train, variables)
         hours = np.unique(ds.time.dt.hour.values)  # every hour of the data; hours absent from train stay NaN
         clim = {name: _climatology(train[name], hours, weights) for name in variables}
         clim = {name: da.chunk({"hour": 1, "dayofyear": -1, **({LEVEL_DIM: 1} if LEVEL_DIM in da.dims else {})})
