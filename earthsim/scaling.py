@@ -21,7 +21,7 @@ from unittest import mock
 
 import numpy as np
 
-from earthsim.data.stats import DAYS_IN_YEAR, climatology_task_bytes  # the library warns with the latter too
+from earthsim.data.stats import DAYS_IN_YEAR, climatology_task_bytes, climatology_tile  # the job's own sizing
 
 # -- the data -----------------------------------------------------------------------------------------
 
@@ -457,30 +457,38 @@ def model_tables(cases: Sequence[ModelCase] | None = None) -> str:
 
 
 def pipeline_table() -> str:
-    """Memory of the statistics and climatology jobs per dask task and worker, for three chunk layouts."""
+    """Memory of the statistics job per dask task and worker for three chunk layouts, and of the climatology job
+    (which rechunks into tiles itself) for two training periods."""
     height, width = ERA5_SHAPE
     levels = len(ERA5_LEVELS)
     upper = earthsim_time_chunk(levels, height, width)
     surface = earthsim_time_chunk(1, height, width)
     tile = (1460, 1, 90, 180)  # a year of 6-hourly steps, one level, 8 × 8 tiles of the grid
     layouts = [(f"upper-air variable as `earthsim ingest` writes it: {upper} step × {levels} levels × 721 × 1440",
-                upper * levels * height * width, levels * height * width),
+                upper * levels * height * width),
                (f"surface variable as `earthsim ingest` writes it: {surface} step × 721 × 1440",
-                surface * height * width, height * width),
-               ("rechunked: 1,460 steps × 1 level × 90 × 180", math.prod(tile), math.prod(tile[1:]))]
-    rows = []
-    for label, elements, spatial in layouts:
-        stats, clim = statistics_task_bytes(elements), climatology_task_bytes(spatial)
-        rows.append((label, fmt_bytes(elements * FLOAT32), fmt_bytes(stats), fmt_bytes(WORKER_THREADS * stats),
-                     fmt_bytes(clim), fmt_bytes(WORKER_THREADS * clim)))
-    table = _table(("store chunk", "chunk (float32)", "statistics, per task", f"statistics, per worker "
-                    f"({WORKER_THREADS} threads)", "climatology, per task", f"climatology, per worker "
-                    f"({WORKER_THREADS} threads)"), rows)
+                surface * height * width),
+               ("rechunked: 1,460 steps × 1 level × 90 × 180", math.prod(tile))]
+    rows = [(label, fmt_bytes(elements * FLOAT32), fmt_bytes(statistics_task_bytes(elements)),
+             fmt_bytes(WORKER_THREADS * statistics_task_bytes(elements))) for label, elements in layouts]
+    table = _table(("store chunk", "chunk (float32)", "statistics, per task",
+                    f"statistics, per worker ({WORKER_THREADS} threads)"), rows)
+    periods = []
+    for first, last, step in (PERIODS[0] + (6,), PERIODS[1] + (1,)):
+        samples = frames_between(first, last, step)
+        tile_rows, columns = climatology_tile(samples, height, width)
+        task = climatology_task_bytes(samples, height, width)
+        periods.append((f"{first}–{last}, {step}-hourly", f"{samples:,}", f"{tile_rows} × {columns}",
+                        fmt_bytes(samples * tile_rows * columns * FLOAT32), fmt_bytes(task),
+                        fmt_bytes(WORKER_THREADS * task)))
+    clim = _table(("training period", "samples", "tile (latitudes × longitudes)", "tile (float32)",
+                   "climatology, per task", f"climatology, per worker ({WORKER_THREADS} threads)"), periods)
     channels = len(era5_channels())
     outputs = ", ".join(f"{step}-hourly data ({24 // step} hours of day): "
                         f"{fmt_bytes(climatology_output_bytes(24 // step, channels, height, width))}"
                         for step in (6, 1))
-    return table + f"\n\nThe climatology store of {channels} channels (float32, 366 days): {outputs}."
+    return (table + "\n\n" + clim
+            + f"\n\nThe climatology store of {channels} channels (float32, 366 days): {outputs}.")
 
 
 def tables() -> str:

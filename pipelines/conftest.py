@@ -31,8 +31,10 @@ def catalog_folder(tmp_path, monkeypatch) -> Path:
     return tmp_path / "catalogs" / "datasets"
 
 
-def global_weather(days: int = 6, latitudes: int = 12, longitudes: int = 24, seed: int = 0) -> xr.Dataset:
-    """6-hourly z (two levels) and t2m on a global grid without poles: smooth fields with a diurnal cycle and noise."""
+def global_weather(days: int = 6, latitudes: int = 12, longitudes: int = 24, seed: int = 0,
+                   levels: tuple[float, ...] = (500.0, 850.0)) -> xr.Dataset:
+    """6-hourly z (on ``levels``) and t2m on a global grid without poles: smooth fields with a diurnal cycle and
+    noise."""
     times = pd.date_range("2021-03-01T00:00", periods=4 * days, freq="6h")
     latitude = -90 + 180 / latitudes * (np.arange(latitudes) + 0.5)
     longitude = 360 / longitudes * np.arange(longitudes)
@@ -41,14 +43,14 @@ def global_weather(days: int = 6, latitudes: int = 12, longitudes: int = 24, see
     hour = times.hour.values[:, None, None]
     t2m = (250 + 40 * np.cos(lat) + 3 * np.sin(lon) * np.cos(2 * np.pi * hour / 24)
            + rng.normal(0, 0.5, (times.size, latitudes, longitudes)))
-    z = (5e4 + 2e3 * np.cos(2 * lat) * np.cos(lon)[None] + 100 * rng.normal(0, 1, (times.size, 2, latitudes,
-                                                                                    longitudes))
-         + np.array([0.0, -3e4])[None, :, None, None])
+    z = (5e4 + 2e3 * np.cos(2 * lat) * np.cos(lon)[None] + 100 * rng.normal(0, 1, (times.size, len(levels),
+                                                                                    latitudes, longitudes))
+         + -3e4 * np.linspace(0.0, 1.0, len(levels))[None, :, None, None])
     return xr.Dataset(
         {"t2m": (("time", "latitude", "longitude"), t2m.astype(np.float32), {"units": "K", "long_name": "2 m T"}),
          "z": (("time", "level", "latitude", "longitude"), z.astype(np.float32),
                {"units": "m**2 s**-2", "long_name": "geopotential"})},
-        coords={"time": times, "level": [500.0, 850.0], "latitude": latitude, "longitude": longitude},
+        coords={"time": times, "level": list(levels), "latitude": latitude, "longitude": longitude},
         attrs={"longitude_convention": "[0, 360)"})
 
 

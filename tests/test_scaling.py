@@ -180,38 +180,52 @@ def test_fsdp2_shards_and_buffers_are_what_torch_allocates(world):
 
 def test_climatology_and_statistics_memory():
     assert scaling.statistics_task_bytes(1000) == 1000 * (4 + 8 + 8 + 8)
-    assert scaling.climatology_task_bytes(100, split_every=4) == 5 * 366 * 100 * 8
     assert scaling.climatology_output_bytes(4, 69, 721, 1440) == 4 * 366 * 69 * 721 * 1440 * 4
+    # a tile is whole rows while they fit in 64 MiB of float32, else part of one row
+    assert scaling.climatology_tile(1000, 721, 1440) == (2 ** 26 // (1000 * 1440 * 4), 1440)
+    assert scaling.climatology_tile(54_056, 721, 1440) == (1, 2 ** 26 // (54_056 * 4))
+    points = 2 ** 26 // (54_056 * 4)
+    assert scaling.climatology_task_bytes(54_056, 721, 1440) == 54_056 * points * (4 + 8 + 8 + 8) + 2 * 366 * points * 8
     # earthsim ingest writes whole time steps of about 1 MiB: one step, since one 0.25° field is already 4 MB
     assert scaling.earthsim_time_chunk(13, 721, 1440) == 1 and scaling.earthsim_time_chunk(1, 721, 1440) == 1
     assert scaling.earthsim_time_chunk(1, 32, 64) == 2 ** 20 // (32 * 64 * 4)
 
 
-def test_climatology_partials_are_366_days_of_float64_at_the_chunk_points():
-    """What the climatology term counts, from earthsim's own climatology graph run by dask: every chunk of samples
-    becomes a float64 partial sum over 366 days at the chunk's points (here 4 × 8 points, one step per chunk)."""
+def test_each_climatology_task_holds_one_tile_whatever_the_chunks(monkeypatch):
+    """What the climatology term counts, from earthsim's own climatology graph run by dask: a store chunked one time
+    step per chunk is rechunked into tiles of every sample at part of a row (here 16 samples × 4 points), and the
+    366-day float64 sums are made one tile at a time."""
     import dask
     import pandas as pd
     import xarray as xr
     from dask.callbacks import Callback
 
-    from earthsim.data.stats import _climatology, window_weights
+    from earthsim.data import stats
 
+    monkeypatch.setattr(stats, "CLIMATOLOGY_TILE_BYTES", 16 * 4 * 4)
+    assert stats.climatology_tile(16, 4, 8) == (1, 4)
     time = pd.date_range("2001-01-01", periods=16, freq="6h")
     data = xr.DataArray(np.random.default_rng(0).random((16, 4, 8), dtype=np.float32),
                         dims=("time", "latitude", "longitude"), coords={"time": time}).chunk({"time": 1})
-    partials = []
+    tiles, sums = [], []
 
     class Results(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
-            name = key[0] if isinstance(key, tuple) else key
-            if str(name).startswith("sum-"):
-                partials.append((result.nbytes, result.dtype))
+            name = str(key[0] if isinstance(key, tuple) else key)
+            if name.startswith("rechunk-merge"):
+                tiles.append((result.shape, result.dtype))
+            elif isinstance(result, np.ndarray) and result.dtype == np.float64 and 366 in result.shape:
+                sums.append(result.size)
 
     with Results(), dask.config.set(scheduler="synchronous"):
-        _climatology(data, np.unique(data.time.dt.hour.values), window_weights(61)).compute()
-    assert partials and set(partials) == {(366 * 4 * 8 * 8, np.dtype(np.float64))}
-    assert scaling.climatology_task_bytes(4 * 8, split_every=1) == 2 * 366 * 4 * 8 * 8
+        expected = stats._climatology(data, np.unique(data.time.dt.hour.values), stats.window_weights(61)).compute()
+    # the tiles (and, in this tiny case, one intermediate of dask's rechunk plan within its chunk-size limit)
+    assert tiles.count(((16, 1, 4), np.dtype(np.float32))) == 8
+    assert all(np.prod(shape) * 4 <= dask.utils.parse_bytes(dask.config.get("array.chunk-size")) for shape, _ in tiles)
+    assert sums and max(sums) == 366 * 4
+    monkeypatch.setattr(stats, "CLIMATOLOGY_TILE_BYTES", 2 ** 26)  # one tile: the same climatology
+    whole = stats._climatology(data, np.unique(data.time.dt.hour.values), stats.window_weights(61)).compute()
+    xr.testing.assert_allclose(whole, expected, rtol=1e-6)
 
 
 def test_fmt_bytes():

@@ -1,6 +1,5 @@
 """Statistics and climatology against brute-force numpy on small synthetic stores (and the real ERA5 sample)."""
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -373,25 +372,33 @@ def test_an_infinite_value_is_refused_by_the_climatology(tmp_path):
     assert not Path(entry.climatology + ".partial").exists()
 
 
-def test_a_climatology_of_whole_field_chunks_warns_of_its_task_size(tmp_path, monkeypatch):
-    """Chunks that make each climatology task hold more than the threshold are warned about, with the size."""
-    times = pd.date_range("2020-01-01", "2020-01-10T18:00", freq="6h")
-    t = np.random.default_rng(6).normal(280, 5, size=(len(times), 2, 3)).astype(np.float32)
-    ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), t)},
-                    coords={"time": times, "latitude": [40.0, 50.0], "longitude": [0.0, 10.0, 20.0]})
-    entry = _entry(tmp_path, "big", ds, "weather",
-                   splits={"train": {"start": "2020-01-01T00:00", "stop": "2020-01-06T18:00"},
-                           "validation": {"start": "2020-01-07T00:00", "stop": "2020-01-08T18:00"},
-                           "test": {"start": "2020-01-09T00:00", "stop": "2020-01-10T18:00"}},
-                   time={"start": "2020-01-01T00:00", "stop": "2020-01-10T18:00", "step": "6h"},
-                   grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 2},
-                         "longitude": {"start": 0.0, "stop": 20.0, "size": 3}})
-    need = stats.climatology_task_bytes(6)  # a chunk holds the whole 2 x 3 field
-    monkeypatch.setattr(stats, "CLIMATOLOGY_TASK_WARN_BYTES", need - 1)
-    with pytest.warns(UserWarning, match=r"variable 't2m' is stored in chunks of 6 points; each climatology task will "
-                                         r"hold about 0\.0 GiB\. Rechunk"):
+def test_a_climatology_in_tiles_of_part_of_a_row_equals_one_in_whole_fields(tmp_path, monkeypatch):
+    """The climatology contracts every sample of a tile at once (stats._tiled); tiles of whole rows and of part of
+    a row, in time-chunked stores, give the result of one tile holding the whole field."""
+    times = pd.date_range("2019-06-01", "2020-07-31T18:00", freq="6h")
+    rng = np.random.default_rng(6)
+    t = (280 + 10 * np.cos(2 * np.pi * times.day_of_year.values / 365.25)[:, None, None, None]
+         + rng.normal(size=(len(times), 2, 4, 6))).astype(np.float32)
+    t[7, 1, 2, 3] = np.nan
+    ds = xr.Dataset({"t": (("time", "level", "latitude", "longitude"), t)},
+                    coords={"time": times, "level": [500, 850], "latitude": [30.0, 40.0, 50.0, 60.0],
+                            "longitude": np.arange(6) * 10.0}).chunk({"time": 50})
+    results = []
+    samples = int(np.sum(times <= "2020-05-31T18:00"))
+    for tile_bytes in (10**9, samples * 6 * 4 * 2, samples * 4 * 4):  # whole field, 2 rows, 4 points of a row
+        monkeypatch.setattr(stats, "CLIMATOLOGY_TILE_BYTES", tile_bytes)
+        entry = _entry(tmp_path / str(tile_bytes), "tiles", ds, "weather",
+                       splits={"train": {"start": "2019-06-01T00:00", "stop": "2020-05-31T18:00"},
+                               "validation": {"start": "2020-06-01T00:00", "stop": "2020-06-30T18:00"},
+                               "test": {"start": "2020-07-01T00:00", "stop": "2020-07-31T18:00"}},
+                       time={"start": "2019-06-01T00:00", "stop": "2020-07-31T18:00", "step": "6h"},
+                       grid={"latitude": {"start": 30.0, "stop": 60.0, "size": 4},
+                             "longitude": {"start": 0.0, "stop": 50.0, "size": 6}}, levels=[500, 850])
         stats.compute_climatology(entry, progress=False)
-    monkeypatch.setattr(stats, "CLIMATOLOGY_TASK_WARN_BYTES", need)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        stats.compute_climatology(entry, progress=False, overwrite=True)
+        results.append(stats.load_climatology(entry)["t"].load())
+    assert stats.climatology_tile(samples, 4, 6) == (1, 4)  # the last: part of a row
+    for result in results[1:]:
+        xr.testing.assert_allclose(result.drop_attrs(), results[0].drop_attrs(), rtol=1e-6)
+    train = pd.DatetimeIndex(times[times <= "2020-05-31T18:00"])
+    expected = _circular_brute_force(train, t[: len(train)], 6, 61)
+    np.testing.assert_allclose(results[2].sel(hour=6).values, expected, rtol=1e-6)

@@ -16,6 +16,7 @@ import logging
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
+import dask
 from tqdm.auto import tqdm
 
 from earthsim.errors import EarthsimError
@@ -102,6 +103,9 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 WORKER_WAIT_SECONDS = 60  # how long a job waits for the first worker of a --scheduler
+#: dask's task-based rechunk, not the peer-to-peer one it picks on a distributed cluster: P2P rechunks under
+#: earthsim's per-region computations gave wrong values (dask 2026.8; see pipelines/climatology_test.py).
+TASK_RECHUNK = {"array.rechunk.method": "tasks"}
 
 
 @contextlib.contextmanager
@@ -139,7 +143,8 @@ def cluster(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
         print(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
               f"dashboard {client.dashboard_link}", file=sys.stderr, flush=True)
     try:
-        yield client
+        with dask.config.set(TASK_RECHUNK):
+            yield client
     finally:
         client.close()
         if local is not None:

@@ -40,6 +40,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -47,6 +48,7 @@ import xarray as xr
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
 from earthsim.data import store
+from earthsim.data.cluster import TASK_RECHUNK
 from earthsim.errors import CatalogError, ValidationError
 from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM, TRAJECTORY_DIM
 
@@ -55,8 +57,8 @@ SPLIT = "train"
 DEFAULT_WINDOW_DAYS = 61
 DAYS_IN_YEAR = 366
 POINT_DIMS = (TIME_DIM, LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM)
-#: A climatology task expected to hold more than this is warned about, with the advice to rechunk first.
-CLIMATOLOGY_TASK_WARN_BYTES = 4 * 2**30
+#: float32 bytes of one climatology tile: every training sample at the points of a tile of one level.
+CLIMATOLOGY_TILE_BYTES = 64 * 2**20
 
 
 def _entry(entry: DatasetEntry | str) -> DatasetEntry:
@@ -260,34 +262,37 @@ def _day_of_year_rows(doy: np.ndarray, leap: np.ndarray) -> np.ndarray:
     return rows
 
 
-def climatology_task_bytes(spatial_elements: int, split_every: int | None = None) -> int:
-    """Peak bytes of one climatology task (:func:`_climatology`) on chunks of ``spatial_elements`` points.
-
-    Each chunk of the hour's samples is contracted against its day-of-year weights into a float64 partial
-    sum over all 366 days at the chunk's points (``366 × spatial × 8`` B, the weighted values and the
-    weighted counts are separate partials); dask adds partials ``split_every`` at a time (its ``split_every``
-    setting, 4 by default), so a combining task holds ``split_every`` partials and its result."""
-    if split_every is None:
-        import dask
-
-        split_every = dask.config.get("split_every", 4)
-    return (split_every + 1) * DAYS_IN_YEAR * spatial_elements * 8
+def climatology_tile(samples: int, height: int, width: int) -> tuple[int, int]:
+    """Latitude rows and longitude columns of a climatology tile of ``samples`` float32 samples per point:
+    whole rows while they fit in ``CLIMATOLOGY_TILE_BYTES``, else part of one row."""
+    rows = CLIMATOLOGY_TILE_BYTES // (samples * width * 4)
+    if rows >= 1:
+        return min(height, rows), width
+    return 1, max(1, min(width, CLIMATOLOGY_TILE_BYTES // (samples * 4)))
 
 
-def _warn_of_large_tasks(entry: DatasetEntry, train: xr.Dataset, variables: list[str]) -> None:
-    """Warn, per variable, when its chunks make each climatology task hold more than
-    ``CLIMATOLOGY_TASK_WARN_BYTES`` (whole-field chunks of a large grid: rechunk into spatial tiles first)."""
-    for name in variables:
-        da = train[name]
-        if da.chunks is None:
-            continue
-        points = int(np.prod([da.chunksizes[d][0] for d in da.dims if d in POINT_DIMS and d != TIME_DIM]))
-        need = climatology_task_bytes(points)
-        if need > CLIMATOLOGY_TASK_WARN_BYTES:
-            warnings.warn(f"dataset {entry.name!r}: variable {name!r} is stored in chunks of {points:,} points; each "
-                          f"climatology task will hold about {need / 2**30:.1f} GiB. Rechunk it into spatial tiles "
-                          "(a level, a year of steps each) first: docs/scaling.md, 'Statistics and climatology'",
-                          stacklevel=3)
+def climatology_task_bytes(samples: int, height: int, width: int) -> int:
+    """Peak bytes of one climatology task (:func:`_climatology`), whatever the store's chunks: one tile
+    (:func:`climatology_tile`) of ``samples`` samples per point in float32, its float64 values with NaN
+    filled, its float64 counts, and the two 366-day float64 sums at the tile's points. An estimate
+    (temporaries within an operation are not counted)."""
+    rows, columns = climatology_tile(samples, height, width)
+    points = rows * columns
+    return samples * points * (4 + 8 + 8 + 8) + 2 * DAYS_IN_YEAR * points * 8
+
+
+def _tiled(da: xr.DataArray) -> xr.DataArray:
+    """``da`` rechunked so that each chunk holds every sample (time, members) at one tile of one level
+    (:func:`climatology_tile`): each task then contracts its samples once, instead of every chunk of time
+    steps adding a 366-day float64 partial sum over its whole field. Rechunked by dask's task-based method
+    (:data:`earthsim.data.cluster.TASK_RECHUNK`), whatever client is active: the peer-to-peer one wrote
+    wrong values here for variables on four or more levels."""
+    across = {d: -1 for d in da.dims if d not in (LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM)}
+    rows, columns = climatology_tile(int(np.prod([da.sizes[d] for d in across])), da.sizes[LATITUDE_DIM],
+                                     da.sizes[LONGITUDE_DIM])
+    with dask.config.set(TASK_RECHUNK):
+        return da.chunk({**across, **({LEVEL_DIM: 1} if LEVEL_DIM in da.dims else {}), LATITUDE_DIM: rows,
+                         LONGITUDE_DIM: columns})
 
 
 def _climatology(da: xr.DataArray, hours: np.ndarray, weights: np.ndarray) -> xr.DataArray:
@@ -295,9 +300,10 @@ def _climatology(da: xr.DataArray, hours: np.ndarray, weights: np.ndarray) -> xr
 
     For each hour, each sample's weight towards each target day is its day-of-year row times the
     circular window; the climatology is the weighted sum of the valid samples (pooled over ensemble
-    members) over the weighted count, two contractions over time that dask does chunk by chunk.
+    members) over the weighted count, two contractions over time that dask does tile by tile (:func:`_tiled`).
     """
     pooled = [d for d in da.dims if d not in POINT_DIMS]
+    da = _tiled(da)
     values = da.astype(np.float64).fillna(0.0).sum(pooled)
     counts = da.notnull().sum(pooled).astype(np.float64)
     doy, leap = da.time.dt.dayofyear.values, da.time.dt.is_leap_year.values
@@ -347,7 +353,6 @@ def compute_climatology(entry: DatasetEntry | str, progress: bool = True, overwr
             raise ValidationError(f"dataset {entry.name!r}: variable {name!r} lacks dim(s) {absent} needed for a "
                                   f"climatology; it has {train[name].dims}")
     if seasonal:
-        _warn_of_large_tasks(entry, train, variables)
         hours = np.unique(ds.time.dt.hour.values)  # every hour of the data; hours absent from train stay NaN
         clim = {name: _climatology(train[name], hours, weights) for name in variables}
         clim = {name: da.chunk({"hour": 1, "dayofyear": -1, **({LEVEL_DIM: 1} if LEVEL_DIM in da.dims else {})})
