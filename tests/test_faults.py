@@ -477,7 +477,7 @@ def test_check_counts_shards_and_v2_chunks_and_finds_the_one_deleted(kind, tmp_p
                     ("s.zarr", "t: 1 of 2 chunks missing", "(1, 0, 0)"))
 
 
-def test_a_chunk_equal_to_the_fill_value_is_written_so_the_store_stays_whole(world, tmp_path):
+def test_a_chunk_equal_to_the_fill_value_is_written_so_the_store_stays_whole(world, tmp_path, capsys):
     """A coordinate [0] (one trajectory, one ensemble member) equals the fill value of an integer array: the
     template writes of a simulation and of a forecast still write its chunk, and zero fields stay whole too."""
     _earthsim("simulate", "navier-stokes", "--out", tmp_path / "ns.zarr", "--resolution", "16", "--save-resolutions",
@@ -487,10 +487,14 @@ def test_a_chunk_equal_to_the_fill_value_is_written_so_the_store_stays_whole(wor
               tmp_path / "f.zarr", cwd=tmp_path, check=True)
     write_zarr(__import__("xarray").open_zarr(_tiny_store(tmp_path / "t.zarr", values=np.zeros((4, 3, 2), np.float32)),
                                               consolidated=False).load(), tmp_path / "zeros.zarr", progress=False)
+    from earthsim.cli import main
+
+    capsys.readouterr()
     for store in ("ns.zarr", "f.zarr", "zeros.zarr", world.forecast, world.entry.parent / "waves.zarr",
                   world.entry.parent / "waves.stats.zarr"):
-        run = _earthsim("check", tmp_path / store, cwd=tmp_path)
-        assert run.returncode == 0 and "whole, readable" in run.stdout, (store, run.stdout[-2000:], run.stderr[-2000:])
+        status = main(["check", str(tmp_path / store)])  # in this process: the command's exit status and output
+        out = capsys.readouterr()
+        assert status == 0 and "whole, readable" in out.out, (store, out.out[-2000:], out.err[-2000:])
 
 
 def _break_metadata(store: Path, relative: str, text: str | None) -> Path:
