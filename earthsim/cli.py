@@ -19,10 +19,8 @@ def _parser(subparsers, name: str, help_text: str, examples: str) -> argparse.Ar
     )
 
 
-def _add_simulate(subparsers) -> None:
-    from earthsim import config
-    from earthsim.sim import SOLVERS
-
+def _add_simulate(subparsers, solvers: bool = True) -> None:
+    """``simulate``; its per-solver options (which import the solvers, and torch with them) only if ``solvers``."""
     parser = _parser(subparsers, "simulate", "Run a physics solver or the Moving MNIST generator and write its frames to a Zarr v3 store.", """
         earthsim simulate navier-stokes --out data/kolmogorov.zarr --trajectories 4 --frames 20
         earthsim simulate navier-stokes --flow decaying --resolution 128 --save-resolutions 64 32 --out data/decay.zarr
@@ -31,15 +29,20 @@ def _add_simulate(subparsers) -> None:
     """)
     parser.add_argument("--entry", help="make the store of this solver-backed catalog entry")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    solvers = parser.add_subparsers(dest="solver", metavar="SOLVER")
+    parser.set_defaults(run=_run_simulate)
+    if not solvers:
+        return
+    from earthsim import config
+    from earthsim.sim import SOLVERS
+
+    names = parser.add_subparsers(dest="solver", metavar="SOLVER")
     for name, (config_cls, _) in SOLVERS.items():
-        sub = _parser(solvers, name, (config_cls.__doc__ or name).strip().splitlines()[0], f"""
+        sub = _parser(names, name, (config_cls.__doc__ or name).strip().splitlines()[0], f"""
             earthsim simulate {name} --out data/{name}.zarr
         """)
         sub.add_argument("--out", required=True, help="path of the Zarr store to write")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing store")
         config.add_arguments(sub, config_cls)
-    parser.set_defaults(run=_run_simulate)
 
 
 def _run_simulate(args) -> int:
@@ -332,15 +335,18 @@ def _run_demo(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; given the ``command`` about to run, without the solver options of ``simulate``
+    unless it is that command (they import torch: every other command starts faster)."""
     parser = argparse.ArgumentParser(
         prog="earthsim", description="Learning emulators of spatiotemporal physics and weather.",
         epilog="Run `earthsim SUBCOMMAND --help` for each subcommand's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"earthsim {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_simulate, _add_ingest, _add_catalog, _add_stats, _add_train, _add_refine, _add_forecast,
-                _add_score, _add_check, _add_demo):
+    _add_simulate(subparsers, solvers=command in (None, "simulate"))
+    for add in (_add_ingest, _add_catalog, _add_stats, _add_train, _add_refine, _add_forecast, _add_score, _add_check,
+                _add_demo):
         add(subparsers)
     return parser
 
@@ -395,7 +401,8 @@ def _worker_error(error: BaseException, earthsim_only: bool = True) -> str | Non
 def main(argv: list[str] | None = None) -> int:
     from earthsim.errors import EarthsimError, reason
 
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
