@@ -28,6 +28,23 @@ def _entry(tmp_path: Path, name: str, ds: xr.Dataset, kind: str, splits: dict, t
                                                grid=grid, time=time, splits=splits, **extra))
 
 
+def _weather_entry(tmp_path: Path, name: str, ds: xr.Dataset, train_stop: str, validation_stop: str
+                   ) -> catalog.DatasetEntry:
+    """:func:`_entry` of a weather ``ds``, its time axis, grid and levels read from ``ds``: train from the first
+    time to ``train_stop``, validation from the next step to ``validation_stop``, test from the next step on."""
+    times = pd.DatetimeIndex(ds.time.values)
+    step = times[1] - times[0]
+    stamp = lambda t: pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M")  # noqa: E731
+    axis = lambda c: {"start": float(ds[c][0]), "stop": float(ds[c][-1]), "size": ds.sizes[c]}  # noqa: E731
+    levels = {"levels": ds.level.values.tolist()} if "level" in ds.coords else {}
+    return _entry(tmp_path, name, ds, "weather",
+                  splits={"train": {"start": stamp(times[0]), "stop": train_stop},
+                          "validation": {"start": stamp(pd.Timestamp(train_stop) + step), "stop": validation_stop},
+                          "test": {"start": stamp(pd.Timestamp(validation_stop) + step), "stop": stamp(times[-1])}},
+                  time={"start": stamp(times[0]), "stop": stamp(times[-1]), "step": f"{step // pd.Timedelta('1h')}h"},
+                  grid={"latitude": axis("latitude"), "longitude": axis("longitude")}, **levels)
+
+
 def _fluid(tmp_path, name="fluid", trajectories=5, frames=7):
     """Trajectories offset by 1000 each, so a difference across trajectories would be huge."""
     rng = np.random.default_rng(0)
@@ -205,14 +222,7 @@ def test_climatology_equals_brute_force_circular_window_over_years(tmp_path):
          "t2m": (("time", "latitude", "longitude"), t[:, 0] + 15)},
         coords={"time": times, "level": [500, 850], "latitude": [40.0, 50.0], "longitude": [0.0, 10.0, 20.0]},
     )
-    entry = _entry(tmp_path, "years", ds, "weather",
-                   splits={"train": {"start": "2019-01-01T00:00", "stop": "2020-12-31T12:00"},
-                           "validation": {"start": "2021-01-01T00:00", "stop": "2021-06-30T12:00"},
-                           "test": {"start": "2021-07-01T00:00", "stop": "2021-12-31T12:00"}},
-                   time={"start": "2019-01-01T00:00", "stop": "2021-12-31T12:00", "step": "12h"},
-                   grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 2},
-                         "longitude": {"start": 0.0, "stop": 20.0, "size": 3}},
-                   levels=[500, 850])
+    entry = _weather_entry(tmp_path, "years", ds, "2020-12-31T12:00", "2021-06-30T12:00")
     window = 31
     stats.compute_climatology(entry, progress=False, window_days=window)
     clim = stats.load_climatology(entry)
@@ -359,13 +369,7 @@ def test_an_infinite_value_is_refused_by_the_climatology(tmp_path):
     t[3, 1, 2] = -np.inf
     ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), t)},
                     coords={"time": times, "latitude": [40.0, 50.0], "longitude": [0.0, 10.0, 20.0]})
-    entry = _entry(tmp_path, "inf", ds, "weather",
-                   splits={"train": {"start": "2020-01-01T00:00", "stop": "2020-01-06T18:00"},
-                           "validation": {"start": "2020-01-07T00:00", "stop": "2020-01-08T18:00"},
-                           "test": {"start": "2020-01-09T00:00", "stop": "2020-01-10T18:00"}},
-                   time={"start": "2020-01-01T00:00", "stop": "2020-01-10T18:00", "step": "6h"},
-                   grid={"latitude": {"start": 40.0, "stop": 50.0, "size": 2},
-                         "longitude": {"start": 0.0, "stop": 20.0, "size": 3}})
+    entry = _weather_entry(tmp_path, "inf", ds, "2020-01-06T18:00", "2020-01-08T18:00")
     with pytest.raises(ValidationError, match=r"variable 't2m' holds 1 infinite value\(s\) in split 'train'"):
         stats.compute_climatology(entry, progress=False)
     assert not Path(entry.climatology).exists()
@@ -387,13 +391,7 @@ def test_a_climatology_in_tiles_of_part_of_a_row_equals_one_in_whole_fields(tmp_
     samples = int(np.sum(times <= "2020-05-31T18:00"))
     for tile_bytes in (10**9, samples * 6 * 4 * 2, samples * 4 * 4):  # whole field, 2 rows, 4 points of a row
         monkeypatch.setattr(stats, "CLIMATOLOGY_TILE_BYTES", tile_bytes)
-        entry = _entry(tmp_path / str(tile_bytes), "tiles", ds, "weather",
-                       splits={"train": {"start": "2019-06-01T00:00", "stop": "2020-05-31T18:00"},
-                               "validation": {"start": "2020-06-01T00:00", "stop": "2020-06-30T18:00"},
-                               "test": {"start": "2020-07-01T00:00", "stop": "2020-07-31T18:00"}},
-                       time={"start": "2019-06-01T00:00", "stop": "2020-07-31T18:00", "step": "6h"},
-                       grid={"latitude": {"start": 30.0, "stop": 60.0, "size": 4},
-                             "longitude": {"start": 0.0, "stop": 50.0, "size": 6}}, levels=[500, 850])
+        entry = _weather_entry(tmp_path / str(tile_bytes), "tiles", ds, "2020-05-31T18:00", "2020-06-30T18:00")
         stats.compute_climatology(entry, progress=False)
         results.append(stats.load_climatology(entry)["t"].load())
     assert stats.climatology_tile(samples, 4, 6) == (1, 4)  # the last: part of a row
