@@ -189,6 +189,28 @@ def test_perfect_forecast_and_persistence(tmp_path):
         assert card["rmse"].sel(model="persistence", variable="z500").values[lead] > 100
 
 
+def test_the_scorecard_does_not_depend_on_the_order_a_file_system_lists_arrays(tmp_path, monkeypatch):
+    """Stores are unconsolidated, so Zarr lists their arrays in directory order, which differs between file
+    systems: the scorecard's variables come in the same order whatever that order is."""
+    from zarr.storage import LocalStore
+
+    truth_yaml, truth = _weather_truth(tmp_path)
+    forecast = _write(tmp_path, "persistence", _forecast(truth, 4, 3, lambda v, s, rng: s))
+    listed = LocalStore.list_dir
+    cards = {}
+    for order in ("forward", "reversed"):
+        async def list_dir(self, prefix, reverse=order == "reversed"):
+            keys = sorted([key async for key in listed(self, prefix)], reverse=reverse)
+            for key in keys:
+                yield key
+        monkeypatch.setattr(LocalStore, "list_dir", list_dir)
+        raw = xr.open_zarr(tmp_path / "persistence.zarr", consolidated=False)
+        assert list(raw.data_vars) == (["z", "t2m"] if order == "reversed" else ["t2m", "z"])  # the patch bites
+        cards[order] = evaluate([forecast], truth_yaml, progress=False).scorecard
+    assert cards["forward"].variable.values.tolist() == ["t2m", "z500", "z850"]
+    xr.testing.assert_identical(cards["forward"], cards["reversed"])
+
+
 def test_ensemble_crps_and_spread_skill_against_brute_force(tmp_path):
     truth_yaml, truth = _weather_truth(tmp_path, n_times=10)
     inits, leads, members = 6, 3, 5

@@ -91,7 +91,7 @@ def check_store(path: str | os.PathLike) -> StoreReport:
         where = f"{path}/{group_path}" if group_path else path
         try:
             statuses = chunk_status(path, group_path or None)
-            arrays = dict(group.arrays())
+            arrays = dict(sorted(group.arrays(), key=lambda item: item[0]))  # not directory order
         except Exception as error:  # metadata zarr cannot make sense of (valid JSON, invalid Zarr)
             raise EarthsimError(f"{where}: the metadata of its arrays cannot be read ({reason(error)})") from None
         problems += _coordinate_problems(where, group_path, arrays)
@@ -141,7 +141,7 @@ def _groups(root, path: str):
     """``(path, group)`` for the root and every group below it."""
     yield "", root
     try:
-        groups = list(root.groups())
+        groups = sorted(root.groups(), key=lambda item: item[0])  # not directory order
     except Exception as error:  # metadata zarr cannot make sense of
         raise EarthsimError(f"{path}: the metadata of its groups cannot be read ({reason(error)})") from None
     for name, group in groups:

@@ -418,11 +418,15 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 def open_zarr(path: str | os.PathLike, group: str | None = None, dask: bool = True) -> xr.Dataset:
     """Open a Zarr store lazily from a local path or an fsspec URL: dask-backed, or (``dask=False``) as lazily
-    indexed arrays that read just the region selected, into one array, when their values are asked for."""
+    indexed arrays that read just the region selected, into one array, when their values are asked for.
+
+    Data variables come in name order: an unconsolidated store lists its arrays in the file system's directory
+    order, which differs between file systems, and scorecards, reports and channel lists must not."""
     if not is_url(path) and not Path(path).exists():
         raise EarthsimError(f"no Zarr store at {path}")
     try:
-        return xr.open_zarr(str(path), group=group, consolidated=False, chunks={} if dask else None)
+        ds = xr.open_zarr(str(path), group=group, consolidated=False, chunks={} if dask else None)
+        return ds[sorted(ds.data_vars)]
     except Exception as error:  # zarr and xarray raise many types for what is not a readable store
         where = f"{path}" + (f" (group {group!r})" if group else "")
         raise EarthsimError(f"{where}: not a readable Zarr store ({type(error).__name__}: {error})") from None
