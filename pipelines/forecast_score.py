@@ -18,13 +18,11 @@ from pathlib import Path
 from earthsim.data.cluster import run_tasks
 from earthsim.data.store import is_complete
 from earthsim.errors import EarthsimError
-from earthsim.forecast import climatology_forecast, persistence, run_forecast, solver_baseline
-from earthsim.forecast.command import BASELINES
+from earthsim.forecast import run_forecast
+from earthsim.forecast.command import BASELINES, baseline_writer
 from earthsim.score import markdown_table, score
 from earthsim.score.align import parse_forecast
 from pipelines import job_parser, run_job
-
-WRITERS = dict(zip(BASELINES, (persistence, climatology_forecast, solver_baseline)))
 
 
 def _forecast_then_score(args) -> str:
@@ -42,7 +40,7 @@ def _forecast_then_score(args) -> str:
     lead = {} if args.lead_stride is None else {"lead_stride": args.lead_stride}
     tasks = ([dict(make=run_forecast, checkpoint=path, out=stores[name], mode=args.mode, **lead, **common)
               for name, path in models]
-             + [dict(make=WRITERS[name], out=stores[name], **lead, **common) for name in args.baseline])
+             + [dict(make=baseline_writer(name), out=stores[name], **lead, **common) for name in args.baseline])
     kept = sum(path.exists() and is_complete(path) for path in stores.values())
     print(f"{kept} of {len(tasks)} forecasts already written (kept if of the same request)", file=sys.stderr)
     run_tasks(forecast, [(task,) for task in tasks], progress=args.progress, description="forecasts")
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help="catalog entry the models forecast and are scored on")
     parser.add_argument("--split", default="test", help="split whose initial times are forecast (default test)")
     parser.add_argument("--steps", type=int, required=True, help="forecast steps from each initial time")
-    parser.add_argument("--baseline", action="append", default=[], choices=BASELINES,
+    parser.add_argument("--baseline", action="append", default=[], choices=list(BASELINES),
                         help="also forecast this baseline (repeatable)")
     parser.add_argument("--mode", choices=("iterative", "direct"),
                         help="models: as earthsim forecast --mode (default: direct for a lead-conditioned model "

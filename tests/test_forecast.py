@@ -523,3 +523,10 @@ def test_finite_volume_baseline_gains_accuracy_with_resolution_and_scores_on_the
     with pytest.raises(ValidationError, match="multiple of 32"):
         solver_baseline(entry, "test", steps=2, out=tmp_path / "bad.zarr", progress=False, resolution=48)
     assert not (tmp_path / "bad.zarr").exists()
+    # the command line reaches the same writer with the solver's own options
+    from earthsim.cli import main
+
+    assert main(["forecast", "--baseline", "solver", "--solver-resolution", "64", "--dataset", entry, "--steps", "4",
+                 "--out", str(tmp_path / "cli.zarr")]) == 0
+    cli = xr.open_zarr(tmp_path / "cli.zarr", consolidated=False).load()
+    xr.testing.assert_identical(cli.drop_attrs(), runs[64].drop_attrs())
