@@ -16,7 +16,10 @@ the choices inside earthsim that the speed comes from. ``--family`` picks sectio
   backward, at lengths 100 to 1000.
 
 Each training-step figure comes from a fresh process (so that peak resident memory is its own, interpreter and
-PyTorch included, ~0.4 GB): the median step after warm-up, fp32, on ``--threads`` CPU threads. References are
+PyTorch included, ~0.4 GB): the median step after warm-up, fp32, on ``--threads`` CPU threads. Beside it the
+physical limit: the step's matrix-multiply and convolution FLOPs (forward and backward, counted by
+``torch.utils.flop_counter``) at this machine's best float32 matrix-multiply rate, the time a step could not go
+below whatever else it saved. References are
 checkouts given as ``--reference NAME=PATH`` (never committed): ``climax`` (imports timm 0.6.x), ``predformer``
 (imports einops and timm; its model files are loaded by path, with empty stand-ins for the profiling imports
 their forward never uses: ``openstl.utils``, ``fvcore.nn``).
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from report import add_json_argument, publish
 
@@ -119,8 +123,27 @@ def _timed_steps(case: str, which: str, config: dict, steps: int, warmup: int, t
         optimizer.step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return {"seconds_per_step": statistics.median(times), "peak_rss_mb": resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024, "parameters": sum(p.numel() for p in model.parameters())}
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with FlopCounterMode(display=False) as counter:
+        loss_of().backward()
+    flops, rate = counter.get_total_flops(), _matmul_flops_per_second()
+    return {"seconds_per_step": statistics.median(times), "peak_rss_mb": peak_rss_mb,
+            "parameters": sum(p.numel() for p in model.parameters()), "gflop_per_step": flops / 1e9,
+            "matmul_gflop_per_s": rate / 1e9, "floor_seconds": flops / rate}
+
+
+def _matmul_flops_per_second() -> float:
+    """This machine's float32 matrix-multiply rate on the threads set: the best of a few large square products, so
+    that FLOPs over it bound a step's time from below."""
+    best = 0.0
+    for size in (1024, 2048):
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        a @ b  # warm-up
+        start, repeats = time.perf_counter(), 5
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start))
+    return best
 
 
 def _in_process(*args) -> dict:
@@ -376,15 +399,20 @@ FAMILIES = {"climax": _climax, "predformer": _predformer, "convs5": _convs5}
 # -- report --------------------------------------------------------------------------------------------------------
 
 def _step_table(title: str, rows: list[dict], target: float) -> list[str]:
-    lines = [title, "", "| config | batch | parameters | earthsim s/step | reference s/step | ratio | earthsim peak RSS (MB) "
-             "| reference peak RSS (MB) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [title, "", "| config | batch | parameters | earthsim s/step | reference s/step | ratio | GFLOP/step | "
+             "floor s/step | floor / reference | earthsim peak RSS (MB) | reference peak RSS (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         ours, ref = r["earthsim"], r.get("reference")
         head = f"| {r['config']} | {r['batch']} | {ours['parameters']:,} | {ours['seconds_per_step']:.3f} | "
-        lines.append(head + (f"{ref['seconds_per_step']:.3f} | **{r['time_ratio']:.2f}** | {ours['peak_rss_mb']:.0f} | "
+        floor = f"{ours['gflop_per_step']:.1f} | {ours['floor_seconds']:.3f} | "
+        lines.append(head + (f"{ref['seconds_per_step']:.3f} | **{r['time_ratio']:.2f}** | {floor}"
+                             f"{ours['floor_seconds'] / ref['seconds_per_step']:.2f} | {ours['peak_rss_mb']:.0f} | "
                              f"{ref['peak_rss_mb']:.0f} |" if ref else
-                             f"(no --reference) | | {ours['peak_rss_mb']:.0f} | |"))
-    return lines + ["", f"target: earthsim / reference step time <= {target}", ""]
+                             f"(no --reference) | | {floor} | {ours['peak_rss_mb']:.0f} | |"))
+    rate = rows[0]["earthsim"]["matmul_gflop_per_s"] if rows else float("nan")
+    return lines + ["", f"target: earthsim / reference step time <= {target}; floor: the step's matrix-multiply and "
+                    f"convolution FLOPs at this machine's best float32 matrix-multiply rate ({rate:.0f} GFLOP/s)", ""]
 
 
 def markdown(result: dict) -> str:
@@ -408,13 +436,16 @@ def markdown(result: dict) -> str:
         convs5 = result["convs5"]
         lines += [f"ConvS5 against ConvLSTM on the same encoder and decoder (64 x 64 frames, batch 2, fp32, {threads} "
                   f"threads): teacher-forced training step over a sequence", "",
-                  "| frames | ConvS5 s/step | ConvLSTM s/step | ratio | ConvS5 params | ConvLSTM params | "
+                  "| frames | ConvS5 s/step | ConvLSTM s/step | ratio | ConvS5 GFLOP | ConvLSTM GFLOP | "
+                  "ConvS5 floor s | ConvS5 floor / ConvLSTM | ConvS5 params | ConvLSTM params | "
                   "ConvS5 peak RSS (MB) | ConvLSTM peak RSS (MB) |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in convs5["training"]:
             s5, lstm = r["convs5"], r["convlstm"]
             lines.append(f"| {r['frames']} | {s5['seconds_per_step']:.3f} | {lstm['seconds_per_step']:.3f} | "
-                         f"**{r['time_ratio']:.2f}** | {s5['parameters']:,} | {lstm['parameters']:,} | "
+                         f"**{r['time_ratio']:.2f}** | {s5['gflop_per_step']:.1f} | {lstm['gflop_per_step']:.1f} | "
+                         f"{s5['floor_seconds']:.3f} | {s5['floor_seconds'] / lstm['seconds_per_step']:.2f} | "
+                         f"{s5['parameters']:,} | {lstm['parameters']:,} | "
                          f"{s5['peak_rss_mb']:.0f} | {lstm['peak_rss_mb']:.0f} |")
         lines += ["", f"target: ConvS5 / ConvLSTM <= {convs5['target_time_ratio']:.2f} from 100 frames", "",
                   f"Generation, seconds per frame after a {convs5['context']}-frame context, its digest left out "
