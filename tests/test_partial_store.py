@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from earthsim.data.store import PartialStore, is_complete, mark_complete, provenance, write_region
+from earthsim.data.store import PartialStore, is_complete, mark_complete, open_zarr, provenance, write_region
 from earthsim.errors import EarthsimError
 
 
@@ -74,3 +74,12 @@ def test_a_store_killed_after_dropping_its_flags_is_finished_by_the_next_run(tmp
     with pytest.raises(EarthsimError, match="flags were dropped"):
         again.flags()  # its reported values are gone: callers check `complete` first
     assert again.finish() == tmp_path / "out.zarr"
+
+
+def test_open_zarr_orders_variables_by_name_and_keeps_every_coordinate(tmp_path):
+    ds = xr.Dataset({"z": ("time", np.arange(3.0)), "a": ("time", np.ones(3))},
+                    coords={"time": [0.0, 1.0, 2.0], "level": ("level", [500.0, 850.0])}, attrs={"title": "t"})
+    ds.to_zarr(tmp_path / "s.zarr", consolidated=False)
+    opened = open_zarr(tmp_path / "s.zarr")
+    assert list(opened.data_vars) == ["a", "z"]
+    xr.testing.assert_identical(opened.load(), ds)  # a coordinate no variable uses (level) and the attributes stay

@@ -420,13 +420,14 @@ def open_zarr(path: str | os.PathLike, group: str | None = None, dask: bool = Tr
     """Open a Zarr store lazily from a local path or an fsspec URL: dask-backed, or (``dask=False``) as lazily
     indexed arrays that read just the region selected, into one array, when their values are asked for.
 
-    Data variables come in name order: an unconsolidated store lists its arrays in the file system's directory
-    order, which differs between file systems, and scorecards, reports and channel lists must not."""
+    Data variables come in name order: Zarr lists an unconsolidated store's arrays in the order its directory
+    listing and concurrent metadata reads return them, which differs between file systems and runs, and scorecards
+    and reports must not."""
     if not is_url(path) and not Path(path).exists():
         raise EarthsimError(f"no Zarr store at {path}")
     try:
         ds = xr.open_zarr(str(path), group=group, consolidated=False, chunks={} if dask else None)
-        return ds[sorted(ds.data_vars)]
+        return ds[sorted(ds.data_vars)].assign_coords(ds.coords)  # coordinates no data variable uses stay too
     except Exception as error:  # zarr and xarray raise many types for what is not a readable store
         where = f"{path}" + (f" (group {group!r})" if group else "")
         raise EarthsimError(f"{where}: not a readable Zarr store ({type(error).__name__}: {error})") from None
