@@ -523,10 +523,20 @@ def test_finite_volume_baseline_gains_accuracy_with_resolution_and_scores_on_the
     with pytest.raises(ValidationError, match="multiple of 32"):
         solver_baseline(entry, "test", steps=2, out=tmp_path / "bad.zarr", progress=False, resolution=48)
     assert not (tmp_path / "bad.zarr").exists()
-    # the command line reaches the same writer with the solver's own options
-    from earthsim.cli import main
 
-    assert main(["forecast", "--baseline", "solver", "--solver-resolution", "64", "--dataset", entry, "--steps", "4",
-                 "--out", str(tmp_path / "cli.zarr")]) == 0
-    cli = xr.open_zarr(tmp_path / "cli.zarr", consolidated=False).load()
-    xr.testing.assert_identical(cli.drop_attrs(), runs[64].drop_attrs())
+
+def test_the_command_line_writes_each_baseline_as_the_library_does(staggered, tmp_path):
+    """earthsim forecast --baseline NAME reaches the writer of that name, with the solver's own options."""
+    from earthsim.cli import main
+    from earthsim.forecast.command import BASELINES, baseline_writer
+
+    assert {name: baseline_writer(name).__name__ for name in BASELINES} == BASELINES
+    entry = str(staggered / "fv32.yaml")
+    for name, options in (("persistence", {}), ("solver", {"resolution": 64})):
+        library = baseline_writer(name)(entry, "test", steps=2, out=tmp_path / f"{name}.zarr", progress=False,
+                                        **options)
+        extra = ["--solver-resolution", "64"] if options else []
+        assert main(["forecast", "--baseline", name, *extra, "--dataset", entry, "--steps", "2",
+                     "--out", str(tmp_path / f"cli-{name}.zarr")]) == 0
+        cli, ours = (xr.open_zarr(path, consolidated=False).load() for path in (tmp_path / f"cli-{name}.zarr", library))
+        xr.testing.assert_identical(cli.drop_attrs(), ours.drop_attrs())
