@@ -38,9 +38,11 @@ def _forecast_then_score(args) -> str:
     stores = {name: out / "forecasts" / f"{name}.zarr" for name in names}
     common = dict(dataset=args.dataset, split=args.split, steps=args.steps, overwrite=args.overwrite)
     lead = {} if args.lead_stride is None else {"lead_stride": args.lead_stride}
-    tasks = ([dict(make=run_forecast, checkpoint=path, out=stores[name], mode=args.mode, **lead, **common)
-              for name, path in models]
-             + [dict(make=baseline_writer(name), out=stores[name], **lead, **common) for name in args.baseline])
+    solver = {"device": args.device, "resolution": args.solver_resolution}
+    tasks = ([dict(make=run_forecast, checkpoint=path, out=stores[name], mode=args.mode, device=args.device, **lead,
+                   **common) for name, path in models]
+             + [dict(make=baseline_writer(name), out=stores[name], **(solver if name == "solver" else {}), **lead,
+                     **common) for name in args.baseline])
     kept = sum(path.exists() and is_complete(path) for path in stores.values())
     print(f"{kept} of {len(tasks)} forecasts already written (kept if of the same request)", file=sys.stderr)
     run_tasks(forecast, [(task,) for task in tasks], progress=args.progress, description="forecasts")
@@ -71,12 +73,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="models: as earthsim forecast --mode (default: direct for a lead-conditioned model "
                              "trained at several leads, else iterative)")
     parser.add_argument("--lead-stride", type=int, help="store frames between forecast frames, for every forecast")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of each forecast task's models and solver baseline (cpu, cuda, ...)")
+    parser.add_argument("--solver-resolution", type=int,
+                        help="--baseline solver: as earthsim forecast --solver-resolution (default: the dataset's)")
     parser.add_argument("--out", required=True, help="folder for forecasts/ and scores/")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT/scores, and forecasts of another request, if they exist")
     args = parser.parse_args(argv)
     if not args.models and not args.baseline:
         parser.error("give at least one model or --baseline")
+    if args.solver_resolution is not None and "solver" not in args.baseline:
+        parser.error("--solver-resolution applies to --baseline solver")
     return run_job("forecast_score", args, _forecast_then_score)
 
 

@@ -3,6 +3,7 @@ library's forecasts and score made here; run again, it keeps the forecasts alrea
 
 from __future__ import annotations
 
+import pytest
 import torch
 import xarray as xr
 
@@ -64,3 +65,35 @@ def test_a_kept_forecast_of_another_request_is_refused(catalog_folder, tmp_path,
     assert forecast_score.main([*argv, "--steps", "2"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("pipelines.forecast_score: error:") and "steps: 3 there, 2 now" in error
+
+
+def test_the_solver_baseline_takes_its_resolution_and_device(catalog_folder, tmp_path, scheduler):
+    """--solver-resolution and --device reach the solver baseline as they do in earthsim forecast."""
+    import math
+
+    import yaml
+
+    from earthsim.forecast import solver_baseline
+    from earthsim.sim.navier_stokes import NavierStokesConfig, simulate_navier_stokes
+
+    store = tmp_path / "stores" / "fv.zarr"
+    simulate_navier_stokes(NavierStokesConfig(resolution=64, save_resolutions=(64, 32), staggered=True, trajectories=2,
+                                              frames=4, save_interval=0.1, spinup_time=0.2, batch_size=2,
+                                              max_velocity=3.0), store, progress=False)
+    entry = tmp_path / "fv32.yaml"
+    entry.write_text(yaml.safe_dump({
+        "name": "fv32", "kind": "fluid", "description": "staggered test flow", "licence": "test", "provenance": "tests",
+        "store": str(store), "group": "32", "statistics": str(tmp_path / "stores" / "fv32.stats.zarr"),
+        "variables": {name: {"units": "1"} for name in ("u", "v", "vorticity")},
+        "grid": {"x": 32, "y": 32, "length": 2 * math.pi}, "time": {"step": 0.1, "units": "solver time units"},
+        "splits": {"train": {"trajectory": [0, 1]}, "test": {"trajectory": [1, 2]}}}))
+    argv = ["--baseline", "solver", "--solver-resolution", "64", "--device", "cpu", "--dataset", str(entry),
+            "--steps", "2", "--out", str(tmp_path / "batch"), "--scheduler", scheduler, "--no-progress"]
+    assert forecast_score.main(argv) == 0
+    job = xr.open_zarr(tmp_path / "batch" / "forecasts" / "solver.zarr", consolidated=False).load()
+    here = solver_baseline(str(entry), "test", steps=2, out=tmp_path / "here.zarr", progress=False, resolution=64)
+    xr.testing.assert_identical(job.drop_attrs(), xr.open_zarr(here, consolidated=False).load().drop_attrs())
+    assert job.attrs["provenance"]["config"]["resolution"] == 64
+    with pytest.raises(SystemExit) as refused:
+        forecast_score.main(["--baseline", "persistence", "--solver-resolution", "64", *argv[4:]])
+    assert refused.value.code == 2
