@@ -475,7 +475,7 @@ def _references(items: list[str]) -> dict:
     return references
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the smallest configurations, fewest steps")
     parser.add_argument("--family", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
@@ -485,7 +485,7 @@ def main() -> None:
                              "committed)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per model (default 2)")
     add_json_argument(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     references = _references(args.reference)
     result = {"threads": args.threads}
     for family in args.family:
