@@ -4,8 +4,7 @@ xarray + dask's own equivalents, on the same cluster and store.
 The pipeline jobs ``python -m pipelines.statistics NAME`` and ``python -m pipelines.climatology NAME`` call
 ``earthsim.data.stats.compute_statistics`` and ``compute_climatology`` while a ``dask.distributed.Client`` is
 active, so that dask computes on the cluster. This runs exactly that: each job's ``main(argv)`` with
-``--scheduler`` naming the benchmark's cluster (``--overwrite --no-progress``); where a job module does not
-exist, the library function under a Client of the cluster, as the job would.
+``--scheduler`` naming the benchmark's cluster (``--overwrite --no-progress``).
 
 The store is weather-like: 6-hourly frames from 2000-01-01 (a leap year) over ``--days`` days (default 731,
 two years; ``--quick`` 90), variables z, t, u on 7 pressure levels and t2m at the surface (``--quick``: z and t

@@ -1,6 +1,6 @@
 """A batch forecast run on a dask cluster: forecast one dataset split with many trained models (run folders or
 exported model.pt files) and baselines, each forecast an independent task, then score them all in one scorecard
-(earthsim.forecast, earthsim.score).
+(earthsim.forecast.batch.forecast_and_score).
 
     python -m pipelines.forecast_score runs/kolmogorov-fno tsm=runs/tsm-4ep --dataset kolmogorov-64 --steps 10 \\
         --baseline persistence --out runs/batch
@@ -15,50 +15,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from earthsim.data.cluster import run_tasks
-from earthsim.data.store import is_complete
-from earthsim.errors import EarthsimError
-from earthsim.forecast import run_forecast
-from earthsim.forecast.command import BASELINES, baseline_writer
-from earthsim.score import markdown_table, score
-from earthsim.score.align import parse_forecast
+from earthsim.forecast.command import BASELINES
 from pipelines import job_parser, run_job
 
 
 def _forecast_then_score(args) -> str:
-    out = Path(args.out)
-    models = [parse_forecast(a) for a in args.models]
-    names = [name for name, _ in models] + list(args.baseline)
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise EarthsimError(f"forecast names {repeated} are given twice; name them NAME=PATH")
-    scores = out / "scores"
-    if scores.exists() and not args.overwrite:
-        raise EarthsimError(f"{scores} already exists; remove it or pass --overwrite")
-    stores = {name: out / "forecasts" / f"{name}.zarr" for name in names}
-    common = dict(dataset=args.dataset, split=args.split, steps=args.steps, overwrite=args.overwrite)
-    lead = {} if args.lead_stride is None else {"lead_stride": args.lead_stride}
-    solver = {"device": args.device, "resolution": args.solver_resolution}
-    tasks = ([dict(make=run_forecast, checkpoint=path, out=stores[name], mode=args.mode, device=args.device, **lead,
-                   **common) for name, path in models]
-             + [dict(make=baseline_writer(name), out=stores[name], **(solver if name == "solver" else {}), **lead,
-                     **common) for name in args.baseline])
-    kept = sum(path.exists() and is_complete(path) for path in stores.values())
-    print(f"{kept} of {len(tasks)} forecasts already written (kept if of the same request)", file=sys.stderr)
-    run_tasks(forecast, [(task,) for task in tasks], progress=args.progress, description="forecasts")
-    card = score([f"{name}={path}" for name, path in stores.items()], args.dataset, scores, progress=args.progress)
+    from earthsim.forecast.batch import forecast_and_score
+    from earthsim.score import markdown_table
+
+    card = forecast_and_score(args.models, args.baseline, args.dataset, args.steps, args.out, split=args.split,
+                              mode=args.mode, lead_stride=args.lead_stride, device=args.device,
+                              solver_resolution=args.solver_resolution, overwrite=args.overwrite,
+                              progress=args.progress)
     print(markdown_table(card))
-    return str(scores)
-
-
-def forecast(task: dict) -> str:
-    """One forecast store, a task for a worker: ``task["make"]`` (a model's run_forecast, with its
-    ``checkpoint``, or a baseline) called with the rest, keeping a complete store of the same request."""
-    task = dict(task)
-    make, checkpoint = task.pop("make"), task.pop("checkpoint", None)
-    dataset, split = task.pop("dataset"), task.pop("split")
-    first = (checkpoint, dataset, split) if checkpoint is not None else (dataset, split)
-    return str(make(*first, progress=False, keep=True, **task))
+    return str(Path(args.out) / "scores")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.models and not args.baseline:
         parser.error("give at least one model or --baseline")
-    if args.solver_resolution is not None and "solver" not in args.baseline:
-        parser.error("--solver-resolution applies to --baseline solver")
     return run_job("forecast_score", args, _forecast_then_score)
 
 

@@ -3,6 +3,7 @@
     >>> from earthsim.forecast import run_forecast, persistence
     >>> run_forecast("runs/kolmogorov-fno", "kolmogorov-64", "test", steps=20, out="fno.zarr")
     >>> persistence("kolmogorov-64", "test", steps=20, out="persistence.zarr")
+    >>> forecast_and_score(["runs/kolmogorov-fno"], ["persistence"], "kolmogorov-64", steps=20, out="runs/batch")
 
 Stores follow the WeatherBench 2 layout (see :mod:`earthsim.forecast.store`), so the scorer reads
 model forecasts and baselines alike. Every writer refuses an existing ``out`` unless ``overwrite``;
@@ -15,7 +16,7 @@ import importlib
 
 _EXPORTS = {
     "climatology_forecast": "baselines", "persistence": "baselines", "solver_baseline": "baselines",
-    "InitialConditions": "inputs", "run_forecast": "rollout",
+    "InitialConditions": "inputs", "run_forecast": "rollout", "forecast_and_score": "batch",
     "LEAD_DIM": "store", "forecast_template": "store",
 }
 
