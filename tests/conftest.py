@@ -11,6 +11,7 @@ import yaml
 
 from earthsim import catalog
 from earthsim.data.conventions import TIME_DIM
+from earthsim.sim.navier_stokes import stable_time_step
 
 #: The real samples the built-in catalog entries ingest, installed with the package.
 SAMPLE_DATA = catalog.SAMPLE_DATA
@@ -115,3 +116,37 @@ def limited_linear_interpolation():
             return value if tag == "u" else tvd_limit(field, move[1], advecting, value)
 
     return LimitedLinear()
+
+
+#: The learned solvers' data in tests (tests/test_tsm.py and the contract test): a Kolmogorov flow on a 16² staggered
+#: grid, frames one CFL step apart, as a store made by ``earthsim simulate navier-stokes --staggered`` records it.
+STAGGERED_N = 16
+STAGGERED_PHYSICS = {"flow": "kolmogorov", "viscosity": 1e-3, "drag": 0.1, "forcing_wavenumber": 4,
+                     "forcing_amplitude": 1.0, "domain_length": 2 * math.pi, "cfl_velocity": 7.0, "cfl_safety": 0.5,
+                     "staggered": True}
+STAGGERED_DT = stable_time_step(STAGGERED_N, STAGGERED_PHYSICS["cfl_velocity"], STAGGERED_PHYSICS["cfl_safety"])
+
+
+def staggered_spec(**physics):
+    """The DataSpec of a staggered store: u, v and vorticity in and out, no static field, ``physics`` changed."""
+    return small_spec(inputs=("u", "v", "vorticity"), shape=(STAGGERED_N, STAGGERED_N), time_step=STAGGERED_DT,
+                      physics={**STAGGERED_PHYSICS, **physics})
+
+
+def staggered_frames(frames: int, batch: int = 2, dtype=None, seed: int = 0):
+    """``frames`` frames [B, T, 3, N, N] (u, v, vorticity) of the linear finite-volume solver from a random flow
+    (``seed`` picks the flows)."""
+    import torch
+
+    from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, curl, face_averages
+    from earthsim.sim.navier_stokes import random_vorticity
+
+    n = STAGGERED_N
+    start = face_averages(torch.fft.rfft2(random_vorticity(range(batch), 64, seed, 4, 3), norm="forward"), 64, n)
+    solver = FiniteVolumeNavierStokes(n, 1e-3, STAGGERED_DT, drag=0.1, forcing_wavenumber=4, forcing_amplitude=1.0,
+                                      interpolation="linear")
+    out, state = [], start
+    for _ in range(frames):
+        out.append(torch.cat([state, curl(state)[:, None]], dim=1))
+        state = solver.step(state)
+    return torch.stack(out, dim=1).to(dtype or torch.float32)

@@ -1,9 +1,11 @@
 """The model contract, checked over every registered model: a new family joins these tests by registering.
 
-Each family is built from its ``example_config`` on a small data spec with three input channels,
-the first and last predicted and the middle one a forcing read from data, one static field and
-different statistics per channel (so that a channel taken for another shows), on the grid the
-family declares.
+Each family is built from its ``example_config`` on a small data spec on the grid the family declares
+(``example_grid``). On a box or latitude/longitude grid the spec has three input channels, the first and last
+predicted and the middle one a forcing read from data, one static field and different statistics per channel
+(so that a channel taken for another shows). A learned solver (the finite-volume solver inside) declares a
+staggered grid: its spec is a staggered store's (u, v and vorticity in and out, the flow's physics), its data the
+frames of a small Kolmogorov flow.
 """
 
 from __future__ import annotations
@@ -18,22 +20,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import small_spec
+from conftest import small_spec, staggered_frames, staggered_spec
 from earthsim.models import (MODELS, Batch, RecurrentModel, build_model, complete_frames, export_model, load_exported,
                              parallelize, rollout)
 
-# Learned solvers (the finite-volume solver inside) need a staggered velocity store, not this generic spec:
-# tests/test_tsm.py holds them to the same contract on one.
-FAMILIES = sorted(name for name in MODELS if MODELS[name].factory.example_grid != "staggered")
+FAMILIES = sorted(MODELS)
 BATCH = 4
 
 
 MEAN, STD = (1.0, -3.0, 5.0), (2.0, 0.5, 3.0)  # per input channel: a, forcing f, b
-OUTPUTS, FORCING = [0, 2], [1]
 
 
 def example_spec(name: str):
     grid = MODELS[name].factory.example_grid
+    if grid == "staggered":
+        return staggered_spec()
     return small_spec(inputs=("a", "f", "b"), outputs=("a", "b"), static=("s",), grid=grid,
                       shape=(8, 16) if grid == "latlon" else (16, 16), mean=MEAN, std=STD)
 
@@ -49,14 +50,28 @@ def example_model(name: str, seed: int = 0, **config):
     return build_model(name, {**MODELS[name].factory.example_config, **config}, example_spec(name))
 
 
-def example_data(model, frames: int = 4, batch: int = 2, seed: int = 1, dtype=torch.float32):
-    """Inputs ``x``, a static field and the forcing channel at ``frames`` predicted frames, in physical units."""
-    g = torch.Generator().manual_seed(seed)
+def example_frames(model, frames: int = 4, batch: int = 2, seed: int = 1, dtype=torch.float32):
+    """Inputs ``x`` ``[B, T_in, C_in, H, W]``, the ``frames`` input frames after them and the static fields (None
+    without any), in physical units: random fields, or a flow's frames on a staggered grid."""
     height, width = model.spec.shape
+    if not model.spec.static:
+        flow = staggered_frames(model.t_in + frames, batch, dtype, seed)
+        return flow[:, :model.t_in], flow[:, model.t_in:], None
+    g = torch.Generator().manual_seed(seed)
     x = _fields((batch, model.t_in, 3, height, width), g, dtype)
     static = torch.randn(1, height, width, generator=g, dtype=dtype)
-    forcings = _fields((batch, frames, 3, height, width), g, dtype)[:, :, FORCING]
-    return x, static, forcings
+    return x, _fields((batch, frames, 3, height, width), g, dtype), static
+
+
+def example_data(model, frames: int = 4, batch: int = 2, seed: int = 1, dtype=torch.float32):
+    """Inputs ``x``, the static fields and the forcing channels at ``frames`` predicted frames."""
+    x, future, static = example_frames(model, frames, batch, seed, dtype)
+    return x, static, future[:, :, model.spec.forcing_index]
+
+
+def with_residual(name: str) -> dict:
+    """``residual: True`` for a family whose config has it (a learned solver steps its solver instead)."""
+    return {"residual": True} if "residual" in MODELS[name].config_cls.__dataclass_fields__ else {}
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -64,7 +79,7 @@ def test_forward_predicts_the_output_channels(name):
     model = example_model(name)
     x, static, _ = example_data(model)
     out = model(x, static, torch.full((2,), 0.1))
-    assert out.shape == (2, model.t_out, len(OUTPUTS), *model.spec.shape)
+    assert out.shape == (2, model.t_out, len(model.spec.outputs), *model.spec.shape)
     assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
@@ -113,7 +128,7 @@ def test_rollout_feeds_back_predictions_and_reads_forcings_at_their_valid_times(
     """Against a loop written here: each call's input is the history of true inputs and predicted frames
     completed by the forcing at the same valid time (the last ``T_in`` frames, or all of them for a model
     that carries its state: the carried-state path equals the windowed path)."""
-    model = example_model(name, residual=True).double().eval()
+    model = example_model(name, **with_residual(name)).double().eval()
     x, static, forcings = example_data(model, dtype=torch.float64)
     recurrent = isinstance(model, RecurrentModel)
     with torch.no_grad():
@@ -127,6 +142,8 @@ def test_rollout_feeds_back_predictions_and_reads_forcings_at_their_valid_times(
         expected = torch.stack(expected[:4], dim=1)
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
+        if not model.spec.forcings:
+            return
         # The forcing at a frame's valid time is read for the frames after it, never for the frame itself.
         changed = forcings.clone()
         changed[:, 0] += 1.0
@@ -142,8 +159,7 @@ def test_rollout_feeds_back_predictions_and_reads_forcings_at_their_valid_times(
 @pytest.mark.parametrize("name", FAMILIES)
 def test_training_loss_reaches_every_parameter(name):
     model = example_model(name)
-    x, static, _ = example_data(model, batch=BATCH)
-    y = _fields((BATCH, 2 * model.t_out, 3, *model.spec.shape), torch.Generator().manual_seed(4))
+    x, y, static = example_frames(model, 2 * model.t_out, batch=BATCH, seed=4)
     loss = model.training_loss(Batch(x, y, torch.full((BATCH,), 0.1), static), 2, lambda p, t: ((p - t) ** 2).mean())
     loss.backward()
     assert loss.ndim == 0 and bool(torch.isfinite(loss))
@@ -160,8 +176,7 @@ STEPS, UNROLL, LR = 3, 2, 1e-2
 def _case(name: str, **config):
     """A model with fixed initial weights and a fixed global batch (targets with the forcing channel)."""
     model = example_model(name, **config)
-    x, static, _ = example_data(model, batch=BATCH, seed=2)
-    y = _fields((BATCH, UNROLL * model.t_out, 3, *model.spec.shape), torch.Generator().manual_seed(3))
+    x, y, static = example_frames(model, UNROLL * model.t_out, batch=BATCH, seed=2)
     return model, Batch(x, y, torch.full((BATCH,), 0.1), static)
 
 
@@ -249,8 +264,8 @@ def test_a_model_declaring_physical_units_sees_and_returns_physical_fields():
     spec = example_spec("fno")
     x = _fields((2, 1, 3, 16, 16), torch.Generator().manual_seed(0))
     static = torch.randn(1, 16, 16)
-    torch.testing.assert_close(PhysicalLast({}, spec)(x, static), x[:, :, OUTPUTS])
+    torch.testing.assert_close(PhysicalLast({}, spec)(x, static), x[:, :, spec.output_index])
     torch.testing.assert_close(seen[-1], x)
-    torch.testing.assert_close(Last({}, spec)(x, static), x[:, :, OUTPUTS], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(Last({}, spec)(x, static), x[:, :, spec.output_index], rtol=1e-6, atol=1e-5)
     mean, std = torch.tensor(MEAN).view(-1, 1, 1), torch.tensor(STD).view(-1, 1, 1)
     torch.testing.assert_close(seen[-1], (x - mean) / std)  # each channel by its own statistics

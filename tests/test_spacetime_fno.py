@@ -231,8 +231,6 @@ def test_refine_command_writes_a_refined_run_and_refuses_bad_windows(stores, tmp
     command refines a model trained on it, writes model.pt and refine.json, and refuses bad input with one line."""
     import json
 
-    import xarray as xr
-
     from earthsim import catalog
     from earthsim.cli import main
     from earthsim.data.stats import compute_statistics

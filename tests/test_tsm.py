@@ -1,40 +1,20 @@
 """Learned interpolation and TSM: HiPPO against its analytic fixed points, the untrained learned solver against the
-finite-volume solver it starts as, and the model contract on a staggered store's spec."""
-
-import math
+finite-volume solver it starts as, TSM's longer bundles through export and the unrolled loss, refusals, and the
+solver kept out of autocast (the rest of the model contract: tests/test_model_contract.py and tests/test_fsdp.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import limited_linear_interpolation, small_spec
+from conftest import STAGGERED_DT as DT
+from conftest import STAGGERED_N as N
+from conftest import STAGGERED_PHYSICS as PHYSICS
+from conftest import limited_linear_interpolation, small_spec, staggered_spec
+from conftest import staggered_frames as history
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model, export_model, load_exported, rollout
 from earthsim.models.tsm import HiPPO, hippo_matrices
 from earthsim.sim.finite_volume import FiniteVolumeNavierStokes, curl
-from earthsim.sim.navier_stokes import random_vorticity, stable_time_step
-from earthsim.sim.finite_volume import face_averages
-
-N = 16
-PHYSICS = {"flow": "kolmogorov", "viscosity": 1e-3, "drag": 0.1, "forcing_wavenumber": 4, "forcing_amplitude": 1.0,
-           "domain_length": 2 * math.pi, "cfl_velocity": 7.0, "cfl_safety": 0.5, "staggered": True}
-DT = stable_time_step(N, 7.0, 0.5)
-
-
-def staggered_spec(**physics):
-    return small_spec(inputs=("u", "v", "vorticity"), shape=(N, N), time_step=DT, physics={**PHYSICS, **physics})
-
-
-def history(frames: int, batch: int = 2, dtype=torch.float32) -> torch.Tensor:
-    """``frames`` frames [B, T, 3, N, N] (u, v, vorticity) of the linear finite-volume solver from a random flow."""
-    start = face_averages(torch.fft.rfft2(random_vorticity(range(batch), 64, 0, 4, 3), norm="forward"), 64, N)
-    solver = FiniteVolumeNavierStokes(N, 1e-3, DT, drag=0.1, forcing_wavenumber=4, forcing_amplitude=1.0,
-                                      interpolation="linear")
-    out, state = [], start
-    for _ in range(frames):
-        out.append(torch.cat([state, curl(state)[:, None]], dim=1))
-        state = solver.step(state)
-    return torch.stack(out, dim=1).to(dtype)
 
 
 @pytest.mark.parametrize("measure, fixed_point", [("lagt", lambda n: 2.0 * (-1.0) ** np.arange(n)),
@@ -142,31 +122,18 @@ def test_a_store_without_a_staggered_grid_or_velocity_is_refused_by_name():
         build_model("tsm", {"hippo_size": 4}, two_steps)
 
 
-@pytest.mark.parametrize("name", ["learned-interpolation", "tsm"])
-def test_fsdp2_sharding_of_the_tower_equals_the_unsharded_training_step(name):
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import DTensor
-
-    from earthsim.models import Batch, ParallelismConfig, parallelize
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    mesh = init_device_mesh("cpu", (1,))
-    config = {"hidden_channels": 8, "hidden_layers": 2} | ({"t_in": 4, "hippo_size": 4} if name == "tsm" else {})
-    frames = history(7)
-    results = []
-    for shard in (False, True):
-        torch.manual_seed(0)
-        model = build_model(name, config, staggered_spec())
-        if shard:
-            parallelize(model, mesh, ParallelismConfig())
-        t_in = model.t_in
-        batch = Batch(frames[:, :t_in], frames[:, t_in:t_in + 3], torch.full((2,), DT))
-        loss = model.training_loss(batch, 3, lambda p, t: ((p - t) ** 2).mean())
-        loss.backward()
-        grads = {k: (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad) for k, p in model.named_parameters()}
-        results.append((loss.item(), grads))
-    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
-    for key, grad in results[0][1].items():
-        torch.testing.assert_close(results[1][1][key], grad, rtol=1e-5, atol=1e-8, msg=key)
+def test_the_solver_inside_runs_with_autocast_off(monkeypatch):
+    """Autocast (a bf16 mixed-precision run) reaches the network, never the finite-volume step it feeds: on a GPU
+    its products and FFTs would otherwise run in bfloat16 (on CPU autocast leaves them alone, so the state inside
+    the step is what is checked)."""
+    model = build_model("learned-interpolation", {"hidden_channels": 8, "hidden_layers": 2}, staggered_spec()).eval()
+    seen, project = [], model.solver.project
+    monkeypatch.setattr(model.solver, "project", lambda v: (seen.append(torch.is_autocast_enabled("cpu")), project(v))[1])
+    x = history(2)
+    with torch.no_grad():
+        plain = rollout(model, x[:, :1], 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = rollout(model, x[:, :1], 2)
+    assert seen and not any(seen)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0.05, atol=0.05 * float(plain.abs().max()))

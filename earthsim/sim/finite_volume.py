@@ -296,8 +296,9 @@ class FiniteVolumeNavierStokes(nn.Module):
         if velocity.shape[-3:] != (2, self.resolution, self.resolution):
             raise EarthsimError(f"FiniteVolumeNavierStokes: expected velocity [..., 2, {self.resolution}, "
                                 f"{self.resolution}], got {tuple(velocity.shape)}")
-        tendency = self.convection(velocity, interpolation) + self.forcing - self.drag * velocity
-        return self.diffuse(self.project(velocity + self.dt * tendency))
+        with torch.autocast(velocity.device.type, enabled=False):  # the solver keeps its dtype under mixed precision
+            tendency = self.convection(velocity, interpolation) + self.forcing - self.drag * velocity
+            return self.diffuse(self.project(velocity + self.dt * tendency))
 
     def steps_for(self, duration: float) -> int:
         """Number of steps that make ``duration``; it must be a whole number of steps dt."""
