@@ -13,7 +13,7 @@ import xarray as xr
 from conftest import write_store_entry
 from earthsim import catalog
 from earthsim.data.store import open_zarr, write_zarr
-from earthsim.score import AlignmentError, evaluate, score
+from earthsim.score import AlignmentError, evaluate, markdown_table, score
 from earthsim.score import formulas as m
 
 xs = pytest.importorskip("xskillscore", reason="xskillscore is the independent reference (pip install xskillscore)")
@@ -335,8 +335,10 @@ def test_fluid_correlation_relative_l2_and_decorrelation_time(tmp_path):
         interpolated = lead[k - 1] + (expected[k - 1] - threshold) / (expected[k - 1] - expected[k]) * 0.1
         assert card["decorrelation_time"].sel(model="rotated", threshold=threshold) == pytest.approx(interpolated,
                                                                                                       abs=1e-6)
-        assert np.isnan(card["decorrelation_time"].sel(model="same", threshold=threshold))
+        assert np.isposinf(card["decorrelation_time"].sel(model="same", threshold=threshold))
         assert card["decorrelation_time"].sel(model="negative", threshold=threshold) == 0.0
+    table = markdown_table(card.expand_dims(variable=["vorticity"]))
+    assert "| same | vorticity | > last lead | > last lead |" in table
     # the same field has the truth's spectrum: zero log-ratio in every band
     np.testing.assert_allclose(card["spectrum_log_ratio"].sel(model="same").isel(prediction_timedelta=0)
                                .sel(band=["low", "mid"]), 0.0, atol=1e-6)
@@ -395,7 +397,11 @@ def test_threshold_crossing_conventions():
     leads = np.array([0.0, 1.0, 2.0, 3.0])
     assert m.threshold_crossing(leads, [1.0, 0.9, 0.7, 0.5], 0.8) == pytest.approx(1.5)
     assert m.threshold_crossing(leads, [0.7, 0.9, 0.7, 0.5], 0.8) == 0.0
-    assert np.isnan(m.threshold_crossing(leads, [1.0, 0.99, 0.98, 0.97], 0.8))
+    assert np.isposinf(m.threshold_crossing(leads, [1.0, 0.99, 0.98, 0.97], 0.8))
+    # a lead without data before the fall: when it fell is unknown; after the fall it does not matter
+    assert np.isnan(m.threshold_crossing(leads, [1.0, np.nan, 0.7, 0.5], 0.8))
+    assert np.isnan(m.threshold_crossing(leads, [np.nan] * 4, 0.8))
+    assert m.threshold_crossing(leads, [1.0, 0.9, 0.7, np.nan], 0.8) == pytest.approx(1.5)
 
 
 # ------------------------------------------------------------------------------------ video metrics
@@ -674,6 +680,13 @@ def test_infinities_are_refused_as_non_finite_or_left_out_like_nan(tmp_path, cap
     assert card["frames_left_out"].sel(model="inf", variable="vorticity", side="forecast") == 2
     assert np.isfinite(card["rmse"]).all() and float(card["rmse"].max()) < 1e-6  # the rest is the truth itself
 
+    # every frame of the first lead left out: when the correlation fell is unknown, not "never"
+    values[:, :, 0] = np.nan
+    hole = _write(tmp_path, "hole", ok.copy(data={"vorticity": values}))
+    card = evaluate([hole], truth_yaml, progress=False, allow_missing=True).scorecard
+    assert np.isnan(card["decorrelation_time"]).all()
+    assert "| hole | vorticity | no data | no data |" in markdown_table(card)
+
 
 def test_an_unreadable_truth_is_named_by_its_store(tmp_path):
     truth_yaml, _ = _fluid_truth(tmp_path)
@@ -700,7 +713,11 @@ def test_units_flag_names_only_scored_variables_and_never_contradicts_the_store(
     assert "two units" in line
     assert not (tmp_path / "scores").exists()
     # the units the store states, stated again, are no conflict
-    assert score([forecast], truth_yaml, tmp_path / "scores", progress=False, units={"vorticity": "1"}) is not None
+    card = score([forecast], truth_yaml, tmp_path / "scores", progress=False, units={"vorticity": "1"})
+    import json
+
+    config = json.loads(card.attrs["provenance"])["config"]
+    assert config["units_stated"] == {"vorticity": "1"} and config["allow_missing"] is False
 
 
 def test_an_earthsim_store_without_its_completion_record_is_refused(tmp_path, capsys):
@@ -748,8 +765,8 @@ def test_score_into_an_out_whose_parent_is_read_only(tmp_path, monkeypatch):
 
 
 def test_markdown_has_no_rows_for_variables_a_model_does_not_forecast():
-    """A decorrelation time of NaN reads "> last lead" (stays correlated); a variable the model never forecast must
-    not get such a row."""
+    """A decorrelation time of inf reads "> last lead" (stays correlated), one of NaN "no data"; a variable the
+    model never forecast gets no row at all."""
     from earthsim.score import markdown_table
 
     leads = np.array([0.1, 0.2])
@@ -757,10 +774,11 @@ def test_markdown_has_no_rows_for_variables_a_model_does_not_forecast():
     card = xr.Dataset(
         {"correlation": (("model", "variable", "prediction_timedelta"), correlation),
          "decorrelation_time": (("model", "variable", "threshold"),
-                                np.array([[[np.nan], [np.nan]], [[0.15], [0.12]]]))},
+                                np.array([[[np.inf], [np.nan]], [[np.nan], [0.12]]]))},
         coords={"model": ["fno", "persistence"], "variable": ["vorticity", "u"], "prediction_timedelta": leads,
                 "threshold": [0.8]})
     text = markdown_table(card)
     assert "| fno | vorticity | > last lead |" in text  # stays above the threshold: said so
     assert "| fno | u |" not in text  # never forecast: no row at all
+    assert "| persistence | vorticity | no data |" in text  # a lead without data before the fall
     assert "| persistence | u | 0.12 |" in text

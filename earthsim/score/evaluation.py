@@ -411,7 +411,9 @@ def evaluate(forecasts: Sequence[str], truth: str | os.PathLike | DatasetEntry, 
         "variable_labels": "one entry per variable and level: name followed by the level (z500), or the name alone",
         "provenance": json.dumps(store.provenance("earthsim.score.evaluation", [opened.entry.store, *forecasts],
                                                   {"leads": [str(v) for v in leads] if leads else None,
-                                                   "video": video, "metrics": list(metrics) if metrics else None})),
+                                                   "video": video, "metrics": list(metrics) if metrics else None,
+                                                   "units_stated": dict(units) if units else None,
+                                                   "allow_missing": allow_missing})),
     })
     field = xr.concat(fields, dim="model", join="outer")
     return Evaluation(card, field)

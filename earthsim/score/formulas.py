@@ -96,14 +96,17 @@ def threshold_crossing(leads: np.ndarray, curve: np.ndarray, threshold: float) -
     """The lead at which ``curve`` first falls below ``threshold``, linearly interpolated.
 
     Between the last lead at or above the threshold and the first below it; the first lead if
-    the curve starts below; NaN if it never falls below over the leads given.
+    the curve starts below; +inf if it stays at or above over the leads given; NaN if a NaN value
+    (no data at that lead) comes before it falls below, since then nobody knows when it did.
     """
     leads = np.asarray(leads, np.float64)
     curve = np.asarray(curve, np.float64)
-    below = np.flatnonzero(curve < threshold)
-    if below.size == 0:
+    decided = np.flatnonzero((curve < threshold) | np.isnan(curve))
+    if decided.size == 0:
+        return float("inf")
+    first = int(decided[0])
+    if np.isnan(curve[first]):
         return float("nan")
-    first = int(below[0])
     if first == 0:
         return float(leads[0])
     x0, x1, y0, y1 = leads[first - 1], leads[first], curve[first - 1], curve[first]

@@ -164,8 +164,8 @@ def spectra_frame(card: xr.Dataset) -> pd.DataFrame | None:
     return frame[["model", "variable", "lead", "lead_units", "spectrum", *extra, "wavenumber", "forecast", "truth"]]
 
 
-def _fmt(value: float, missing: str = "—") -> str:
-    return missing if not np.isfinite(value) else f"{value:.4g}"
+def _fmt(value: float, missing: str = "—", infinite: str = "—") -> str:
+    return missing if np.isnan(value) else infinite if np.isinf(value) else f"{value:.4g}"
 
 
 def _scored_pairs(card: xr.Dataset) -> set[tuple[str, str]]:
@@ -201,7 +201,7 @@ def markdown_table(card: xr.Dataset, max_leads: int = 8) -> str:
             title, columns = key, header_leads
         lines += [f"## {title}", "", f"_{convention}_", "", "| model | variable | " + " | ".join(columns) + " |",
                   "|---|---|" + "---|" * len(columns)]
-        missing = owner.missing_text if owner is not None else "—"
+        missing, infinite = (owner.missing_text, owner.infinite_text) if owner is not None else ("—", "—")
         for model in card["model"].values:
             for variable in card["variable"].values:
                 if (model, variable) not in scored:
@@ -209,8 +209,9 @@ def markdown_table(card: xr.Dataset, max_leads: int = 8) -> str:
                 values = da.sel(model=model, variable=variable)
                 row = values.isel({LEAD_DIM: -1}).values if extra and LEAD_DIM in da.dims else \
                     values.values if extra else values.values[chosen]
-                if np.isfinite(row).any() or missing != "—":
-                    lines.append(f"| {model} | {variable} | " + " | ".join(_fmt(v, missing) for v in row) + " |")
+                if not np.isnan(row).all() or missing != "—":
+                    lines.append(f"| {model} | {variable} | " + " | ".join(_fmt(v, missing, infinite) for v in row)
+                                 + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -116,6 +116,7 @@ class Metric(abc.ABC):
     headline: ClassVar[bool] = True  # shown in the Markdown scorecard and the score plots
     lead_units: ClassVar[bool] = False  # its values are lead times (their units are the lead's)
     missing_text: ClassVar[str] = "—"  # how the Markdown scorecard shows a NaN value
+    infinite_text: ClassVar[str] = "—"  # how it shows ±inf (a lead time beyond those scored)
 
     def __init__(self, context: Context):
         self.context = context

@@ -39,10 +39,12 @@ class Correlation(PerSampleMean):
 class DecorrelationTime(Correlation):
     name = "decorrelation_time"
     convention = ("lead time at which the averaged correlation first falls below the threshold, linearly "
-                  "interpolated between the last lead at or above it and the first below it; NaN: it "
-                  "stays above over all leads scored; the first lead if it starts below")
+                  "interpolated between the last lead at or above it and the first below it; inf: it "
+                  "stays above over all leads scored; the first lead if it starts below; NaN: a lead "
+                  "without data (every frame left out) comes first")
     outputs = {"decorrelation_time": ("threshold",)}
-    missing_text = "> last lead"
+    missing_text = "no data"
+    infinite_text = "> last lead"
     lead_units = True
 
     def finish(self) -> dict[str, np.ndarray]:
