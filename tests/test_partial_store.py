@@ -83,3 +83,21 @@ def test_open_zarr_orders_variables_by_name_and_keeps_every_coordinate(tmp_path)
     opened = open_zarr(tmp_path / "s.zarr")
     assert list(opened.data_vars) == ["a", "z"]
     xr.testing.assert_identical(opened.load(), ds)  # a coordinate no variable uses (level) and the attributes stay
+
+
+def test_stale_temporaries_are_removed_and_a_live_writers_kept_and_named(tmp_path, capsys):
+    import subprocess
+
+    from earthsim.data.store import remove_stale_temporaries
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # exited and reaped: no process holds its number now
+    dead = tmp_path / f"x.zarr.tmp-{finished.pid}-0badcafe"
+    live = tmp_path / "x.zarr.tmp-1-cafebabe"  # process 1 always runs
+    for folder in (dead, live):
+        (folder / "t2m").mkdir(parents=True)
+    assert remove_stale_temporaries(tmp_path / "x.zarr") == [dead]
+    assert not dead.exists() and live.exists()
+    err = capsys.readouterr().err
+    assert f"removed {dead}, left by an interrupted run" in err
+    assert f"kept {live}: process 1 is still running" in err

@@ -108,12 +108,18 @@ def atomic_output(final: str | os.PathLike, overwrite: bool = False) -> Iterator
 
 
 def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries of ``final`` left by processes that no longer run; return them."""
+    """Remove the temporaries of ``final`` left by processes that no longer run; return them. One whose process
+    still runs (another run writing the same target, or a process that now holds that number) is kept and named."""
     final = Path(final)
     removed = []
     for candidate in final.parent.glob(f"{final.name}.tmp-*"):
         match = _TEMPORARY.search(candidate.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None:
+            continue
+        if _alive(int(match.group(1))):
+            if int(match.group(1)) != os.getpid():
+                print(f"kept {candidate}: process {match.group(1)} is still running (another write of {final}?); "
+                      "remove it yourself if no such run is", file=sys.stderr)
             continue
         _remove(candidate)
         removed.append(candidate)
