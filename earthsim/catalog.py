@@ -26,7 +26,7 @@ import xarray as xr
 import yaml
 
 from earthsim import config
-from earthsim.data.conventions import TIME_DIM, TRAJECTORY_DIM
+from earthsim.data.conventions import LEVEL_DIM, TIME_DIM, TRAJECTORY_DIM
 from earthsim.data.grid import Axis, Grid
 from earthsim.errors import CatalogError, EarthsimError, ValidationError, reason
 
@@ -186,8 +186,9 @@ class DatasetEntry:
     def require_store(self) -> None:
         """Raise the one missing-store error (naming the command that makes the store) unless it exists."""
         if not self.exists():
-            hint = f"; make it with `{self.source.command(self.name)}`" if self.source else " and the entry has no " \
-                "'source' to make it from"
+            hint = (f"; it is published elsewhere and read as it is: copy it there with `{self.source.copy}`"
+                    if self.source and self.source.copy else f"; make it with `{self.source.command(self.name)}`"
+                    if self.source else " and the entry has no 'source' to make it from")
             raise CatalogError(f"dataset {self.name!r}: no store at {self.store}{hint}")
 
     def split(self, name: str) -> Split:
@@ -337,9 +338,9 @@ def build_store(entry: DatasetEntry, progress: bool = True) -> Path:
     """Make the entry's store from its recorded source: ingest its raw files or run its solver."""
     if entry.source is None:
         raise CatalogError(f"dataset {entry.name!r}: the entry has no 'source' to make its store {entry.store} from")
-    if entry.source.copy is not None:
-        raise CatalogError(f"dataset {entry.name!r}: no store at {entry.store}; it is published elsewhere and read "
-                           f"as it is: copy it there with `{entry.source.copy}`")
+    if entry.source.copy is not None:  # published elsewhere and read as it is: nothing here makes it
+        entry.require_store()
+        return Path(entry.store)
     if entry.source.solver is not None:
         from earthsim.sim import generate
 
@@ -371,15 +372,15 @@ def entry_view(ds: xr.Dataset, entry: DatasetEntry) -> xr.Dataset:
     pressure levels than the entry reads (WeatherBench 2's 13 for ClimaX's 7), the entry's levels only."""
     renames = {entry.store_name(name): name for name in entry.variables if entry.store_name(name) != name}
     ds = ds.rename({old: new for old, new in renames.items() if old in ds.data_vars})
-    if entry.levels and "level" in ds.coords:
+    if entry.levels and LEVEL_DIM in ds.coords:
         wanted = np.asarray(entry.levels, dtype=float)
-        present = np.asarray(ds["level"].values, dtype=float)
+        present = np.asarray(ds[LEVEL_DIM].values, dtype=float)
         if wanted.size != present.size or not np.array_equal(wanted, present):
             missing = [f"{v:g}" for v in wanted if not np.isclose(present, v).any()]
             if missing:
                 raise ValidationError(f"store {entry.store}: levels {missing} of entry {entry.name!r} are not in the "
                                       f"store (it has {[f'{v:g}' for v in present]})")
-            ds = ds.isel(level=[int(np.flatnonzero(np.isclose(present, v))[0]) for v in wanted])
+            ds = ds.isel({LEVEL_DIM: [int(np.flatnonzero(np.isclose(present, v))[0]) for v in wanted]})
     return ds
 
 

@@ -317,12 +317,13 @@ def earthsim_time_chunk(levels: int, height: int, width: int) -> int:
     import dask.array as da
     import xarray as xr
 
+    from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM
     from earthsim.data.ingest import default_time_chunk
 
-    dims = ("time", "level", "latitude", "longitude") if levels > 1 else ("time", "latitude", "longitude")
+    dims = (TIME_DIM, LEVEL_DIM, LATITUDE_DIM, LONGITUDE_DIM) if levels > 1 else (TIME_DIM, LATITUDE_DIM, LONGITUDE_DIM)
     shape = (2 ** 16, levels, height, width) if levels > 1 else (2 ** 16, height, width)
     lazy = xr.Dataset({"v": (dims, da.zeros(shape, dtype=np.float32, chunks=-1))})  # never computed
-    return default_time_chunk(lazy, "time")
+    return default_time_chunk(lazy, TIME_DIM)
 
 
 def statistics_task_bytes(chunk_elements: int) -> int:

@@ -274,3 +274,15 @@ def test_cli_catalog_list_and_show(capsys, write_entry):
     assert Path(shown["store"]).is_absolute() and shown["exists"] in (True, False)
     assert main(["catalog", "show", "no-such-dataset"]) == 2
     assert "era5-uk-t2m" in capsys.readouterr().err
+
+
+def test_a_published_store_that_is_missing_gets_one_message_naming_how_to_copy_it(stores):
+    """WeatherBench 2's stores are read as published: opening without one and asking to make one say the same."""
+    entry = catalog.get_entry("wb2-era5-5.625")
+    with pytest.raises(CatalogError) as opened:
+        catalog.open_dataset(entry, generate=False)
+    with pytest.raises(CatalogError) as built:
+        catalog.build_store(entry)
+    assert str(opened.value) == str(built.value)
+    assert str(opened.value).startswith(f"dataset 'wb2-era5-5.625': no store at {entry.store}; it is published")
+    assert f"copy it there with `{entry.source.copy}`" in str(opened.value)

@@ -46,7 +46,7 @@ from earthsim.catalog import DatasetEntry
 from earthsim.data.derived import DERIVED, check_derived, frame_fields, static_fields
 from earthsim.data.grid import Grid
 from earthsim.data.store import chunk_status
-from earthsim.data.conventions import LEVEL_DIM, TIME_DIM, physics_attributes
+from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM, physics_attributes
 from earthsim.errors import EarthsimError, ValidationError, reason
 
 STATISTICS = ("mean", "std", "diff_std")
@@ -207,7 +207,7 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ValidationError(f"dataset {entry.name!r}: variables must name at least one of {entry.variable_names}")
         if entry.grid.kind == "latlon":  # rows and columns mean places: loss weights, derived fields, embeddings
             try:
-                entry.grid.check_coordinates(ds["latitude"].values, ds["longitude"].values,
+                entry.grid.check_coordinates(ds[LATITUDE_DIM].values, ds[LONGITUDE_DIM].values,
                                              f"store {entry.store} (entry {entry.name!r})")
             except KeyError as error:
                 raise ValidationError(f"store {entry.store}: no {error} coordinate for entry {entry.name!r}'s "

@@ -264,7 +264,7 @@ class Placement:
 def _offset(data: np.ndarray, parent: np.ndarray, axis: str, where: str) -> int:
     """Where the data's coordinates start among the parent's (same spacing, aligned, inside)."""
     if data.size > 1 and parent.size > 1 and not math.isclose(data[1] - data[0], parent[1] - parent[0],
-                                                                rel_tol=1e-6):
+                                                                rel_tol=0.0, abs_tol=GRID_TOLERANCE_DEG):
         raise EarthsimError(f"{where}: the data's {axis} spacing {data[1] - data[0]:g} differs from the position "
                             f"grid's {parent[1] - parent[0]:g}")
     start = int(np.argmin(np.abs(parent - data[0])))

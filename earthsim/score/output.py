@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from earthsim.data import store
-from earthsim.data.conventions import LEAD_DIM, lead_numbers
+from earthsim.data.conventions import LEAD_DIM, LEVEL_DIM, lead_numbers
 from earthsim.errors import EarthsimError, reason
 from earthsim.score.align import format_lead
 from earthsim.score.metrics import METRICS
@@ -139,7 +139,7 @@ def scores_frame(card: xr.Dataset) -> pd.DataFrame:
         rows.append(frame[["model", "variable", "lead", "metric", "value"]])
     frame = pd.concat(rows, ignore_index=True)
     frame["lead_units"] = _lead_units(card)
-    level = dict(zip(card["variable"].values.tolist(), card["level"].values.tolist()))
+    level = dict(zip(card["variable"].values.tolist(), card[LEVEL_DIM].values.tolist()))
     frame["level"] = frame["variable"].map(level)
     return frame[["model", "variable", "level", "lead", "lead_units", "metric", "value"]]
 
