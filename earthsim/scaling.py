@@ -336,6 +336,44 @@ def climatology_output_bytes(hours: int, channels: int, height: int, width: int)
     return hours * DAYS_IN_YEAR * channels * height * width * FLOAT32
 
 
+# -- forecasts and scores ----------------------------------------------------------------------------------
+
+#: WeatherBench 2's deterministic evaluation: initial times every 12 h through 2020, leads every 6 h to 10 days.
+EVALUATION_YEAR, INIT_HOURS, LEAD_HOURS, FORECAST_LEADS = 2020, 12, 6, 40
+#: ClimaX's output variables (one level each) and the 69 channels of the tables.
+CLIMAX_OUTPUTS = ("z500", "t850", "t2m", "u10", "v10")
+#: Initial times per block of ``earthsim forecast`` (``--batch-size``, its default and the smallest).
+FORECAST_BATCHES = (32, 1)
+
+
+def forecast_store_bytes(inits: int, leads: int, channels: int, height: int, width: int) -> int:
+    """The forecast store (WeatherBench 2 layout, float32): ``inits × leads × channels`` fields."""
+    return inits * leads * channels * field_bytes(height, width)
+
+
+def forecast_block_bytes(batch: int, leads: int, channels: int, height: int, width: int) -> int:
+    """Host memory of one block of ``earthsim forecast``: ``batch`` initial times' frames at every lead, float32
+    (``run_forecast`` rolls a block out whole, then writes it into its region; the device holds the same frames
+    beside the model). The store's chunks along time are these blocks."""
+    return batch * leads * channels * field_bytes(height, width)
+
+
+def valid_times(inits: int, leads: int, init_hours: int = INIT_HOURS, lead_hours: int = LEAD_HOURS) -> int:
+    """Distinct valid times of ``inits`` initial times ``init_hours`` apart at leads ``lead_hours × (1..leads)``."""
+    return (inits - 1) * init_hours // lead_hours + leads
+
+
+def scorer_block_bytes(batch: int, leads: int, levels: int, height: int, width: int, acc: bool = True,
+                       init_hours: int = INIT_HOURS, lead_hours: int = LEAD_HOURS) -> int:
+    """Bytes the scorer holds for one variable (``levels`` levels) at a time: its forecast block (whole store
+    chunks along time, at least ``earthsim.score.evaluation.BLOCK_BYTES``: at 0.25° one chunk, the ``batch``
+    initial times of a forecast block), the truth frames valid in it and, for ACC, their climatology, float32 (the
+    float64 pieces it converts at a time are 2 MiB)."""
+    forecast = batch * leads * levels * field_bytes(height, width)
+    truth = valid_times(batch, leads, init_hours, lead_hours) * levels * field_bytes(height, width)
+    return forecast + truth * (2 if acc else 1)
+
+
 # -- the tables --------------------------------------------------------------------------------------------
 
 
@@ -492,11 +530,32 @@ def pipeline_table() -> str:
             + f"\n\nThe climatology store of {channels} channels (float32, 366 days): {outputs}.")
 
 
+def forecast_table() -> str:
+    """The forecast store, one forecast block and the scorer's memory per variable, for ClimaX's 5 outputs and the
+    69 channels, at the default and the smallest forecast batch."""
+    height, width = ERA5_SHAPE
+    inits = frames_between(EVALUATION_YEAR, EVALUATION_YEAR, INIT_HOURS)
+    rows = []
+    for label, channels, levels in ((f"ClimaX's {len(CLIMAX_OUTPUTS)} outputs ({', '.join(CLIMAX_OUTPUTS)})",
+                                     len(CLIMAX_OUTPUTS), 1),
+                                    (f"all {len(era5_channels())} channels", len(era5_channels()), len(ERA5_LEVELS))):
+        for batch in FORECAST_BATCHES:
+            rows.append((label, batch, fmt_bytes(forecast_store_bytes(inits, FORECAST_LEADS, channels, height, width)),
+                         fmt_bytes(forecast_block_bytes(batch, FORECAST_LEADS, channels, height, width)),
+                         levels, fmt_bytes(scorer_block_bytes(batch, FORECAST_LEADS, levels, height, width))))
+    table = _table(("forecast", "`--batch-size`", f"forecast store ({inits} initial times × {FORECAST_LEADS} leads)",
+                    "one forecast block (host memory)", "levels of the largest variable",
+                    "scorer, per variable (forecast block + truth + climatology)"), rows)
+    return (table + f"\n\nInitial times every {INIT_HOURS} h through {EVALUATION_YEAR}, leads every {LEAD_HOURS} h to "
+            f"{FORECAST_LEADS * LEAD_HOURS // 24} days (WeatherBench 2's deterministic protocol), float32.")
+
+
 def tables() -> str:
     """Every table of docs/scaling.md, as Markdown."""
     sections = [("Data volumes", data_table()), ("Loader bandwidth", loader_table()),
                 ("Model: parameters, FSDP2 shards and activations", model_tables()),
-                ("Statistics and climatology on dask", pipeline_table())]
+                ("Statistics and climatology on dask", pipeline_table()),
+                ("Forecasts and scores", forecast_table())]
     return "\n\n".join(f"### {title}\n\n{body}" for title, body in sections) + "\n"
 
 

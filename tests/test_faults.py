@@ -351,7 +351,7 @@ def test_a_fault_is_refused_by_name(name, world, tmp_path):
     assert run.returncode == 2, f"exit {run.returncode}\n{run.stdout[-1500:]}\n{run.stderr[-3000:]}"
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("earthsim ")]
-    assert errors, run.stderr[-2000:]  # the message: one line (ingest's check lists each difference after it)
+    assert len(errors) == 1, run.stderr[-2000:]  # the message: one line (ingest's check lists each difference after it)
     message = run.stderr[run.stderr.index(errors[0]):]
     for fragment in case.says:
         assert fragment in message, (fragment, message[-2000:])

@@ -275,3 +275,39 @@ def test_a_store_named_by_url_gives_the_same_statistics_and_windows(tmp_path, mo
     for index in (0, len(windows[0]) - 1):
         a, b = windows[0][index], windows[1][index]
         assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+
+
+def test_forecast_blocks_and_the_scorers_memory_are_what_the_code_holds(tmp_path, monkeypatch, stores):
+    """A persistence forecast in blocks of 2 initial times: its store's chunks are the forecast blocks
+    (forecast_block_bytes), and the scorer, one chunk per block, holds per variable the forecast block, the truth
+    frames valid in it and their climatology (scorer_block_bytes), counted here from the arrays it reads."""
+    from earthsim.forecast import persistence
+    from earthsim.score import evaluation
+    from test_score import _climatology, _weather_truth
+
+    entry, truth = _weather_truth(tmp_path, n_times=40)
+    height, width = truth.sizes["latitude"], truth.sizes["longitude"]
+    leads, batch = 4, 2
+    store = persistence(str(entry), "test", steps=leads, out=tmp_path / "p.zarr", batch_size=batch, progress=False)
+    z = __import__("zarr").open_group(str(store), mode="r")["z"]
+    assert z.chunks[0] == batch
+    assert z.nbytes // z.nchunks == scaling.forecast_block_bytes(batch, leads, 1, height, width) * len(truth.level)
+
+    held = {}
+    read_block, truth_block, clim_frames = evaluation._read_block, evaluation._truth_block, evaluation.climatology_frames
+
+    def note(name, array):
+        held[name] = max(held.get(name, 0), array.nbytes)
+        return array
+
+    monkeypatch.setattr(evaluation, "BLOCK_BYTES", 1)  # a block per chunk, as at 0.25°, where one chunk is past it
+    monkeypatch.setattr(evaluation, "_read_block", lambda *a: note("forecast", read_block(*a)))
+    monkeypatch.setattr(evaluation, "_truth_block", lambda *a: (lambda r: (note("truth", r[0]), *r[1:]))(truth_block(*a)))
+    monkeypatch.setattr(evaluation, "climatology_frames", lambda *a: note("climatology", clim_frames(*a)))
+    evaluation.evaluate([f"p={store}"], str(entry), climatology=str(_climatology(tmp_path, truth)), progress=False,
+                        metrics=["rmse", "acc"])
+    levels = len(truth.level)
+    assert set(held) == {"forecast", "truth", "climatology"}
+    assert held["truth"] == held["climatology"] == scaling.valid_times(batch, leads, 6, 6) * levels * height * width * 4
+    assert sum(held.values()) == scaling.scorer_block_bytes(batch, leads, levels, height, width, init_hours=6,
+                                                            lead_hours=6)
