@@ -85,11 +85,14 @@ class SafeCheckpointReader(dcp.FileSystemReader):
             try:
                 metadata = _MetadataUnpickler(stream).load()
             except Exception as error:  # refused globals, or bytes that are no pickle at all
-                raise EarthsimError(f"{path}: refused: {reason(error)}; a checkpoint's metadata holds "
-                                    "torch.distributed.checkpoint's own types only, so this file was altered or "
-                                    "damaged") from None
+                self.refusal = EarthsimError(f"{path}: refused: {reason(error)}; a checkpoint's metadata holds "
+                                             "torch.distributed.checkpoint's own types only, so this file was "
+                                             "altered or damaged")
+                raise self.refusal from None
         if not isinstance(metadata, Metadata):
-            raise EarthsimError(f"{path}: refused: it holds a {type(metadata).__name__}, not checkpoint metadata")
+            self.refusal = EarthsimError(f"{path}: refused: it holds a {type(metadata).__name__}, not checkpoint "
+                                         "metadata")
+            raise self.refusal
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
@@ -181,10 +184,13 @@ class Checkpointer:
             raise EarthsimError(f"{path} is not a complete checkpoint (no .metadata)")
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optim_state}
+        reader = SafeCheckpointReader(path)
         try:
             with quiet_loggers(""):  # DCP logs each failed read with its traceback on the root logger
-                dcp.load(state, storage_reader=SafeCheckpointReader(path), planner=SafeLoadPlanner())
+                dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner())
         except (Exception, CheckpointException) as error:  # DCP's CheckpointException is a BaseException
+            if getattr(reader, "refusal", None) is not None:  # the metadata refused: that, not DCP's retries, is why
+                raise reader.refusal from None
             raise EarthsimError(f"{path}: the checkpoint cannot be read ({_dcp_reason(error)}); remove that "
                                 "checkpoints/step-* folder to resume from the one before, or start afresh") from None
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
