@@ -306,10 +306,9 @@ def climax_activations(model, precision: Precision = GPU_BF16) -> Activations:
 
 # -- statistics and climatology with dask -----------------------------------------------------------------
 
-#: Bytes per chunk element a statistics task holds at its peak (``earthsim.data.stats._chunk_moments``): the float32
-#: chunk and the next one along time (whose first frame makes the difference across their boundary), the chunk's
-#: float64 copy, its one-step differences and their squared deviations.
-STATISTICS_BYTES_PER_ELEMENT = 4 + 4 + 8 + 8 + 8
+#: Bytes per chunk element a statistics task holds at its peak: the float32 chunk, its float64 copy and two
+#: float64 temporaries (deviations or one-step differences, and their squares).
+STATISTICS_BYTES_PER_ELEMENT = 4 + 8 + 8 + 8
 
 
 def earthsim_time_chunk(levels: int, height: int, width: int) -> int:

@@ -45,9 +45,8 @@ def _weather_entry(tmp_path: Path, name: str, ds: xr.Dataset, train_stop: str, v
                   grid={"latitude": axis("latitude"), "longitude": axis("longitude")}, **levels)
 
 
-def _fluid(tmp_path, name="fluid", trajectories=5, frames=7, chunks=None):
-    """Trajectories offset by 1000 each, so a difference across trajectories would be huge (``chunks``: the store's,
-    by dim)."""
+def _fluid(tmp_path, name="fluid", trajectories=5, frames=7):
+    """Trajectories offset by 1000 each, so a difference across trajectories would be huge."""
     rng = np.random.default_rng(0)
     base = rng.normal(size=(trajectories, frames, 4, 4)).cumsum(axis=1)
     data = base + 1000.0 * np.arange(trajectories)[:, None, None, None]
@@ -55,15 +54,15 @@ def _fluid(tmp_path, name="fluid", trajectories=5, frames=7, chunks=None):
         {"vorticity": (("trajectory", "time", "y", "x"), data.astype(np.float32))},
         coords={"trajectory": np.arange(trajectories), "time": 0.5 * np.arange(frames)},
     )
-    entry = _entry(tmp_path, name, ds.chunk(chunks) if chunks else ds, "fluid",
+    entry = _entry(tmp_path, name, ds, "fluid",
                    splits={"train": {"trajectory": [0, 3]}, "validation": {"trajectory": [3, 4]},
                            "test": {"trajectory": [4, 5]}},
                    time={"step": 0.5, "units": "solver"}, grid={"x": 4, "y": 4, "length": 6.283185307179586})
     return entry, ds
 
 
-def _ensemble(tmp_path, name="ens", chunks=None):
-    """6-hourly, 3 members, 2 levels, one 6-hour gap inside the training block (``chunks``: the store's, by dim)."""
+def _ensemble(tmp_path, name="ens"):
+    """6-hourly, 3 members, 2 levels, one 6-hour gap inside the training block."""
     rng = np.random.default_rng(1)
     times = pd.date_range("2020-01-01", periods=12, freq="6h").delete(4)
     shape = (len(times), 3, 2, 3, 4)
@@ -78,7 +77,7 @@ def _ensemble(tmp_path, name="ens", chunks=None):
         coords={"time": times, "realization": np.arange(3), "level": [500, 850],
                 "latitude": [-10.0, 0.0, 10.0], "longitude": [0.0, 90.0, 180.0, 270.0]},
     )
-    entry = _entry(tmp_path, name, ds.chunk(chunks) if chunks else ds, "weather",
+    entry = _entry(tmp_path, name, ds, "weather",
                    splits={"train": {"start": "2020-01-01T00:00", "stop": "2020-01-02T12:00"},
                            "validation": {"start": "2020-01-02T18:00", "stop": "2020-01-03T00:00"},
                            "test": {"start": "2020-01-03T06:00", "stop": "2020-01-03T18:00"}},
@@ -132,25 +131,6 @@ def test_weather_statistics_per_level_pool_members_and_skip_gaps(tmp_path):
     np.testing.assert_allclose(result["t2m"].values, _brute_force(x, pairs), rtol=1e-6)
     assert result.attrs["provenance"]["config"]["time_range"][0].startswith("2020-01-01T00:00")
     assert result.attrs["provenance"]["config"]["time_range"][1].startswith("2020-01-02T12:00")
-
-
-def test_statistics_do_not_depend_on_the_store_chunks(tmp_path):
-    """Each chunk is reduced on its own, a difference across a chunk boundary taken with the next chunk's first
-    frame: stores in small chunks along every dim (time chunks not aligned with the split or the gap) give the
-    numbers of stores in one chunk."""
-    import zarr
-
-    cases = [(_ensemble, {"time": 2, "realization": 2, "level": 1, "latitude": 2}),
-             (_fluid, {"trajectory": 2, "time": 3, "y": 3})]
-    for make, chunks in cases:
-        whole_entry, _ = make(tmp_path / "whole")
-        split_entry, _ = make(tmp_path / "split", chunks=chunks)
-        name = next(iter(split_entry.variables))
-        assert zarr.open_group(split_entry.store, mode="r")[name].chunks != \
-            zarr.open_group(whole_entry.store, mode="r")[name].chunks
-        whole = stats.load_statistics(whole_entry, progress=False)
-        split = stats.load_statistics(split_entry, progress=False)
-        xr.testing.assert_allclose(split.drop_attrs(), whole.drop_attrs(), rtol=1e-12, atol=0)
 
 
 def test_rerun_reuses_and_overwrite_recomputes(tmp_path, monkeypatch):

@@ -41,7 +41,6 @@ import warnings
 from pathlib import Path
 
 import dask
-import dask.array
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -157,105 +156,30 @@ def _one_step_apart(time: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
     return xr.apply_ufunc(np.isclose, spacing, float(entry.time.step), kwargs={"rtol": 1e-6, "atol": 0.0})
 
 
-def _statistics(da: xr.DataArray, entry: DatasetEntry) -> tuple[xr.DataArray, xr.DataArray]:
-    """Lazy mean, std and std of one-step differences of one variable, per level, in float64, and the count of its
-    NaN and ±inf values, all in one pass over the data: a task per stored chunk reduces it (with the first frame of
-    the chunk after it along time, for the difference across their boundary) to each level's count, mean and sum
-    of squared deviations (Chan et al.'s parallel update combines them), and counts its non-finite values."""
-    array = da.data if isinstance(da.data, dask.array.Array) else dask.array.from_array(da.values)
-    time_axis = da.get_axis_num(TIME_DIM) if TIME_DIM in da.dims else None
-    level_axis = da.get_axis_num(LEVEL_DIM) if LEVEL_DIM in da.dims else None
-    levels = da.sizes.get(LEVEL_DIM)
-    steps = None
-    if time_axis is not None:
-        apart = _one_step_apart(da[TIME_DIM], entry).values if TIME_DIM in da.coords \
-            else np.ones(da.sizes[TIME_DIM] - 1, bool)
-        steps = np.append(apart, False)  # steps[t]: frames t and t + 1 are one step apart
-    blocks = array.to_delayed()
-    starts = [np.cumsum((0,) + chunks[:-1]) for chunks in array.chunks]
-    parts = [[] for _ in range(blocks.shape[level_axis] if level_axis is not None else 1)]  # by chunk of levels
-    for index in np.ndindex(blocks.shape):
-        following, ok = None, None
-        if time_axis is not None:
-            start, size = starts[time_axis][index[time_axis]], array.chunks[time_axis][index[time_axis]]
-            ok = steps[start:start + size]
-            if index[time_axis] + 1 < blocks.shape[time_axis]:
-                following = blocks[index[:time_axis] + (index[time_axis] + 1,) + index[time_axis + 1:]]
-        parts[index[level_axis] if level_axis is not None else 0].append(
-            dask.delayed(_chunk_moments)(blocks[index], following, ok, time_axis, level_axis))
-    stats, count = dask.delayed(_combine_moments, nout=2)(parts, levels is None)
-    shape = (len(STATISTICS),) + ((levels,) if levels is not None else ())
-    dims = ("statistic",) + ((LEVEL_DIM,) if levels is not None else ())
-    coords = {"statistic": np.array(STATISTICS, dtype=object)}
-    if levels is not None and LEVEL_DIM in da.coords:
-        coords[LEVEL_DIM] = da[LEVEL_DIM].values
-    out = xr.DataArray(dask.array.from_delayed(stats, shape, dtype=np.float64), dims=dims, coords=coords,
-                       attrs={k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs})
-    return out, xr.DataArray(dask.array.from_delayed(count, (), dtype=np.int64))
+def _statistics(da: xr.DataArray, entry: DatasetEntry) -> xr.DataArray:
+    """Lazy mean, std and std of one-step differences of one variable, per level, in float64."""
+    x = da.astype(np.float64)
+    dims = [d for d in x.dims if d != LEVEL_DIM]
+    mean = x.mean(dims)
+    std = x.std(dims)
+    if TIME_DIM in x.dims:
+        diff = x.diff(TIME_DIM)
+        if TIME_DIM in x.coords:
+            diff = diff.where(_one_step_apart(x.time, entry))
+        diff_std = diff.std(dims)
+    else:
+        diff_std = xr.full_like(mean, np.nan)
+    out = xr.concat([mean, std, diff_std], dim=xr.DataArray(np.array(STATISTICS, dtype=object), dims="statistic"))
+    out.attrs = {k: da.attrs[k] for k in ("units", "long_name") if k in da.attrs}
+    return out.drop_vars([c for c in out.coords if c not in ("statistic", LEVEL_DIM)])
 
 
-def _moments(values: np.ndarray, level_axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and sum of squared deviations of ``values`` (float64) at each level (one entry without levels),
-    reduced over every other axis in place of copies."""
-    axes = tuple(a for a in range(values.ndim) if a != level_axis)
-    levels = 1 if level_axis is None else values.shape[level_axis]
-    n = np.full(levels, values.size // levels if levels else 0, np.float64)
-    if values.size == 0:
-        return n, np.zeros(levels), np.zeros(levels)
-    mean = values.mean(axis=axes, keepdims=True)
-    deviations = values - mean
-    np.square(deviations, out=deviations)
-    return n, mean.reshape(levels), deviations.sum(axis=axes).reshape(levels)
+_COUNT_PREFIX = "__nonfinite__"
 
 
-def _merge(moments: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pooled (count, mean, sum of squared deviations) of parts (Chan et al. 1979: M2 = Σ M2_i + Σ n_i (mean_i −
-    mean)²); the mean NaN where nothing was counted."""
-    n = np.sum([m[0] for m in moments], axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a part with nothing counted adds nothing, not its NaN
-        mean = np.sum([np.where(m[0] > 0, m[0] * m[1], 0.0) for m in moments], axis=0) / n
-        m2 = np.sum([np.where(m[0] > 0, m[2] + m[0] * (m[1] - mean) ** 2, 0.0) for m in moments], axis=0)
-    return n, mean, m2
-
-
-def _chunk_moments(block: np.ndarray, following: np.ndarray | None, ok: np.ndarray | None, time_axis: int | None,
-                   level_axis: int | None) -> dict:
-    """One chunk's moments: of its values, and of its one-step differences along time (``ok[t]``: frames t and
-    t + 1 are one step apart; its last frame pairs with the first frame of ``following``, the next chunk), per
-    level, and its count of NaN and ±inf values."""
-    values = np.asarray(block, dtype=np.float64)
-    part = {"count": int(values.size - np.count_nonzero(np.isfinite(values))),
-            "values": _moments(values, level_axis)}
-    if time_axis is not None:
-        differences = np.diff(values, axis=time_axis)
-        inside = ok[:differences.shape[time_axis]]
-        if not inside.all():  # a gap in time: those differences are not one step
-            differences = np.compress(inside, differences, axis=time_axis)
-        moments = [_moments(differences, level_axis)]
-        if following is not None and ok[-1]:
-            first = np.take(np.asarray(following, dtype=np.float64), [0], axis=time_axis)
-            last = np.take(values, [values.shape[time_axis] - 1], axis=time_axis)
-            moments.append(_moments(first - last, level_axis))
-        part["differences"] = _merge(moments)
-    return part
-
-
-def _combine_moments(parts: list[list[dict]], levelless: bool) -> tuple[np.ndarray, int]:
-    """The variable's [mean, std, diff_std] (per level; diff_std NaN without a time axis) and non-finite count, from
-    the moments of its chunks grouped by their chunk of levels."""
-    def mean_and_std(moments) -> tuple[np.ndarray, np.ndarray]:
-        n, mean, m2 = _merge(moments)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return mean, np.sqrt(m2 / n)  # NaN where nothing was counted
-
-    columns = []
-    for group in parts:
-        mean, std = mean_and_std([p["values"] for p in group])
-        diff_std = mean_and_std([p["differences"] for p in group])[1] if "differences" in group[0] \
-            else np.full_like(mean, np.nan)
-        columns.append(np.stack([mean, std, diff_std]))
-    stats = np.concatenate(columns, axis=1)
-    return (stats[:, 0] if levelless else stats), sum(p["count"] for group in parts for p in group)
+def _nonfinite(da: xr.DataArray) -> xr.DataArray:
+    """Lazy count of the NaN and ±inf values of ``da``."""
+    return (~np.isfinite(da)).sum()
 
 
 def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwrite: bool = False) -> Path:
@@ -272,9 +196,8 @@ def compute_statistics(entry: DatasetEntry | str, progress: bool = True, overwri
         return path
     ds, train = _training_data(entry, dynamic + static)
     sources = {**{name: train[name] for name in dynamic}, **{name: ds[name] for name in static}}
-    computed = {name: _statistics(da, entry) for name, da in sources.items()}
-    lazy = {name: stats for name, (stats, _) in computed.items()}
-    counts = {name: count for name, (_, count) in computed.items()}
+    lazy = {name: _statistics(da, entry) for name, da in sources.items()}
+    counts = {name: _nonfinite(da) for name, da in sources.items() if np.issubdtype(da.dtype, np.inexact)}
     record = store.provenance(
         "earthsim.data.stats.compute_statistics", [entry.store],
         _record(entry, train, dynamic + static, statistics=list(STATISTICS), accumulation="float64", ddof=0))
