@@ -41,7 +41,7 @@ class DecorrelationTime(Correlation):
     convention = ("lead time at which the averaged correlation first falls below the threshold, linearly "
                   "interpolated between the last lead at or above it and the first below it; inf: it "
                   "stays above over all leads scored; the first lead if it starts below; NaN: a lead "
-                  "without data (every frame left out) comes first")
+                  "without a defined correlation (every frame left out, or a zero field) comes first")
     outputs = {"decorrelation_time": ("threshold",)}
     missing_text = "no data"
     infinite_text = "> last lead"
