@@ -531,6 +531,8 @@ def test_the_command_line_writes_each_baseline_as_the_library_does(staggered, tm
     from earthsim.forecast.command import BASELINES, baseline_writer
 
     assert {name: baseline_writer(name).__name__ for name in BASELINES} == BASELINES
+    with pytest.raises(EarthsimError, match=r"no baseline 'persistance'; baselines: \['climatology'"):
+        baseline_writer("persistance")
     entry = str(staggered / "fv32.yaml")
     for name, options in (("persistence", {}), ("solver", {"resolution": 64})):
         library = baseline_writer(name)(entry, "test", steps=2, out=tmp_path / f"{name}.zarr", progress=False,

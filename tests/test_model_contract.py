@@ -54,7 +54,7 @@ def example_frames(model, frames: int = 4, batch: int = 2, seed: int = 1, dtype=
     """Inputs ``x`` ``[B, T_in, C_in, H, W]``, the ``frames`` input frames after them and the static fields (None
     without any), in physical units: random fields, or a flow's frames on a staggered grid."""
     height, width = model.spec.shape
-    if not model.spec.static:
+    if MODELS[model.model_name].factory.example_grid == "staggered":
         flow = staggered_frames(model.t_in + frames, batch, dtype, seed)
         return flow[:, :model.t_in], flow[:, model.t_in:], None
     g = torch.Generator().manual_seed(seed)

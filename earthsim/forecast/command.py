@@ -10,9 +10,12 @@ BASELINES = {"persistence": "persistence", "climatology": "climatology_forecast"
 
 
 def baseline_writer(name: str):
-    """The function that writes baseline ``name``'s forecast store."""
+    """The function that writes baseline ``name``'s forecast store; an unknown name is refused with the known ones."""
     import earthsim.forecast
+    from earthsim.errors import EarthsimError
 
+    if name not in BASELINES:
+        raise EarthsimError(f"no baseline {name!r}; baselines: {sorted(BASELINES)}")
     return getattr(earthsim.forecast, BASELINES[name])
 
 
