@@ -25,7 +25,8 @@ def _forecast_then_score(args) -> str:
 
     card = forecast_and_score(args.models, args.baseline, args.dataset, args.steps, args.out, split=args.split,
                               mode=args.mode, lead_stride=args.lead_stride, device=args.device,
-                              solver_resolution=args.solver_resolution, overwrite=args.overwrite,
+                              solver_resolution=args.solver_resolution, inits=args.inits,
+                              batch_size=args.batch_size, overwrite=args.overwrite,
                               progress=args.progress)
     print(markdown_table(card))
     return str(Path(args.out) / "scores")
@@ -47,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch device of each forecast task's models and solver baseline (cpu, cuda, ...)")
     parser.add_argument("--solver-resolution", type=int,
                         help="--baseline solver: as earthsim forecast --solver-resolution (default: the dataset's)")
+    parser.add_argument("--inits", nargs="+", metavar="TIME",
+                        help="initial times of every forecast (dates for weather, solver times for fluids; default: "
+                             "all valid ones of each)")
+    parser.add_argument("--batch-size", type=int,
+                        help="initial times per model call, for every forecast (default: earthsim forecast's)")
     parser.add_argument("--out", required=True, help="folder for forecasts/ and scores/")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT/scores, and forecasts of another request, if they exist")

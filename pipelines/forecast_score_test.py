@@ -94,3 +94,26 @@ def test_the_solver_baseline_takes_its_resolution_and_device(catalog_folder, tmp
     xr.testing.assert_identical(job.drop_attrs(), xr.open_zarr(here, consolidated=False).load().drop_attrs())
     assert job.attrs["provenance"]["config"]["resolution"] == 64
     assert forecast_score.main(["--baseline", "persistence", "--solver-resolution", "64", *argv[4:]]) == 2
+
+
+def test_the_initial_times_and_batch_size_reach_every_forecast(catalog_folder, tmp_path, scheduler):
+    """--inits and --batch-size reach the models and the baselines as they do in earthsim forecast."""
+    write_entry(catalog_folder, "wx", global_weather(days=4), tmp_path / "stores" / "wx.zarr")
+    compute_statistics("wx", progress=False)
+    checkpoint = _model("wx", tmp_path / "fno" / "model.pt")
+    every = xr.open_zarr(persistence("wx", "test", steps=2, out=tmp_path / "all.zarr", progress=False),
+                         consolidated=False).time.values
+    assert len(every) > 1
+    inits = [str(t)[:16] for t in every[[0, -1]]]
+    argv = [f"fno={checkpoint}", "--baseline", "persistence", "--dataset", "wx", "--steps", "2", "--inits", *inits,
+            "--batch-size", "1", "--out", str(tmp_path / "batch"), "--scheduler", scheduler, "--no-progress"]
+    assert forecast_score.main(argv) == 0
+    here = {"fno": run_forecast(checkpoint, "wx", "test", steps=2, inits=inits, batch_size=1,
+                                out=tmp_path / "fno.zarr", progress=False),
+            "persistence": persistence("wx", "test", steps=2, inits=inits, batch_size=1,
+                                       out=tmp_path / "persistence.zarr", progress=False)}
+    for name, path in here.items():
+        job = xr.open_zarr(tmp_path / "batch" / "forecasts" / f"{name}.zarr", consolidated=False)
+        assert job.time.values.tolist() == every[[0, -1]].tolist()
+        assert job.t2m.encoding["chunks"][0] == 1, name  # a store is written one block of initial times at a time
+        xr.testing.assert_identical(job.drop_attrs(), xr.open_zarr(path, consolidated=False).load().drop_attrs())

@@ -25,13 +25,14 @@ from earthsim.forecast.command import baseline_writer
 
 def forecast_and_score(models: list[str], baselines: list[str], dataset: str, steps: int, out: str | Path,
                        split: str = "test", mode: str | None = None, lead_stride: int | None = None,
-                       device: str = "cpu", solver_resolution: int | None = None, overwrite: bool = False,
-                       progress: bool = True) -> xr.Dataset:
+                       device: str = "cpu", solver_resolution: int | None = None, inits: list | None = None,
+                       batch_size: int | None = None, overwrite: bool = False, progress: bool = True) -> xr.Dataset:
     """Forecast ``split`` of ``dataset`` ``steps`` frames ahead with each of ``models`` (run folders or model.pt
     files, optionally ``NAME=PATH``) and ``baselines`` (names of :data:`earthsim.forecast.command.BASELINES`),
-    then score them all; returns the scorecard (written to ``OUT/scores``). ``mode``, ``lead_stride`` and
-    ``device`` are as for :func:`earthsim.forecast.run_forecast`; ``solver_resolution`` is the solver
-    baseline's."""
+    then score them all; returns the scorecard (written to ``OUT/scores``). ``mode``, ``lead_stride``,
+    ``device``, ``inits`` (the same initial times for every forecast) and ``batch_size`` (initial times per
+    model call; default: each writer's own) are as for :func:`earthsim.forecast.run_forecast`;
+    ``solver_resolution`` is the solver baseline's."""
     from earthsim.forecast import run_forecast
     from earthsim.score import score
     from earthsim.score.align import parse_forecast
@@ -48,7 +49,8 @@ def forecast_and_score(models: list[str], baselines: list[str], dataset: str, st
     if scores.exists() and not overwrite:
         raise EarthsimError(f"{scores} already exists; remove it or pass --overwrite")
     stores = {name: out / "forecasts" / f"{name}.zarr" for name in names}
-    common = dict(dataset=dataset, split=split, steps=steps, overwrite=overwrite)
+    common = dict(dataset=dataset, split=split, steps=steps, inits=inits, overwrite=overwrite)
+    common |= {} if batch_size is None else {"batch_size": batch_size}
     lead = {} if lead_stride is None else {"lead_stride": lead_stride}
     solver = {"device": device, "resolution": solver_resolution}
     tasks = ([dict(make=run_forecast, checkpoint=path, out=stores[name], mode=mode, device=device, **lead, **common)
