@@ -137,3 +137,15 @@ def test_the_solver_inside_runs_with_autocast_off(monkeypatch):
     assert seen and not any(seen)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, plain, rtol=0.05, atol=0.05 * float(plain.abs().max()))
+
+
+@pytest.mark.parametrize("current_velocity", [True, False])
+def test_tsm_reads_the_current_velocity_beside_its_hippo_features_unless_told_not_to(current_velocity):
+    """The same HiPPO features with another current velocity change the stencils only when the CNN reads it too."""
+    config = {"hidden_channels": 8, "hidden_layers": 2, "t_in": 3, "hippo_size": 4, "current_velocity": current_velocity}
+    model = build_model("tsm", config, staggered_spec()).double()
+    features = model.init_features(history(3, dtype=torch.float64)[:, :, :2])
+    velocity = history(3, dtype=torch.float64)[:, -1, :2]
+    assert model.tower[0].in_channels == 2 * (4 + current_velocity)
+    logits = [model.tower(model.tower_inputs(v, features)) for v in (velocity, 2 * velocity)]
+    assert torch.equal(logits[0], logits[1]) != current_velocity

@@ -303,8 +303,10 @@ class RecurrentModel(EarthsimModel):
     ``[B, T_out, C_out, H, W]`` (physical units) and advances the state past them, completing their
     input channels with ``forcings`` ``[B, T_out, C_forcing, H, W]`` (the forcing channels at those
     valid times, read from data). Rolling out through ``init_state``/``step`` equals calling
-    ``forward`` on the growing history, frame for frame. Under FSDP2 both methods are registered
-    with ``register_fsdp_forward_method``, so their parameters are gathered.
+    ``forward`` on the growing history, frame for frame, except where the state caches work across
+    frames by design (TSM with ``bundle_steps > 1`` reuses the stencils of a bundle's first frame,
+    which ``forward`` on a window cannot see). Under FSDP2 both methods are registered with
+    ``register_fsdp_forward_method``, so their parameters are gathered.
     """
 
     def feedback_frame(self, prediction: torch.Tensor, forcings: torch.Tensor | None

@@ -8,10 +8,12 @@ stencils whose weights sum to zero, so every stencil reproduces constants (jax-c
 ``FusedLearnedInterpolation`` with ``PolynomialConstraint`` of accuracy order 1: 120 logits per cell).
 
 - **learned-interpolation**: the CNN reads the current velocity (scaled by ``input_scale``), every step.
-- **tsm**: the CNN reads HiPPO features of each cell's velocity history instead — the coefficients of
+- **tsm**: the CNN also reads HiPPO features of each cell's velocity history — the coefficients of
   the history's projection on Laguerre (LagT, the reference's measure) or scaled Legendre (LegS)
   polynomials, updated by one bilinear step per frame — and predicts the stencils of
-  ``bundle_steps`` steps at once, reused until it runs again (the reference recomputes every 4).
+  ``bundle_steps`` steps at once, reused until it runs again (the reference recomputes every 4). The
+  reference's CNN reads its 256 coefficients alone (``current_velocity: false``): they hold the current
+  frame, which a few coefficients blur.
 
 The network works in physical units (``normalised = False``): it is a solver. Physics (viscosity,
 drag, Kolmogorov forcing, domain length) and the frame interval come from the data spec, which must
@@ -76,6 +78,9 @@ class TSMConfig(LearnedInterpolationConfig):
         "help": "step of the LagT recurrence per frame (the reference: 1.0)"})
     bundle_steps: int = dataclasses.field(default=4, metadata={
         "help": "steps whose stencils one network call predicts (the reference: 4)"})
+    current_velocity: bool = dataclasses.field(default=True, metadata={
+        "help": "the CNN also reads the current velocity beside the HiPPO features (the reference reads its 256 "
+                "coefficients alone, which hold the current frame; a few coefficients blur it)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -211,8 +216,9 @@ class LearnedSolver(RecurrentModel):
         """Features after ``velocity``, the ``frame``-th frame since the history began."""
         return velocity
 
-    def tower_inputs(self, features: torch.Tensor) -> torch.Tensor:
-        return features
+    def tower_inputs(self, velocity: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The CNN's input ``[B, C, n, n]`` (before ``input_scale``) from the velocity and the features."""
+        return velocity
 
     # -- the solver --------------------------------------------------------------------------------------
 
@@ -228,7 +234,7 @@ class LearnedSolver(RecurrentModel):
         ``k`` steps were taken after the ``context`` frames the history began with."""
         for _ in range(self.steps_per_frame):
             if k % self.bundle == 0 or cache is None:
-                cache = self.tower(self.config.input_scale * self.tower_inputs(features))
+                cache = self.tower(self.config.input_scale * self.tower_inputs(velocity, features))
             chunk = STENCILS_PER_CELL * FREE
             logits = cache[:, (k % self.bundle) * chunk:(k % self.bundle + 1) * chunk]
             velocity = self.solver.step(velocity, self.interpolation(logits))
@@ -273,7 +279,8 @@ class LearnedInterpolation(LearnedSolver):
 
 @register_model("tsm", TSMConfig)
 class TemporalStencilModel(LearnedSolver):
-    """Sun et al. (2023): the stencils from HiPPO features of each cell's velocity history, every ``bundle_steps``."""
+    """Sun et al. (2023): the stencils from the velocity and HiPPO features of each cell's history, every
+    ``bundle_steps``."""
 
     # One-step bundles, so that its carried state rolls out as forward on the growing history (the contract test);
     # with longer bundles the stencils of a bundle's first frame are reused, which forward on a window cannot see.
@@ -287,7 +294,7 @@ class TemporalStencilModel(LearnedSolver):
         self.hippo = HiPPO(config.measure, config.hippo_size, config.hippo_dt)
 
     def feature_channels(self) -> int:
-        return len(VELOCITY) * self.hippo_size
+        return len(VELOCITY) * (self.hippo_size + self.config.current_velocity)
 
     def init_features(self, history: torch.Tensor) -> torch.Tensor:
         """HiPPO states ``[B, 2, n, n, N]`` of the context, per cell and component."""
@@ -296,5 +303,6 @@ class TemporalStencilModel(LearnedSolver):
     def update_features(self, features: torch.Tensor, velocity: torch.Tensor, frame: int) -> torch.Tensor:
         return self.hippo.update(features, velocity, frame)
 
-    def tower_inputs(self, features: torch.Tensor) -> torch.Tensor:
-        return features.permute(0, 1, 4, 2, 3).flatten(1, 2)  # [B, 2N, n, n]
+    def tower_inputs(self, velocity: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        hippo = features.permute(0, 1, 4, 2, 3).flatten(1, 2)  # [B, 2N, n, n]
+        return torch.cat([velocity, hippo], dim=1) if self.config.current_velocity else hippo
