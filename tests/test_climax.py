@@ -23,8 +23,9 @@ from earthsim.data.grid import Axis, Grid, cos_latitude_weights, latitude_weight
 from earthsim.data.stats import compute_statistics
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model
-from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, carry_weights,
-                                    input_names, placement)
+from earthsim.data.derived import frame_fields
+from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, LOCAL_TIME, carry_weights,
+                                    input_names, placement, valid_time_of_day)
 from earthsim.train.config import from_mapping
 from earthsim.train.trainer import Trainer
 
@@ -213,6 +214,33 @@ def test_history_frames_are_variables_of_their_own():
     assert input_names(spec, 3) == ["t2m@-2", "t2m@-1", "t2m", "latitude"]
     model = build_model("climax", {**SMALL, "t_in": 3}, spec)
     assert model.vocabulary == ["t2m@-2", "t2m@-1", "t2m", "latitude"]
+
+
+def test_the_valid_time_of_day_equals_the_derived_fields_computed_at_the_valid_time():
+    """The last frame's local time turned on by the lead equals earthsim.data.derived's fields at init + lead."""
+    grid = Grid(latitude=Axis(49.0, 61.0, 7), longitude=Axis(-11.0, 2.0, 9), longitude_convention="[-180, 180)")
+    spec = small_spec(inputs=("t2m", *LOCAL_TIME), static=("latitude",), grid="latlon", shape=(7, 9))
+    spec = spec.__class__(**{**spec.__dict__, "grid": grid})
+    init = np.array(["2019-03-26T05:00", "2019-03-27T17:00", "2019-03-28T23:00"], dtype="datetime64[ns]")
+    leads = torch.tensor([1.0, 7.0, 24.0])
+    frame = torch.zeros(3, 3, 7, 9, dtype=torch.float64)
+    frame[:, 1:] = torch.from_numpy(frame_fields(list(LOCAL_TIME), grid, init)).double()
+    expected = frame_fields(list(LOCAL_TIME), grid, init + leads.numpy().astype("timedelta64[h]"))
+    np.testing.assert_allclose(valid_time_of_day(frame, spec, leads).numpy(), expected, atol=1e-6)
+
+    model = build_model("climax", {**SMALL, "t_in": 2, "valid_time_of_day": True}, spec)
+    assert input_names(spec, 2, True)[-3:] == ["local_time_sin@valid", "local_time_cos@valid", "latitude"]
+    x, static = torch.randn(3, 2, 3, 7, 9), torch.randn(1, 7, 9)
+    x[:, -1, 1:] = frame[:, 1:].float()
+    with torch.no_grad():  # the same start at leads 24 h apart differs only through the lead embedding
+        model.lead_time_embed.weight.zero_()
+        same = [model(x, static, leads + shift) for shift in (0.0, 24.0)]
+        other = model(x, static, leads + 12.0)
+    apart_24, apart_12 = (same[1] - same[0]).abs().max(), (other - same[0]).abs().max()
+    assert apart_24 < 1e-3 * apart_12 and apart_12 > 1e-3 * same[0].abs().max(), (apart_24, apart_12)
+    with pytest.raises(EarthsimError, match="valid_time_of_day needs the inputs"):
+        build_model("climax", {**SMALL, "valid_time_of_day": True}, small_spec(inputs=("t2m",), grid="latlon",
+                                                                                 shape=(8, 16)))
 
 
 def test_cos_latitude_weights_are_climax_s_and_close_to_cell_area_without_poles():

@@ -92,6 +92,10 @@ class ClimaXConfig:
     lead_time_scale: float = dataclasses.field(default=100.0, metadata={
         "help": "the lead-time embedding reads lead / lead_time_scale (the paper: hours / 100, for leads of 6 h to "
                 "a week; leads of a few hours need a smaller scale to be told apart)"})
+    valid_time_of_day: bool = dataclasses.field(default=False, metadata={
+        "help": "also feed the local time of day at the valid time: the last input frame's local_time_sin/cos "
+                "turned on by 2π lead / 24 h, two variables of their own (the network then reads the hour it "
+                "predicts instead of composing it from the starting hour and the lead)"})
 
     def __post_init__(self):
         for key in ("patch_size", "embed_dim", "depth", "num_heads", "t_in"):
@@ -293,14 +297,27 @@ def placement(data: Grid, position_grid: Grid | None, patch: int, where: str) ->
     return Placement(-(-parent_height // patch), -(-parent_width // patch), rows, columns, padding)
 
 
-def input_names(spec: DataSpec, t_in: int) -> list[str]:
+LOCAL_TIME = ("local_time_sin", "local_time_cos")  # earthsim.data.derived's time-of-day fields
+
+
+def input_names(spec: DataSpec, t_in: int, valid_time_of_day: bool = False) -> list[str]:
     """The variable names of the fields fed, in order: each input frame's channels (earlier frames as
-    ``<channel>@-<k>``), then the static fields."""
+    ``<channel>@-<k>``), the local time of day at the valid time (``<channel>@valid``) when asked, then the
+    static fields."""
     names = []
     for frame in range(t_in):
         back = t_in - 1 - frame
         names += [f"{c}@-{back}" if back else c for c in spec.inputs]
-    return names + list(spec.static)
+    return names + ([f"{c}@valid" for c in LOCAL_TIME] if valid_time_of_day else []) + list(spec.static)
+
+
+def valid_time_of_day(frame: torch.Tensor, spec: DataSpec, lead_time: torch.Tensor) -> torch.Tensor:
+    """The local time-of-day fields ``[B, 2, H, W]`` at the valid time: those of the input ``frame``
+    ``[B, C_in, H, W]`` (sine and cosine of the local solar time) turned on by 2π ``lead_time`` / 24 h."""
+    sin, cos = (frame[:, spec.inputs.index(name)] for name in LOCAL_TIME)
+    angle = (2 * torch.pi / 24.0 * lead_time.to(frame.dtype)).view(-1, 1, 1)
+    return torch.stack([sin * torch.cos(angle) + cos * torch.sin(angle),
+                        cos * torch.cos(angle) - sin * torch.sin(angle)], dim=1)
 
 
 @register_model("climax", ClimaXConfig)
@@ -316,7 +333,7 @@ class ClimaX(EarthsimModel):
 
     def __init__(self, config: ClimaXConfig, spec: DataSpec):
         self.vocabulary = list(config.vocabulary) if config.vocabulary is not None else \
-            list(dict.fromkeys(input_names(spec, config.t_in) + list(spec.outputs)))
+            list(dict.fromkeys(input_names(spec, config.t_in, config.valid_time_of_day) + list(spec.outputs)))
         self.t_in, self.t_out, self.residual = config.t_in, 1, config.residual
         super().__init__(config, spec)
         p, dim = config.patch_size, config.embed_dim
@@ -352,12 +369,15 @@ class ClimaX(EarthsimModel):
     def params_for_sources(cls, params: dict, specs: list[DataSpec]) -> dict:
         if params.get("vocabulary") is not None or len(specs) < 2:
             return params
-        t_in = params.get("t_in", 1)
-        names = [n for spec in specs for n in input_names(spec, t_in) + list(spec.outputs)]
+        t_in, valid = params.get("t_in", 1), params.get("valid_time_of_day", False)
+        names = [n for spec in specs for n in input_names(spec, t_in, valid) + list(spec.outputs)]
         return {**params, "vocabulary": list(dict.fromkeys(names))}
 
     def check_spec(self, spec: DataSpec) -> None:
-        names = input_names(spec, self.config.t_in)
+        if self.config.valid_time_of_day and not set(LOCAL_TIME) <= set(spec.inputs):
+            raise EarthsimError(f"climax: valid_time_of_day needs the inputs {list(LOCAL_TIME)} (data.derived); got "
+                                f"{list(spec.inputs)}")
+        names = input_names(spec, self.config.t_in, self.config.valid_time_of_day)
         unknown = [n for n in names + list(spec.outputs) if n not in self.vocabulary]
         if unknown:
             raise EarthsimError(f"climax: {unknown} are not in the model's vocabulary {self.vocabulary}; add them to "
@@ -397,10 +417,12 @@ class ClimaX(EarthsimModel):
         batch, height, width = x.shape[0], *spec.shape
         if lead_time is None:
             lead_time = torch.full((batch,), spec.time_step, device=x.device)
-        fields = [x.flatten(1, 2)] + ([static.to(x.dtype)] if static is not None else [])
+        fields = [x.flatten(1, 2)] + ([valid_time_of_day(x[:, -1], spec, lead_time)]
+                                      if self.config.valid_time_of_day else [])
+        fields += [static.to(x.dtype)] if static is not None else []
         top, bottom, left, right = self.place.padding
         fields = F.pad(torch.cat(fields, dim=1), (left, right, top, bottom), mode="replicate")
-        tokens = self.encode(fields, input_names(spec, self.t_in), lead_time)
+        tokens = self.encode(fields, input_names(spec, self.t_in, self.config.valid_time_of_day), lead_time)
         patches = self.head(tokens)  # [B, L, V_vocab p p]
         rows, columns = len(self.place.rows), len(self.place.columns)
         vocabulary = len(self.vocabulary)
