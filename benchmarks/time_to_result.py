@@ -122,7 +122,9 @@ CASES = [
     Case("fno", "staggered", "fno-kolmogorov-fv-32", (), "vorticity only, 10 store frames a step"),
     Case("learned-interpolation", "staggered", "learned-interpolation-kolmogorov-32"),
     Case("tsm", "staggered", "tsm-kolmogorov-32"),
-    Case("climax", "weather", "climax-era5-uk", (), "leads of 1-24 h drawn per sample; scored by a direct call"),
+    Case("climax", "weather", "climax-era5-uk", ("data.t_in=12",),
+         "12 h in (the preset reads 24; the task's windows hold 12), leads of 1-24 h drawn per sample; scored by a "
+         "direct call"),
     Case("predformer", "weather", "predformer-era5-uk-small", (), "12 h in, 12 h out; scored on the 6th"),
     Case("fno", "weather", "era5-uk-fno"),
 ]
