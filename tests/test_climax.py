@@ -23,9 +23,9 @@ from earthsim.data.grid import Axis, Grid, cos_latitude_weights, latitude_weight
 from earthsim.data.stats import compute_statistics
 from earthsim.errors import EarthsimError
 from earthsim.models import build_model
-from earthsim.data.derived import frame_fields
-from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, LOCAL_TIME, carry_weights,
-                                    input_names, placement, valid_time_of_day)
+from earthsim.data.derived import LOCAL_TIME, frame_fields
+from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, carry_weights, input_names, placement,
+                                    valid_time_of_day)
 from earthsim.train.config import from_mapping
 from earthsim.train.trainer import Trainer
 

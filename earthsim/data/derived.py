@@ -39,6 +39,9 @@ def _local_time(longitude: np.ndarray, hours: np.ndarray) -> np.ndarray:
     return 2.0 * np.pi * (hours + longitude / 15.0) / 24.0
 
 
+#: The per-frame time-of-day fields, sine then cosine of the local solar time (a model may turn them to another hour).
+LOCAL_TIME = ("local_time_sin", "local_time_cos")
+
 DERIVED: dict[str, DerivedField] = {
     "latitude": DerivedField("degrees_north", "latitude of the grid point", True, lambda lat, lon: lat + 0 * lon),
     "longitude": DerivedField("degrees_east", "longitude of the grid point", True, lambda lat, lon: lon + 0 * lat),

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earthsim.data.derived import LOCAL_TIME
 from earthsim.data.grid import GRID_TOLERANCE_DEG, Grid
 from earthsim.errors import EarthsimError
 from earthsim.models.base import EarthsimModel, FSDPUnit, register_model
@@ -295,9 +296,6 @@ def placement(data: Grid, position_grid: Grid | None, patch: int, where: str) ->
     padding = (top - rows.start * patch, rows.stop * patch - top - height,
                left - columns.start * patch, columns.stop * patch - left - width)
     return Placement(-(-parent_height // patch), -(-parent_width // patch), rows, columns, padding)
-
-
-LOCAL_TIME = ("local_time_sin", "local_time_cos")  # earthsim.data.derived's time-of-day fields
 
 
 def input_names(spec: DataSpec, t_in: int, valid_time_of_day: bool = False) -> list[str]:
