@@ -764,6 +764,40 @@ def test_score_into_an_out_whose_parent_is_read_only(tmp_path, monkeypatch):
     _no_temporaries(tmp_path)
 
 
+def _crossing(leads: np.ndarray, curve: np.ndarray, threshold: float) -> float:
+    """The first fall below ``threshold`` by linear interpolation (a curve that does fall, after its first lead)."""
+    k = int(np.flatnonzero(curve < threshold)[0])
+    return leads[k - 1] + (curve[k - 1] - threshold) / (curve[k - 1] - curve[k]) * (leads[k] - leads[k - 1])
+
+
+def test_decorrelation_time_bootstrap_resamples_trajectories_and_pairs_stores(tmp_path):
+    """Two trajectories whose correlations fall as cos(0.2 l) and cos(0.35 l): a resample of two trajectories is
+    (0, 0), (0, 1) or (1, 1) with chances 1/4, 1/2, 1/4, so the replicates take exactly the crossing times of
+    cos(0.2 l), of the mean of both curves and of cos(0.35 l) in about those shares; two stores scored on the same
+    samples share their resamples (a paired bootstrap), and identical stores have identical replicates."""
+    truth_yaml, _ = _fluid_truth(tmp_path)
+    inits, leads = 1, 11
+    rates = np.array([0.2, 0.35])[:, None, None, None, None]  # per trajectory
+    make = lambda t, p, lead: np.cos(rates * lead) * t + np.sin(rates * lead) * p  # noqa: E731
+    stores = [_write(tmp_path, name, _fluid_forecast(inits, leads, make)) for name in ("first", "second")]
+    card = evaluate(stores, truth_yaml, progress=False).scorecard.sel(variable="vorticity")
+    lead = 0.1 * np.arange(leads)
+    slow, fast = np.cos(0.2 * np.arange(leads)), np.cos(0.35 * np.arange(leads))
+    for threshold in (0.95, 0.8):
+        times = [_crossing(lead, curve, threshold) for curve in (slow, (slow + fast) / 2, fast)]
+        assert card["decorrelation_time"].sel(model="first", threshold=threshold) == pytest.approx(times[1], abs=1e-6)
+        replicates = card["decorrelation_time_bootstrap"].sel(model="first", threshold=threshold).values
+        nearest = np.abs(replicates[:, None] - np.array(times)[None, :]).argmin(axis=1)
+        np.testing.assert_allclose(replicates, np.array(times)[nearest], atol=1e-6)
+        shares = np.bincount(nearest, minlength=3) / replicates.size
+        np.testing.assert_allclose(shares, [0.25, 0.5, 0.25], atol=0.07)  # 5 sigma of 1000 draws
+        low, high = (card[f"decorrelation_time_{bound}"].sel(model="first", threshold=threshold) for bound in
+                     ("low", "high"))
+        assert low == pytest.approx(times[2], abs=1e-6) and high == pytest.approx(times[0], abs=1e-6)
+        np.testing.assert_array_equal(replicates,
+                                      card["decorrelation_time_bootstrap"].sel(model="second", threshold=threshold))
+
+
 def test_markdown_has_no_rows_for_variables_a_model_does_not_forecast():
     """A decorrelation time of inf reads "> last lead" (stays correlated), one of NaN "no data"; a variable the
     model never forecast gets no row at all."""

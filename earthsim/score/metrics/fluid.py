@@ -1,4 +1,5 @@
-"""Fluid scores as neural-PDE papers report them: relative L2, vorticity correlation and the time it stays high,
+"""Fluid scores as neural-PDE papers report them: relative L2, vorticity correlation and the time it stays high
+(with a bootstrap interval and paired replicates),
 and isotropic energy spectra on the periodic box."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from earthsim.score import formulas
 from earthsim.score.metrics import SAMPLES, Metric, PerSampleMean, Piece, SpectrumSums, levels_first, register
 
 THRESHOLDS = (0.95, 0.8)
+BOOTSTRAP_REPLICATES = 1000
+BOOTSTRAP_SEED = 0
 
 
 @register
@@ -42,19 +45,45 @@ class DecorrelationTime(Correlation):
                   "interpolated between the last lead at or above it and the first below it; inf: it "
                   "stays above over all leads scored; the first lead if it starts below; NaN: a lead "
                   "without a defined correlation (every frame left out, or a zero field) comes first")
-    outputs = {"decorrelation_time": ("threshold",)}
+    bootstrap_convention = (f"the decorrelation time of each of {BOOTSTRAP_REPLICATES} bootstrap resamples of the "
+                            "trajectories (of the initial times when there is one trajectory), drawn with the fixed "
+                            f"seed {BOOTSTRAP_SEED}: stores scored on the same initial times and trajectories share "
+                            "their resamples, so the difference of two models' replicates is a paired bootstrap")
+    outputs = {"decorrelation_time": ("threshold",), "decorrelation_time_low": ("threshold",),
+               "decorrelation_time_high": ("threshold",), "decorrelation_time_bootstrap": ("threshold", "replicate")}
     missing_text = "no data"
     infinite_text = "> last lead"
     lead_units = True
 
+    @classmethod
+    def conventions(cls) -> dict[str, str]:
+        return {"decorrelation_time": cls.convention,
+                "decorrelation_time_low": f"2.5th percentile of decorrelation_time_bootstrap: {cls.bootstrap_convention}",
+                "decorrelation_time_high": "97.5th percentile of decorrelation_time_bootstrap",
+                "decorrelation_time_bootstrap": cls.bootstrap_convention}
+
     def finish(self) -> dict[str, np.ndarray]:
-        curve = self.sample_mean(self.samples)  # [L, K]
-        leads = self.context.leads
-        return {self.name: np.array([[formulas.threshold_crossing(leads, curve[:, k], t) for t in THRESHOLDS]
-                                     for k in range(curve.shape[1])])}
+        replicates = np.stack([self._crossings(resample) for resample in self._resamples()], axis=-1)  # [K, T, B]
+        low, high = np.quantile(replicates, [0.025, 0.975], axis=-1, method="inverted_cdf")  # no inf - inf
+        return {self.name: self._crossings(self.samples), "decorrelation_time_low": low,
+                "decorrelation_time_high": high, "decorrelation_time_bootstrap": replicates}
+
+    def _crossings(self, samples: np.ndarray) -> np.ndarray:
+        """``[K, thresholds]`` crossing times of the sample-averaged correlation of ``samples`` ``[I, L, R, K]``."""
+        curve = self.sample_mean(samples)  # [L, K]
+        return np.array([[formulas.threshold_crossing(self.context.leads, curve[:, k], t) for t in THRESHOLDS]
+                         for k in range(curve.shape[1])])
+
+    def _resamples(self):
+        """The bootstrap resamples of the samples, trajectories drawn with replacement (initial times if one)."""
+        axis = 2 if self.samples.shape[2] > 1 else 0
+        count = self.samples.shape[axis]
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        for _ in range(BOOTSTRAP_REPLICATES):
+            yield np.take(self.samples, rng.integers(0, count, count), axis=axis)
 
     def coords(self) -> dict[str, list]:
-        return {"threshold": list(THRESHOLDS)}
+        return {"threshold": list(THRESHOLDS), "replicate": list(range(BOOTSTRAP_REPLICATES))}
 
 
 @register
