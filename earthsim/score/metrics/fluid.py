@@ -1,6 +1,6 @@
 """Fluid scores as neural-PDE papers report them: relative L2, vorticity correlation and the time it stays high
-(with a bootstrap interval and paired replicates),
-and isotropic energy spectra on the periodic box."""
+(with a bootstrap interval and the replicates for paired comparisons), and isotropic energy spectra on the periodic
+box."""
 
 from __future__ import annotations
 
