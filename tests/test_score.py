@@ -313,6 +313,12 @@ def _fluid_forecast(inits: int, leads: int, make, trajectories: int = 2, lead_un
                 "prediction_timedelta": ("prediction_timedelta", 0.1 * np.arange(leads), {"units": lead_units})})
 
 
+def _crossing(leads: np.ndarray, curve: np.ndarray, threshold: float) -> float:
+    """The first fall below ``threshold`` by linear interpolation (a curve that does fall, after its first lead)."""
+    k = int(np.flatnonzero(curve < threshold)[0])
+    return leads[k - 1] + (curve[k - 1] - threshold) / (curve[k - 1] - curve[k]) * (leads[k] - leads[k - 1])
+
+
 def test_fluid_correlation_relative_l2_and_decorrelation_time(tmp_path):
     truth_yaml, _ = _fluid_truth(tmp_path)
     inits, leads = 4, 8
@@ -331,10 +337,8 @@ def test_fluid_correlation_relative_l2_and_decorrelation_time(tmp_path):
     np.testing.assert_allclose(card["rel_l2"].sel(model="negative"), 2.0, atol=1e-6)
     lead = 0.1 * np.arange(leads)
     for threshold in (0.95, 0.8):
-        k = int(np.flatnonzero(expected < threshold)[0])
-        interpolated = lead[k - 1] + (expected[k - 1] - threshold) / (expected[k - 1] - expected[k]) * 0.1
-        assert card["decorrelation_time"].sel(model="rotated", threshold=threshold) == pytest.approx(interpolated,
-                                                                                                      abs=1e-6)
+        assert card["decorrelation_time"].sel(model="rotated", threshold=threshold) == pytest.approx(
+            _crossing(lead, expected, threshold), abs=1e-6)
         assert np.isposinf(card["decorrelation_time"].sel(model="same", threshold=threshold))
         assert card["decorrelation_time"].sel(model="negative", threshold=threshold) == 0.0
     table = markdown_table(card.expand_dims(variable=["vorticity"]))
@@ -762,12 +766,6 @@ def test_score_into_an_out_whose_parent_is_read_only(tmp_path, monkeypatch):
     score([forecast], truth_yaml, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(output.OUTPUTS)  # and no temporary inside
     _no_temporaries(tmp_path)
-
-
-def _crossing(leads: np.ndarray, curve: np.ndarray, threshold: float) -> float:
-    """The first fall below ``threshold`` by linear interpolation (a curve that does fall, after its first lead)."""
-    k = int(np.flatnonzero(curve < threshold)[0])
-    return leads[k - 1] + (curve[k - 1] - threshold) / (curve[k - 1] - curve[k]) * (leads[k] - leads[k - 1])
 
 
 def test_decorrelation_time_bootstrap_resamples_trajectories_and_pairs_stores(tmp_path):

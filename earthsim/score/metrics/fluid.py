@@ -58,7 +58,8 @@ class DecorrelationTime(Correlation):
     @classmethod
     def conventions(cls) -> dict[str, str]:
         return {"decorrelation_time": cls.convention,
-                "decorrelation_time_low": f"2.5th percentile of decorrelation_time_bootstrap: {cls.bootstrap_convention}",
+                "decorrelation_time_low": ("2.5th percentile of decorrelation_time_bootstrap: "
+                                           + cls.bootstrap_convention),
                 "decorrelation_time_high": "97.5th percentile of decorrelation_time_bootstrap",
                 "decorrelation_time_bootstrap": cls.bootstrap_convention}
 
