@@ -83,7 +83,7 @@ class Task:
 #: Each target is one the slowest family of its task reached within a few minutes in a calibration run on this
 #: 2-core machine (300 s per family, no target; the curves are in README): the space-time FNO's best on
 #: Kolmogorov was 0.764 (persistence 0.80), the FNO's on the staggered store 0.511 (it levels off there while
-#: TSM and learned interpolation go on to 0.17-0.18), ClimaX's on ERA5 1.91 K after its 100 warm-up steps.
+#: TSM and learned interpolation go on to 0.19-0.21), ClimaX's on ERA5 1.91 K after its 100 warm-up steps.
 TASKS = {
     "kolmogorov": Task("kolmogorov", "kolmogorov-64", "vorticity", "rel_l2", lead=4, context=10, batch_size=8,
                        every_samples=256, target=0.77),
