@@ -39,6 +39,7 @@ def test_the_floor_is_the_counted_flops_of_the_step_at_the_measured_rate(models,
     assert figures["seconds_per_step"] > figures["floor_seconds"]
 
 
+@pytest.mark.slow  # about 15 s; kept out of the default suite to hold it under 15 minutes; run with -m slow
 def test_quick_climax_section_table_and_json_agree(tmp_path):
     """Run as a script: each training step is timed in a spawned process, which imports the script by its path."""
     path = tmp_path / "models.json"

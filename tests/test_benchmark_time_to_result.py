@@ -38,6 +38,7 @@ def _tiny_flow_entry(catalogs: Path) -> str:
     return "tiny-flow"
 
 
+@pytest.mark.slow  # about 35 s (TSM and learned interpolation train on 32-step unrolls); run with -m slow
 def test_quick_run_has_a_consistent_row_per_family(ttr, stores, tmp_path, capsys):
     flow = _tiny_flow_entry(tmp_path / "catalogs")
     path = tmp_path / "ttr.json"
