@@ -21,7 +21,7 @@ from torch import nn
 from conftest import small_spec, write_store_entry
 from earthsim.data.grid import Axis, Grid, cos_latitude_weights, latitude_weights
 from earthsim.data.stats import compute_statistics
-from earthsim.errors import EarthsimError
+from earthsim.errors import EarthsimError, ValidationError
 from earthsim.models import build_model
 from earthsim.data.derived import LOCAL_TIME, frame_fields
 from earthsim.models.climax import (CLIMAX_LEVELS, CLIMAX_VOCABULARY, carry_weights, input_names, placement,
@@ -214,6 +214,36 @@ def test_history_frames_are_variables_of_their_own():
     assert input_names(spec, 3) == ["t2m@-2", "t2m@-1", "t2m", "latitude"]
     model = build_model("climax", {**SMALL, "t_in": 3}, spec)
     assert model.vocabulary == ["t2m@-2", "t2m@-1", "t2m", "latitude"]
+
+
+def test_a_residual_from_the_day_before_or_a_blend_changes_the_frame_24_hours_before_the_valid_time():
+    """With the network's change held at zero, 'day_before' forecasts the input frame 24 h before each sample's
+    valid time and 'blend' mixes it with the last frame by the sigmoid of its gate at the scaled lead."""
+    spec = small_spec(inputs=("t2m", *LOCAL_TIME), outputs=("t2m",), grid="latlon", shape=(8, 16), time_step=1.0,
+                      mean=280.0, std=3.0)
+    x = 280.0 + 3.0 * torch.randn(3, 24, 3, 8, 16, dtype=torch.float64)
+    lead = torch.tensor([3.0, 24.0, 10.0], dtype=torch.float64)
+    day_before = torch.stack([x[0, 2, 0], x[1, 23, 0], x[2, 9, 0]]).view(3, 1, 1, 8, 16)  # 21, 0 and 14 h back
+    torch.manual_seed(0)
+    for base in ("day_before", "blend"):
+        model = build_model("climax", {**SMALL, "t_in": 24, "residual": True, "residual_base": base,
+                                       "lead_time_scale": 6.0}, spec).double().eval()
+        with torch.no_grad():
+            nn.init.zeros_(model.head[-1].weight)
+            nn.init.zeros_(model.head[-1].bias)
+            expected = day_before
+            if base == "blend":
+                model.base_gate.weight.fill_(-1.5)
+                model.base_gate.bias.fill_(2.0)
+                weight = torch.sigmoid(2.0 - 1.5 * lead / 6.0).view(3, 1, 1, 1, 1)
+                expected = weight * x[:, -1:, :1] + (1 - weight) * day_before
+            torch.testing.assert_close(model(x, None, lead), expected)
+            with pytest.raises(ValidationError, match="reads the input frame 24 h before the valid time"):
+                model(x, None, torch.tensor([25.0, 1.0, 1.0], dtype=torch.float64))
+    with pytest.raises(EarthsimError, match="needs a day of input frames"):
+        build_model("climax", {**SMALL, "t_in": 12, "residual": True, "residual_base": "day_before"}, spec)
+    with pytest.raises(EarthsimError, match="needs residual: true"):
+        build_model("climax", {**SMALL, "t_in": 24, "residual_base": "blend"}, spec)
 
 
 def test_the_valid_time_of_day_equals_the_derived_fields_computed_at_the_valid_time():

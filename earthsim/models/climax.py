@@ -58,7 +58,7 @@ from torch import nn
 
 from earthsim.data.derived import LOCAL_TIME
 from earthsim.data.grid import GRID_TOLERANCE_DEG, Grid
-from earthsim.errors import EarthsimError
+from earthsim.errors import EarthsimError, ValidationError
 from earthsim.models.base import EarthsimModel, FSDPUnit, register_model
 from earthsim.models.layers import DropPath
 from earthsim.models.spec import DataSpec
@@ -97,6 +97,10 @@ class ClimaXConfig:
         "help": "also feed the local time of day at the valid time: the last input frame's local_time_sin/cos "
                 "turned on by 2π lead / 24 h, two variables of their own (the network then reads the hour it "
                 "predicts instead of composing it from the starting hour and the lead)"})
+    residual_base: str = dataclasses.field(default="last", metadata={
+        "help": "the frame a residual prediction is a change from: 'last' (the last input frame), 'day_before' (the "
+                "input frame 24 h before the valid time) or 'blend' (a mix of the two, weighted by a learned "
+                "function of the lead)"})
 
     def __post_init__(self):
         for key in ("patch_size", "embed_dim", "depth", "num_heads", "t_in"):
@@ -112,6 +116,10 @@ class ClimaXConfig:
         for key in ("drop_path", "drop_rate"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.residual_base not in ("last", "day_before", "blend"):
+            raise ValueError(f"residual_base must be 'last', 'day_before' or 'blend', got {self.residual_base!r}")
+        if self.residual_base != "last" and not self.residual:
+            raise ValueError(f"residual_base {self.residual_base!r} needs residual: true")
         if self.vocabulary is not None and len(set(self.vocabulary)) != len(self.vocabulary):
             raise ValueError(f"vocabulary repeats a name: {self.vocabulary}")
 
@@ -344,6 +352,8 @@ class ClimaX(EarthsimModel):
         positions = sincos_2d(dim, self.place.patch_rows, self.place.patch_columns)
         self.pos_embed = nn.Parameter(torch.from_numpy(positions).float().unsqueeze(0))
         self.lead_time_embed = nn.Linear(1, dim)
+        if config.residual_base == "blend":
+            self.base_gate = nn.Linear(1, 1)  # the last frame's weight: sigmoid of a linear map of the scaled lead
         self.pos_drop = nn.Dropout(config.drop_rate)
         rates = np.linspace(0, config.drop_path, config.depth).tolist()  # no tensor: builds on the meta device
         self.blocks = nn.ModuleList(Block(dim, config.num_heads, config.mlp_ratio, config.drop_rate, rate)
@@ -375,6 +385,10 @@ class ClimaX(EarthsimModel):
         if self.config.valid_time_of_day and not set(LOCAL_TIME) <= set(spec.inputs):
             raise EarthsimError(f"climax: valid_time_of_day needs the inputs {list(LOCAL_TIME)} (data.derived); got "
                                 f"{list(spec.inputs)}")
+        if self.config.residual_base != "last" and (spec.time_units != "hours"
+                                                    or self.config.t_in * spec.time_step < 24):
+            raise EarthsimError(f"climax: residual_base {self.config.residual_base!r} needs a day of input frames "
+                                f"in hours; got {self.config.t_in} frames {spec.time_step:g} {spec.time_units} apart")
         names = input_names(spec, self.config.t_in, self.config.valid_time_of_day)
         unknown = [n for n in names + list(spec.outputs) if n not in self.vocabulary]
         if unknown:
@@ -382,6 +396,32 @@ class ClimaX(EarthsimModel):
                                 "model.params.vocabulary")
         if hasattr(self, "place"):  # a further source: the same grid as the first
             spec.grid.check_same(self.specs[0].grid, "climax: a further source's grid against the model's")
+
+    def forward(self, x: torch.Tensor, static: torch.Tensor | None = None,
+                lead_time: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.residual_base == "last":
+            return super().forward(x, static, lead_time)
+        static = self.check_inputs(x, static)
+        x, static = self.to_network_units(x, static)
+        if lead_time is None:
+            lead_time = torch.full((x.shape[0],), self.spec.time_step, device=x.device)
+        return self.to_physical_outputs(self.network(x, static, lead_time), self.residual_base_frame(x, lead_time))
+
+    def residual_base_frame(self, x: torch.Tensor, lead_time: torch.Tensor) -> torch.Tensor:
+        """The frame ``[B, 1, C_in, H, W]`` a residual prediction at ``lead_time`` ``[B]`` (hours) changes: the input
+        frame 24 h before the valid time ('day_before'), or its mix with the last frame ('blend')."""
+        spec, batch = self.spec, x.shape[0]
+        back = (24.0 - lead_time.double()) / spec.time_step  # input frames before the last
+        if not bool(((back >= 0) & (back <= self.t_in - 1) & (back == back.round())).all()):
+            raise ValidationError(f"climax: residual_base {self.config.residual_base!r} reads the input frame 24 h "
+                                  f"before the valid time; leads {lead_time.tolist()} h with {self.t_in} input "
+                                  f"frames {spec.time_step:g} h apart do not all have one")
+        day_before = x[torch.arange(batch, device=x.device), self.t_in - 1 - back.round().long()].unsqueeze(1)
+        if self.config.residual_base == "day_before":
+            return day_before
+        lead = lead_time.to(x.dtype).view(-1, 1) / self.config.lead_time_scale
+        weight = torch.sigmoid(self.base_gate(lead)).view(batch, 1, 1, 1, 1)
+        return weight * x[:, -1:] + (1 - weight) * day_before
 
     def fsdp_units(self) -> list[FSDPUnit]:
         return [self.token_embeds, *self.blocks]
