@@ -218,15 +218,16 @@ def test_history_frames_are_variables_of_their_own():
 
 def test_a_residual_from_the_day_before_or_a_blend_changes_the_frame_24_hours_before_the_valid_time():
     """With the network's change held at zero, 'day_before' forecasts the input frame 24 h before each sample's
-    valid time and 'blend' mixes it with the last frame by the sigmoid of its gate at the scaled lead."""
-    spec = small_spec(inputs=("t2m", *LOCAL_TIME), outputs=("t2m",), grid="latlon", shape=(8, 16), time_step=1.0,
+    valid time (frames 2 h apart) and 'blend' mixes it with the last frame by the sigmoid of its gate at the scaled
+    lead."""
+    spec = small_spec(inputs=("t2m", *LOCAL_TIME), outputs=("t2m",), grid="latlon", shape=(8, 16), time_step=2.0,
                       mean=280.0, std=3.0)
-    x = 280.0 + 3.0 * torch.randn(3, 24, 3, 8, 16, dtype=torch.float64)
-    lead = torch.tensor([3.0, 24.0, 10.0], dtype=torch.float64)
-    day_before = torch.stack([x[0, 2, 0], x[1, 23, 0], x[2, 9, 0]]).view(3, 1, 1, 8, 16)  # 21, 0 and 14 h back
+    x = 280.0 + 3.0 * torch.randn(3, 12, 3, 8, 16, dtype=torch.float64)
+    lead = torch.tensor([4.0, 24.0, 10.0], dtype=torch.float64)
+    day_before = torch.stack([x[0, 1, 0], x[1, 11, 0], x[2, 4, 0]]).view(3, 1, 1, 8, 16)  # 20, 0 and 14 h back
     torch.manual_seed(0)
     for base in ("day_before", "blend"):
-        model = build_model("climax", {**SMALL, "t_in": 24, "residual": True, "residual_base": base,
+        model = build_model("climax", {**SMALL, "t_in": 12, "residual": True, "residual_base": base,
                                        "lead_time_scale": 6.0}, spec).double().eval()
         with torch.no_grad():
             nn.init.zeros_(model.head[-1].weight)
@@ -238,12 +239,19 @@ def test_a_residual_from_the_day_before_or_a_blend_changes_the_frame_24_hours_be
                 weight = torch.sigmoid(2.0 - 1.5 * lead / 6.0).view(3, 1, 1, 1, 1)
                 expected = weight * x[:, -1:, :1] + (1 - weight) * day_before
             torch.testing.assert_close(model(x, None, lead), expected)
-            with pytest.raises(ValidationError, match="reads the input frame 24 h before the valid time"):
-                model(x, None, torch.tensor([25.0, 1.0, 1.0], dtype=torch.float64))
+            for bad in (25.0, 3.0):  # past a day; between two input frames
+                with pytest.raises(ValidationError, match="reads the input frame 24 h before the valid time"):
+                    model(x, None, torch.tensor([bad, 2.0, 2.0], dtype=torch.float64))
+    blend = build_model("climax", {**SMALL, "t_in": 12, "residual": True, "residual_base": "blend"}, spec)
+    blend(x.float(), None, lead.float()).sum().backward()
+    assert blend.base_gate.weight.grad.abs().item() > 0  # the mix is learned
     with pytest.raises(EarthsimError, match="needs a day of input frames"):
-        build_model("climax", {**SMALL, "t_in": 12, "residual": True, "residual_base": "day_before"}, spec)
+        build_model("climax", {**SMALL, "t_in": 6, "residual": True, "residual_base": "day_before"}, spec)
+    with pytest.raises(EarthsimError, match="needs a day of input frames"):  # trained at a lead past a day
+        build_model("climax", {**SMALL, "t_in": 12, "residual": True, "residual_base": "day_before"},
+                    small_spec(inputs=("t2m",), grid="latlon", shape=(8, 16), time_step=2.0, lead_times=(2.0, 26.0)))
     with pytest.raises(EarthsimError, match="needs residual: true"):
-        build_model("climax", {**SMALL, "t_in": 24, "residual_base": "blend"}, spec)
+        build_model("climax", {**SMALL, "t_in": 12, "residual_base": "blend"}, spec)
 
 
 def test_the_valid_time_of_day_equals_the_derived_fields_computed_at_the_valid_time():

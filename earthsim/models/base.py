@@ -209,7 +209,11 @@ class EarthsimModel(nn.Module, metaclass=abc.ABCMeta):
         """The next ``T_out`` frames ``[B, T_out, C_out, H, W]`` of the outputs, physical units in and out."""
         static = self.check_inputs(x, static)
         x, static = self.to_network_units(x, static)
-        return self.to_physical_outputs(self.network(x, static, lead_time), x[:, -1:])
+        return self.to_physical_outputs(self.network(x, static, lead_time), self.residual_base_frame(x, lead_time))
+
+    def residual_base_frame(self, x: torch.Tensor, lead_time: torch.Tensor | None) -> torch.Tensor:
+        """The input frame ``[B, 1, C_in, H, W]`` (network units) a residual prediction is a change from: the last."""
+        return x[:, -1:]
 
     def to_network_units(self, x: torch.Tensor, static: torch.Tensor | None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:

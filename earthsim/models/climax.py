@@ -43,6 +43,13 @@ size (the UK's 33 × 49 at patch 2) is padded to whole patches by repeating its 
 columns (ClimaX's regional rule, keeping only patches wholly inside, would crop to 32 × 48 and
 lose a row and a column); predictions are cropped back, so every grid point is predicted and
 scored on the original grid.
+
+**Residual forecasts** (an earthsim option; the paper predicts the fields themselves). With
+``residual`` the network predicts a change, by default from the last input frame. On hourly data
+with a day of inputs, ``residual_base: day_before`` takes the change from the input frame 24 h
+before the valid time instead (the same hour yesterday, in phase with the daily cycle at any lead),
+and ``blend`` from a mix of the two whose weight on the last frame is the sigmoid of a linear map
+of the scaled lead (learned; it starts at an even mix).
 """
 
 from __future__ import annotations
@@ -326,6 +333,16 @@ def valid_time_of_day(frame: torch.Tensor, spec: DataSpec, lead_time: torch.Tens
                         cos * torch.cos(angle) - sin * torch.sin(angle)], dim=1)
 
 
+def frames_back_to_the_day_before(lead_time: torch.Tensor, time_step: float, t_in: int) -> torch.Tensor | None:
+    """For each lead (hours), how many input frames before the last lies the one 24 h before the valid time; None
+    unless every one is a whole number of frames within the ``t_in`` frames ``time_step`` hours apart."""
+    back = (24.0 - lead_time) / time_step
+    whole = back.round()
+    if not bool(((whole >= 0) & (whole <= t_in - 1) & ((back - whole).abs() < 1e-4)).all()):
+        return None
+    return whole.long()
+
+
 @register_model("climax", ClimaXConfig)
 class ClimaX(EarthsimModel):
     """ClimaX: per-variable tokens aggregated by cross-attention, a ViT, a per-variable head (module docstring)."""
@@ -385,10 +402,13 @@ class ClimaX(EarthsimModel):
         if self.config.valid_time_of_day and not set(LOCAL_TIME) <= set(spec.inputs):
             raise EarthsimError(f"climax: valid_time_of_day needs the inputs {list(LOCAL_TIME)} (data.derived); got "
                                 f"{list(spec.inputs)}")
-        if self.config.residual_base != "last" and (spec.time_units != "hours"
-                                                    or self.config.t_in * spec.time_step < 24):
+        leads = torch.tensor(spec.lead_times or (spec.time_step,))
+        if self.config.residual_base != "last" and (
+                spec.time_units != "hours" or frames_back_to_the_day_before(leads, spec.time_step, self.config.t_in)
+                is None):
             raise EarthsimError(f"climax: residual_base {self.config.residual_base!r} needs a day of input frames "
-                                f"in hours; got {self.config.t_in} frames {spec.time_step:g} {spec.time_units} apart")
+                                f"in hours reaching 24 h before every valid time; got {self.config.t_in} frames "
+                                f"{spec.time_step:g} {spec.time_units} apart and leads {leads.tolist()}")
         names = input_names(spec, self.config.t_in, self.config.valid_time_of_day)
         unknown = [n for n in names + list(spec.outputs) if n not in self.vocabulary]
         if unknown:
@@ -397,26 +417,20 @@ class ClimaX(EarthsimModel):
         if hasattr(self, "place"):  # a further source: the same grid as the first
             spec.grid.check_same(self.specs[0].grid, "climax: a further source's grid against the model's")
 
-    def forward(self, x: torch.Tensor, static: torch.Tensor | None = None,
-                lead_time: torch.Tensor | None = None) -> torch.Tensor:
+    def residual_base_frame(self, x: torch.Tensor, lead_time: torch.Tensor | None) -> torch.Tensor:
+        """The last input frame, the input frame 24 h before the valid time ('day_before') or their mix ('blend')
+        at each sample's ``lead_time`` ``[B]`` (hours; None: one time step)."""
         if self.config.residual_base == "last":
-            return super().forward(x, static, lead_time)
-        static = self.check_inputs(x, static)
-        x, static = self.to_network_units(x, static)
-        if lead_time is None:
-            lead_time = torch.full((x.shape[0],), self.spec.time_step, device=x.device)
-        return self.to_physical_outputs(self.network(x, static, lead_time), self.residual_base_frame(x, lead_time))
-
-    def residual_base_frame(self, x: torch.Tensor, lead_time: torch.Tensor) -> torch.Tensor:
-        """The frame ``[B, 1, C_in, H, W]`` a residual prediction at ``lead_time`` ``[B]`` (hours) changes: the input
-        frame 24 h before the valid time ('day_before'), or its mix with the last frame ('blend')."""
+            return x[:, -1:]
         spec, batch = self.spec, x.shape[0]
-        back = (24.0 - lead_time.double()) / spec.time_step  # input frames before the last
-        if not bool(((back >= 0) & (back <= self.t_in - 1) & (back == back.round())).all()):
+        if lead_time is None:
+            lead_time = torch.full((batch,), spec.time_step, device=x.device)
+        back = frames_back_to_the_day_before(lead_time.float(), spec.time_step, self.t_in)
+        if back is None:
             raise ValidationError(f"climax: residual_base {self.config.residual_base!r} reads the input frame 24 h "
                                   f"before the valid time; leads {lead_time.tolist()} h with {self.t_in} input "
                                   f"frames {spec.time_step:g} h apart do not all have one")
-        day_before = x[torch.arange(batch, device=x.device), self.t_in - 1 - back.round().long()].unsqueeze(1)
+        day_before = x[torch.arange(batch, device=x.device), self.t_in - 1 - back].unsqueeze(1)
         if self.config.residual_base == "day_before":
             return day_before
         lead = lead_time.to(x.dtype).view(-1, 1) / self.config.lead_time_scale
