@@ -403,9 +403,8 @@ class ClimaX(EarthsimModel):
             raise EarthsimError(f"climax: valid_time_of_day needs the inputs {list(LOCAL_TIME)} (data.derived); got "
                                 f"{list(spec.inputs)}")
         leads = torch.tensor(spec.lead_times or (spec.time_step,))
-        if self.config.residual_base != "last" and (
-                spec.time_units != "hours" or frames_back_to_the_day_before(leads, spec.time_step, self.config.t_in)
-                is None):
+        if self.config.residual_base != "last" and (spec.time_units != "hours" or frames_back_to_the_day_before(
+                leads, spec.time_step, self.config.t_in) is None):
             raise EarthsimError(f"climax: residual_base {self.config.residual_base!r} needs a day of input frames "
                                 f"in hours reaching 24 h before every valid time; got {self.config.t_in} frames "
                                 f"{spec.time_step:g} {spec.time_units} apart and leads {leads.tolist()}")
@@ -417,14 +416,17 @@ class ClimaX(EarthsimModel):
         if hasattr(self, "place"):  # a further source: the same grid as the first
             spec.grid.check_same(self.specs[0].grid, "climax: a further source's grid against the model's")
 
+    def lead_or_time_step(self, lead_time: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """``lead_time`` ``[B]``, or one time step for every sample of ``x`` when it is None."""
+        return lead_time if lead_time is not None else torch.full((x.shape[0],), self.spec.time_step, device=x.device)
+
     def residual_base_frame(self, x: torch.Tensor, lead_time: torch.Tensor | None) -> torch.Tensor:
         """The last input frame, the input frame 24 h before the valid time ('day_before') or their mix ('blend')
         at each sample's ``lead_time`` ``[B]`` (hours; None: one time step)."""
         if self.config.residual_base == "last":
             return x[:, -1:]
         spec, batch = self.spec, x.shape[0]
-        if lead_time is None:
-            lead_time = torch.full((batch,), spec.time_step, device=x.device)
+        lead_time = self.lead_or_time_step(lead_time, x)
         back = frames_back_to_the_day_before(lead_time.float(), spec.time_step, self.t_in)
         if back is None:
             raise ValidationError(f"climax: residual_base {self.config.residual_base!r} reads the input frame 24 h "
@@ -467,8 +469,7 @@ class ClimaX(EarthsimModel):
     def network(self, x: torch.Tensor, static: torch.Tensor | None, lead_time: torch.Tensor | None) -> torch.Tensor:
         spec, p = self.spec, self.config.patch_size
         batch, height, width = x.shape[0], *spec.shape
-        if lead_time is None:
-            lead_time = torch.full((batch,), spec.time_step, device=x.device)
+        lead_time = self.lead_or_time_step(lead_time, x)
         fields = [x.flatten(1, 2)] + ([valid_time_of_day(x[:, -1], spec, lead_time)]
                                       if self.config.valid_time_of_day else [])
         fields += [static.to(x.dtype)] if static is not None else []
