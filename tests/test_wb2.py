@@ -14,7 +14,7 @@ import xarray as xr
 import yaml
 
 from earthsim import catalog
-from earthsim.data.stats import compute_statistics
+from earthsim.data.stats import compute_climatology, compute_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.forecast import run_forecast
 from earthsim.models import DataSpec, build_model
@@ -117,7 +117,8 @@ def test_climax_trains_forecasts_and_scores_on_wb2(wb2, tmp_path):
     entry, _ = wb2
     compute_statistics(entry, progress=False)
     raw = yaml.safe_load(open(catalog.BUILTIN_CATALOGS / "experiments" / "climax-wb2-5.625.yaml"))
-    raw["data"].update(batch_size=2, num_workers=0, lead_stride_range=[1, 2])
+    # a climatology forcing as well: made on the first training, read again by the forecast at the valid times
+    raw["data"].update(batch_size=2, num_workers=0, lead_stride_range=[1, 2], derived=["latitude", "t2m_climatology"])
     raw["model"]["params"] = {"embed_dim": 32, "depth": 1, "num_heads": 4, "decoder_depth": 1, "patch_size": 2,
                               "drop_path": 0.0, "drop_rate": 0.0}
     raw.update(epochs=1, max_steps=2, device="cpu", validation={"rollout_steps": 1, "max_batches": 1})
@@ -129,6 +130,45 @@ def test_climax_trains_forecasts_and_scores_on_wb2(wb2, tmp_path):
     scores = evaluate([str(forecast)], entry, climatology=None, progress=False, metrics=["rmse"]).scorecard
     rmse = scores["rmse"]
     assert bool(np.isfinite(rmse).all()) and float(rmse.sel(variable="t2m").max()) > 0
+
+
+def test_a_channels_climatology_is_read_at_each_frames_valid_time_on_the_channels_scale(wb2):
+    """``<channel>_climatology`` is WeatherBench 2's hourly climatology of the training days (1-3 January) at each
+    frame's valid time: checked against the triangular 61-day window computed here by hand from the mock, for a
+    surface variable and a pressure level, at input and target frames; normalised by its channel's statistics."""
+    from earthsim.errors import ValidationError
+
+    entry, mock = wb2
+    compute_statistics(entry, progress=False)
+    derived = ["t2m_climatology", "z500_climatology"]
+    windows = WindowDataset(entry, "test", t_in=2, lead_strides=[3], derived=derived, normalise=False)
+    assert windows.channels[-2:] == derived and windows.derived == tuple(derived)
+    sample = windows[1]
+    _, start, lead = windows.locate(1)
+    valid = pd.DatetimeIndex(windows.dataset.time.values[[start, start + 1, start + 1 + lead]])
+    train = mock.sel(time=slice("2017-01-01", "2017-01-03T18:00"))
+    for name, field in (("t2m_climatology", train["2m_temperature"]),
+                        ("z500_climatology", train.geopotential.sel(level=500))):
+        at_hour = field.transpose("time", "latitude", "longitude")
+        for frame, time in zip([*sample["x"], *sample["y"]], valid):
+            same_hour = at_hour.sel(time=at_hour.time.dt.hour == time.hour)
+            weights = 1 - np.abs(time.day_of_year - same_hour.time.dt.dayofyear.values) / 30
+            expected = np.tensordot(weights, same_hour.values.astype(np.float64), 1) / weights.sum()
+            np.testing.assert_allclose(frame[windows.channels.index(name)].numpy(), expected, rtol=1e-5)
+
+    normalised = WindowDataset(entry, "test", t_in=2, lead_strides=[3], derived=derived)
+    for name, channel in zip(derived, ("t2m", "z500")):
+        k, c = normalised.channels.index(name), normalised.channels.index(channel)
+        assert normalised.mean[k] == normalised.mean[c] and normalised.std[k] == normalised.std[c]
+        np.testing.assert_allclose(normalised[1]["x"][:, k].numpy(), (sample["x"][:, k].numpy() - float(
+            normalised.mean[c])) / float(normalised.std[c]), rtol=1e-4, atol=1e-5)
+    assert set(derived) <= set(DataSpec.from_windows(normalised).forcings)
+
+    with pytest.raises(ValidationError, match=r"unknown derived field\(s\) \['sst_climatology'\]"):
+        WindowDataset(entry, "test", derived=["sst_climatology"])
+    compute_climatology(entry, progress=False, overwrite=True, window_days=3)  # reaches only the training days
+    with pytest.raises(ValidationError, match=r"t2m_climatology is not finite at 8 valid time\(s\), first 2017-01-05"):
+        WindowDataset(entry, "test", derived=["t2m_climatology"])
 
 
 def test_a_store_whose_coordinates_are_not_the_entrys_grid_is_refused(wb2, tmp_path):

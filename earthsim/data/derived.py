@@ -7,10 +7,15 @@ day), so the loader makes them beside the stored variables:
 - static fields, one map per dataset: ``latitude`` and ``longitude`` (degrees);
 - per-frame fields, computed at each frame's valid time (forcings: read at every step, never
   predicted): ``local_time_sin`` and ``local_time_cos``, the sine and cosine of the local solar
-  time ``2π (UTC hour + longitude / 15) / 24``, which vary along longitude.
+  time ``2π (UTC hour + longitude / 15) / 24``, which vary along longitude;
+- ``<channel>_climatology`` for a channel read (``t2m_climatology``, ``z500_climatology``): the
+  entry's climatology of that channel at each frame's valid time (day of year × hour, made from the
+  training split by ``earthsim stats`` as WeatherBench 2 does; a fluid's time mean). It gives a
+  model the level that anomalies relax to, from the training days only.
 
-Per-frame fields are normalised by the fixed mean 0 and std 1 (their range is [-1, 1]); static
-fields by their own mean and std, as any static field without statistics.
+The time-of-day fields are normalised by the fixed mean 0 and std 1 (their range is [-1, 1]), a
+climatology by its channel's mean and std (so it reads on the channel's own scale); static fields
+by their own mean and std, as any static field without statistics.
 """
 
 from __future__ import annotations
@@ -52,17 +57,32 @@ DERIVED: dict[str, DerivedField] = {
 }
 
 
-def check_derived(names: list[str] | tuple[str, ...], grid: Grid, times: np.ndarray, where: str) -> None:
-    """Raise naming ``where`` unless every name is a derived field these coordinates can give."""
-    unknown = [n for n in names if n not in DERIVED]
+#: The name ending of a channel's climatology field: ``t2m_climatology``.
+CLIMATOLOGY_SUFFIX = "_climatology"
+
+
+def climatology_of(name: str) -> str | None:
+    """The channel whose climatology the derived field ``name`` is (``t2m`` for ``t2m_climatology``), else None."""
+    if name in DERIVED or not name.endswith(CLIMATOLOGY_SUFFIX):
+        return None
+    return name[: -len(CLIMATOLOGY_SUFFIX)] or None
+
+
+def check_derived(names: list[str] | tuple[str, ...], grid: Grid, times: np.ndarray, where: str,
+                  channels: list[str] | tuple[str, ...] = ()) -> None:
+    """Raise naming ``where`` unless every name is a derived field these coordinates can give, or the
+    climatology of one of the ``channels`` read."""
+    unknown = [n for n in names if n not in DERIVED and climatology_of(n) not in channels]
     if unknown:
-        raise ValidationError(f"{where}: unknown derived field(s) {unknown}; known: {sorted(DERIVED)}")
+        raise ValidationError(f"{where}: unknown derived field(s) {unknown}; known: {sorted(DERIVED)}, or "
+                              f"<channel>{CLIMATOLOGY_SUFFIX} for a channel read ({list(channels)})")
     if len(set(names)) != len(names):
         raise ValidationError(f"{where}: derived fields repeat a name: {list(names)}")
-    if names and grid.kind != "latlon":
-        raise ValidationError(f"{where}: derived fields {list(names)} need a latitude/longitude grid, not a "
+    from_coordinates = [n for n in names if n in DERIVED]
+    if from_coordinates and grid.kind != "latlon":
+        raise ValidationError(f"{where}: derived fields {from_coordinates} need a latitude/longitude grid, not a "
                               f"{grid.kind} grid")
-    per_frame = [n for n in names if not DERIVED[n].static]
+    per_frame = [n for n in from_coordinates if not DERIVED[n].static]
     if per_frame and not np.issubdtype(np.asarray(times).dtype, np.datetime64):
         raise ValidationError(f"{where}: derived fields {per_frame} need dates and times (the store's time is "
                               f"{np.asarray(times).dtype})")
@@ -75,15 +95,43 @@ def _axes(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 def static_fields(names: list[str], grid: Grid) -> np.ndarray:
     """The static derived fields ``[C, H, W]`` (float64) among ``names``, in order."""
     lat, lon = _axes(grid)
-    fields = [DERIVED[n].compute(lat, lon) for n in names if DERIVED[n].static]
+    fields = [DERIVED[n].compute(lat, lon) for n in names if n in DERIVED and DERIVED[n].static]
     return np.stack(fields) if fields else np.empty((0, *grid.shape))
 
 
 def frame_fields(names: list[str], grid: Grid, times: np.ndarray) -> np.ndarray:
-    """The per-frame derived fields ``[T, C, H, W]`` (float32) among ``names`` at the valid ``times`` (datetime64)."""
+    """The per-frame fields ``[T, C, H, W]`` (float32) computed from coordinates among ``names`` at the valid
+    ``times`` (datetime64)."""
     lat, lon = _axes(grid)
     times = np.asarray(times, dtype="datetime64[ns]")
     hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).reshape(-1, 1, 1)
-    fields = [DERIVED[n].compute(lat[None], lon[None], hours) for n in names if not DERIVED[n].static]
+    fields = [DERIVED[n].compute(lat[None], lon[None], hours) for n in names
+              if n in DERIVED and not DERIVED[n].static]
     shape = (len(times), 0, *grid.shape)
     return np.stack(fields, axis=1).astype(np.float32) if fields else np.empty(shape, np.float32)
+
+
+def climatology_fields(entry, sources: list[tuple[str, str, float | None]], times: np.ndarray,
+                       where: str) -> np.ndarray:
+    """The climatology ``[T, K, H, W]`` (float32) at the valid ``times`` of each ``(field, variable, level)``
+    in ``sources`` (level None for a variable without levels), from ``entry``'s climatology store
+    (computed first if missing). A value that is not finite (a valid day the training days' smoothing
+    window does not reach) is refused, naming the field and the first such time."""
+    from earthsim.data.stats import climatology_at, load_climatology
+
+    if entry.climatology is None:
+        raise ValidationError(f"{where}: derived fields {[s[0] for s in sources]} need a climatology, and entry "
+                              f"{entry.name!r} names no climatology store")
+    climatology = load_climatology(entry, progress=False)
+    fields = []
+    for name, variable, level in sources:
+        values = climatology_at(climatology, variable, times, None if level is None else [level],
+                                entry.grid.dims, f"climatology {entry.climatology}")[:, 0]
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            raise ValidationError(f"{where}: {name} is not finite at {bad.sum()} valid time(s), first "
+                                  f"{np.asarray(times)[bad][0]}: climatology {entry.climatology} does not reach them "
+                                  "(its smoothing window over the training days is too short: make it again with "
+                                  f"`python -m pipelines.climatology {entry.name} --window-days N --overwrite` and a wider N)")
+        fields.append(values)
+    return np.stack(fields, axis=1).astype(np.float32)

@@ -13,8 +13,9 @@ lead is ``stride``.
 
 Channels are the variables in the entry's order (or the order given), each expanded over its levels
 in the store's level order: variable ``z`` on levels 500 and 850 then ``t`` gives ``z500, z850, t``;
-then the per-frame fields of ``derived`` (computed from the frames' valid times, see
-:mod:`earthsim.data.derived`), whose static ones join the entry's static fields.
+then the per-frame fields of ``derived`` (computed from the frames' valid times, or a channel's
+climatology at them; see :mod:`earthsim.data.derived`), whose static ones join the entry's static
+fields.
 Every ensemble member and every fluid trajectory is an independent sequence, and a window never
 crosses from one sequence to another, nor past the edges of its split (weather splits select
 times, fluid splits select trajectories). Every start frame from which a whole window fits is a
@@ -43,7 +44,7 @@ import xarray as xr
 
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
-from earthsim.data.derived import DERIVED, check_derived, frame_fields, static_fields
+from earthsim.data.derived import DERIVED, check_derived, climatology_fields, climatology_of, frame_fields, static_fields
 from earthsim.data.grid import Grid
 from earthsim.data.store import chunk_status
 from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM, physics_attributes
@@ -218,12 +219,13 @@ class WindowDataset(torch.utils.data.Dataset):
         self.channel_variables = [layout.name for layout in self._layouts for _ in range(layout.channels)]
         self.derived = tuple(derived or ())
         self._times = ds[TIME_DIM].values if TIME_DIM in ds.coords else np.arange(ds.sizes.get(TIME_DIM, 0))
-        check_derived(self.derived, entry.grid, self._times, f"dataset {entry.name!r}")
+        check_derived(self.derived, entry.grid, self._times, f"dataset {entry.name!r}", self.channels)
         self._stored_channels = len(self.channels)
-        self._frame_derived = [n for n in self.derived if not DERIVED[n].static]
+        self._frame_derived = [n for n in self.derived if n not in DERIVED or not DERIVED[n].static]
+        self._frames, self._sequences = self._split_positions(ds, split)
+        self._climatology = self._climatology_of_split()
         self.channels += self._frame_derived
         self.channel_variables += self._frame_derived
-        self._frames, self._sequences = self._split_positions(ds, split)
         self._check_time_step(ds)
         reach = (self.t_in - 1) * self.stride + self.t_out * max(self.lead_strides)  # first input to last target
         self._per_sequence = len(self._frames) - reach
@@ -234,7 +236,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 f"window of t_in={t_in} + t_out={t_out} frames with stride {stride}{leads} needs {reach + 1}",
                 frames=len(self._frames), needed=reach + 1,
             )
-        self.static_channels = list(entry.static) + [n for n in self.derived if DERIVED[n].static]
+        self.static_channels = list(entry.static) + [n for n in self.derived if n in DERIVED and DERIVED[n].static]
         self._static_layouts = self._static_layouts_of(ds)
         self._check_chunks()
 
@@ -245,8 +247,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self.mean = self.std = self.diff_std = None
         if statistics is not None:
             mean, std, diff_std = (self._channel_statistic(statistics, name, self._levels) for name in STATISTICS)
-            fixed = len(self._frame_derived)  # derived per-frame fields: mean 0, std 1 (their range is [-1, 1])
-            mean, std, diff_std = (np.concatenate([v, np.full(fixed, fill)])
+            # per-frame derived fields: a climatology takes its channel's statistics, the time of day mean 0 and
+            # std 1 (its range is [-1, 1])
+            base = [self.channels.index(climatology_of(n)) if n not in DERIVED else None for n in self._frame_derived]
+            mean, std, diff_std = (np.concatenate([v, [fill if b is None else v[b] for b in base]])
                                    for v, fill in ((mean, 0.0), (std, 1.0), (diff_std, 1.0)))
             self.mean, self.std, self.diff_std = (torch.from_numpy(v.astype(np.float32)) for v in (mean, std, diff_std))
             self._inverse_std = (1.0 / std).astype(np.float32)
@@ -503,8 +507,7 @@ class WindowDataset(torch.utils.data.Dataset):
             channels = slice(layout.channel_start, layout.channel_start + layout.channels)
             out[:, channels] = block if layout.has_level else block[:, None]
         if self._frame_derived:
-            out[:, self._stored_channels:] = frame_fields(self._frame_derived, self.grid,
-                                                          self._times[first:last + 1:step])
+            out[:, self._stored_channels:] = self._derived_frames(np.arange(first, last + 1, step))
         return out
 
     # -- reading ---------------------------------------------------------------------------------
@@ -566,15 +569,40 @@ class WindowDataset(torch.utils.data.Dataset):
                     np.multiply(out, self._inverse_std[channels, None, None], out=out)
                 else:
                     out[...] = part
-        if self._frame_derived:  # mean 0 and std 1: the same normalised or not
+        if self._frame_derived:
             _, start, _ = self.locate(index)
             last = start + (self.t_in - 1) * self.stride
             frames = np.concatenate([start + self.stride * np.arange(self.t_in),
                                      last + lead * np.arange(1, self.t_out + 1)])
-            fields = frame_fields(self._frame_derived, self.grid, self._times[frames])
+            fields = self._derived_frames(frames)
+            if self.normalise:
+                derived = slice(self._stored_channels, None)
+                fields = (fields - self.mean.numpy()[derived, None, None]) * self._inverse_std[derived, None, None]
             x.numpy()[:, self._stored_channels:] = fields[: self.t_in]
             y.numpy()[:, self._stored_channels:] = fields[self.t_in:]
         return lead * self.time_step
+
+    def _climatology_of_split(self) -> np.ndarray | None:
+        """The climatology fields among the derived ones at every frame of the split ``[F, K, H, W]``, in
+        memory (a few maps per frame; read once, in the process that builds the dataset)."""
+        names = [n for n in self._frame_derived if n not in DERIVED]
+        if not names:
+            return None
+        levels = {channel_name(layout.name, level): (layout.name, level)
+                  for layout in self._layouts for level in self._levels.get(layout.name, [None])}
+        return climatology_fields(self.entry, [(n, *levels[climatology_of(n)]) for n in names],
+                                  self._times[self._frames], f"dataset {self.entry.name!r}, split {self.split!r}")
+
+    def _derived_frames(self, frames: np.ndarray) -> np.ndarray:
+        """The per-frame derived fields ``[T, D, H, W]`` (physical, float32) at store frames ``frames`` of the split."""
+        computed = frame_fields(self._frame_derived, self.grid, self._times[frames])
+        if self._climatology is None:
+            return computed
+        climatology = self._climatology[np.searchsorted(self._frames, frames)]
+        out = np.empty((len(frames), len(self._frame_derived), *self.grid.shape), np.float32)
+        from_climatology = np.array([n not in DERIVED for n in self._frame_derived])
+        out[:, from_climatology], out[:, ~from_climatology] = climatology, computed
+        return out
 
     def _result(self, future, name: str) -> np.ndarray:
         """A read's values, or one error naming the store and variable (a damaged chunk's bytes, a vanished file)."""

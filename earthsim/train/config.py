@@ -41,7 +41,8 @@ class DataConfig:
     several leads every window start is one sample per lead, so an epoch holds that many times more
     samples; they need a lead-conditioned model. ``derived`` adds fields computed from coordinates
     (:mod:`earthsim.data.derived`: ``latitude``, ``longitude`` as static fields, ``local_time_sin``
-    and ``local_time_cos`` as per-frame forcings). ``sources`` adds further training datasets, read
+    and ``local_time_cos`` as per-frame forcings) or a channel's climatology at each frame's valid
+    time (``t2m_climatology``, a per-frame forcing). ``sources`` adds further training datasets, read
     with their own variables and statistics (a multi-source model, ClimaX's pretraining across
     climate models): each batch comes from one source; validation reads ``dataset``.
     """

@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from earthsim import catalog
 from earthsim import config as config_lib
+from earthsim.data.derived import climatology_of
 from earthsim.data.grid import cos_latitude_weights, latitude_weights
 from earthsim.data.loader import collate_windows, make_loader, set_epoch
 from earthsim.data.sources import SourceWindows
-from earthsim.data.stats import compute_statistics, load_statistics
+from earthsim.data.stats import compute_statistics, load_climatology, load_statistics
 from earthsim.data.windows import WindowDataset
 from earthsim.errors import EarthsimError
 from earthsim.models import (EXPORT_NAME, MODELS, Batch, DataSpec, EarthsimModel, build_model, export_model,
@@ -55,12 +56,15 @@ class Data:
 
 
 def prepare_data(cfg: TrainConfig, world: World) -> None:
-    """Rank 0 makes each source's store and statistics if missing; the other ranks wait for it."""
+    """Rank 0 makes each source's store and statistics (and the climatology its derived fields read) if
+    missing; the other ranks wait for it."""
     if world.is_main:
         for source in cfg.data.source_list():
             entry = catalog.get_entry(source.dataset)
             catalog.open_dataset(entry)
             compute_statistics(entry)
+            if any(climatology_of(name) for name in source.derived or ()):
+                load_climatology(entry)
     dist.barrier()
 
 
