@@ -254,6 +254,33 @@ def test_ensembles_are_reproducible_by_seed_and_members_differ(fluid, tmp_path):
     assert 0 < spread < 0.1 * float(np.abs(unperturbed).mean())
 
 
+def test_several_checkpoints_make_an_ensemble_of_each_ones_own_forecast(fluid, tmp_path):
+    """Trainings with other seeds as one store: member k is checkpoint k's forecast, bit for bit, and with
+    perturbed members each checkpoint keeps its own noise (the first one's the same as alone)."""
+    first = _export(fluid, tmp_path / "a.pt", residual=True, seed=0)
+    second = _export(fluid, tmp_path / "b.pt", residual=True, seed=1)
+
+    def forecast(checkpoint, name, **options):
+        return xr.open_zarr(run_forecast(checkpoint, str(fluid), "test", steps=2, out=tmp_path / name,
+                                         progress=False, **options), consolidated=False).vorticity.load()
+
+    alone = [forecast(first, "a.zarr", batch_size=1), forecast(second, "b.zarr", batch_size=1)]
+    both = forecast([first, second], "ab.zarr", batch_size=2)  # one initial time per model call, as alone
+    assert both.realization.values.tolist() == [0, 1]
+    for k in range(2):
+        np.testing.assert_array_equal(both.isel(realization=k).values, alone[k].values)
+    assert not np.allclose(alone[0].values, alone[1].values)
+    perturbed = forecast([first, second], "p.zarr", members=2, perturbation=0.1, seed=3, batch_size=4)
+    first_alone = forecast(first, "pa.zarr", members=2, perturbation=0.1, seed=3, batch_size=2)
+    assert perturbed.sizes["realization"] == 4
+    np.testing.assert_array_equal(perturbed.isel(realization=[0, 1]).values, first_alone.values)
+    assert not np.allclose(perturbed.isel(realization=2).values, perturbed.isel(realization=3).values)
+    other = _export(fluid, tmp_path / "c.pt", residual=False)
+    with pytest.raises(ValidationError, match=r"c.pt differs from model .*a.pt .* in its model configuration"):
+        forecast([first, other], "ac.zarr")
+    assert not (tmp_path / "ac.zarr").exists()
+
+
 def test_weather_layout_and_climatology_baseline(weather, tmp_path):
     checkpoint = _export(weather, tmp_path / "model.pt", residual=True)
     ds = xr.open_zarr(run_forecast(checkpoint, str(weather), "test", steps=3, out=tmp_path / "f.zarr", members=2,

@@ -21,8 +21,10 @@ def baseline_writer(name: str):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``earthsim forecast``."""
-    parser.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT",
-                        help="exported model.pt or the run directory holding it (omit with --baseline)")
+    parser.add_argument("checkpoint", nargs="*", metavar="RUN_OR_CHECKPOINT",
+                        help="exported model.pt or the run directory holding it (omit with --baseline); several "
+                             "(trainings of one experiment with other seeds) make a multi-model ensemble, one "
+                             "member each (times --members), whose mean the scorer scores")
     parser.add_argument("--dataset", required=True, help="catalog dataset (name or YAML file) to forecast")
     parser.add_argument("--split", default="test", help="split whose initial times are forecast (default: test)")
     parser.add_argument("--steps", type=int, required=True, help="frames forecast from each initial time")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     common = dict(steps=args.steps, out=args.out, inits=args.inits, overwrite=args.overwrite)
     if args.baseline is not None:
-        if args.checkpoint is not None:
+        if args.checkpoint:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline, not both")
         if args.solver_resolution is not None and args.baseline != "solver":
             raise EarthsimError("--solver-resolution applies to --baseline solver")
@@ -73,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
         solver = {"device": args.device, "resolution": args.solver_resolution} if args.baseline == "solver" else {}
         path = baseline_writer(args.baseline)(args.dataset, args.split, **lead, **batch, **solver, **common)
     else:
-        if args.checkpoint is None:
+        if not args.checkpoint:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline")
-        path = run_forecast(args.checkpoint, args.dataset, args.split, members=args.members,
+        checkpoint = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
+        path = run_forecast(checkpoint, args.dataset, args.split, members=args.members,
                             perturbation=args.perturbation, seed=args.seed, device=args.device, mode=args.mode,
                             lead_stride=args.lead_stride, context=args.context,
                             batch_size=32 if args.batch_size is None else args.batch_size, **common)

@@ -15,7 +15,10 @@ Ensembles (``members`` > 1 or ``perturbation`` > 0) add Gaussian noise of std ``
 times each channel's std (the model's statistics) to every input frame of every member; the
 noise of member ``m`` of initial frame ``f`` in sequence ``s`` is drawn from
 ``numpy.random.default_rng([seed, *s, f, m])``, so it does not depend on batching, block sizes
-or on which blocks a resumed run still had to do.
+or on which blocks a resumed run still had to do. Several checkpoints (trainings of one
+experiment with other seeds, say) make a multi-model ensemble: the members of checkpoint ``k``
+are members ``k × members …`` of the store, so the scorer's deterministic scores are those of
+the ensemble mean (a deep ensemble: averaging the trainings averages out each one's own errors).
 """
 
 from __future__ import annotations
@@ -54,13 +57,14 @@ def _check_compatible(record: ExportRecord, spec: DataSpec, ic: InitialCondition
                               f"{ic.entry.name!r} with stride {record.stride} gives {record.stride * ic.entry.time_step}")
 
 
-def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, split: str = "test", *, steps: int,
+def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEntry, split: str = "test", *, steps: int,
                  out: str | os.PathLike, inits: list | None = None, members: int = 1,
                  perturbation: float = 0.0, seed: int = 0, batch_size: int = 32, progress: bool = True,
                  device: str = "cpu", overwrite: bool = False, keep: bool = False, mode: str | None = None,
                  lead_stride: int | None = None, context: int | None = None) -> Path:
     """Forecast ``steps`` frames from every initial time of ``split`` (or those in ``inits``) with the exported
-    model ``checkpoint`` and write the forecast store ``out``; returns its path.
+    model ``checkpoint`` (or a list of them: a multi-model ensemble, each with ``members`` members) and write
+    the forecast store ``out``; returns its path.
 
     ``mode``: ``"iterative"`` feeds predictions back, ``"direct"`` calls a lead-conditioned model once
     per lead from the initial state (default: direct for a lead-conditioned model trained at several
@@ -71,8 +75,12 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
     ``context``: frames a recurrent model digests before the first forecast frame (default its
     ``t_in``; the long-horizon video protocol conditions on 100).
     """
-    model, record = load_exported(checkpoint)
-    where = f"model {checkpoint} (trained on dataset {record.dataset!r})"
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    if not checkpoints:
+        raise ValidationError("give at least one checkpoint to forecast with")
+    ensemble = [load_exported(path) for path in checkpoints]
+    model, record = ensemble[0]
+    where = f"model {checkpoints[0]} (trained on dataset {record.dataset!r})"
     entry = resolve_entry(dataset)
     if mode is None:
         mode = "direct" if model.lead_conditioned and len(record.lead_strides) > 1 else "iterative"
@@ -106,55 +114,83 @@ def run_forecast(checkpoint: str | os.PathLike, dataset: str | DatasetEntry, spl
         raise ValidationError(f"{where} reads {t_in} frames {record.stride} store frame(s) apart, so it rolls "
                               f"out iteratively only {record.stride} frame(s) at a time, not {lead} (a prediction fed "
                               "back must sit one stride after the other inputs); use mode='direct'")
+    for path, (other, other_record) in zip(checkpoints[1:], ensemble[1:]):
+        _check_same_forecaster(model, record, other, other_record, f"model {path}", where)
+        if _lead_stride(other_record, lead_stride, mode, steps, f"model {path}") != lead:
+            raise ValidationError(f"model {path} forecasts frames another number of store frames apart than {where}; "
+                                  "give --lead-stride")
     ic = InitialConditions(entry, split, steps, t_in=t_in, stride=record.stride, lead_stride=lead,
                            variables=variables, inits=inits, derived=spec.derived)
     _check_compatible(record, spec, ic, where)
     written = _predicted_variables(ic, spec, where)
 
     device = torch.device(device)
-    model = model.to(device)
+    models = [member.to(device) for member, _ in ensemble]
     static = torch.from_numpy(ic.windows.raw_static_fields()).float().to(device) if spec.static else None
     lead_time = ic.lead_time
-    noise_scale = np.asarray(spec.statistics.std, np.float32)[:, None, None] if spec.statistics else 1.0
     forcings = spec.forcing_index
 
     def compute(block: Block) -> np.ndarray:
-        x = torch.from_numpy(ic.read(block)).to(device)
-        count = x.shape[0]
-        x = x.repeat_interleave(members, dim=0)
-        if perturbation > 0:
-            noise = _noise(ic, block, members, seed, tuple(x.shape[1:]), perturbation) * noise_scale
-            x = x + torch.from_numpy(noise).to(device)
-        with torch.no_grad():
-            if mode == "direct":
-                leads = torch.arange(1, ic.steps + 1, dtype=torch.float32, device=device) * lead_time
-                pred = direct(model, x, leads, static)
-            else:
-                future = None
-                if forcings:  # the forcing channels at the valid times of the predicted frames
-                    future = torch.from_numpy(ic.read_targets(block)[:, :, forcings]).to(device)
-                    future = future.repeat_interleave(members, dim=0)
-                pred = rollout(model, x, ic.steps, static, torch.full((x.shape[0],), lead_time, device=device),
-                               future)
-        pred = pred.float().cpu().numpy()
-        return pred.reshape(count, members, *pred.shape[1:]).swapaxes(1, 2)
+        initial = torch.from_numpy(ic.read(block)).to(device)
+        count = initial.shape[0]
+        future = None
+        if mode == "iterative" and forcings:  # the forcing channels at the valid times of the predicted frames
+            future = torch.from_numpy(ic.read_targets(block)[:, :, forcings]).to(device)
+            future = future.repeat_interleave(members, dim=0)
+        predictions = []
+        for k, member in enumerate(models):
+            x = initial.repeat_interleave(members, dim=0)
+            if perturbation > 0:
+                scale = np.asarray(member.spec.statistics.std, np.float32)[:, None, None] \
+                    if member.spec.statistics else 1.0
+                noise = _noise(ic, block, members, seed, tuple(x.shape[1:]), perturbation, first=k * members)
+                x = x + torch.from_numpy(noise * scale).to(device)
+            with torch.no_grad():
+                if mode == "direct":
+                    leads = torch.arange(1, ic.steps + 1, dtype=torch.float32, device=device) * lead_time
+                    pred = direct(member, x, leads, static)
+                else:
+                    pred = rollout(member, x, ic.steps, static,
+                                   torch.full((x.shape[0],), lead_time, device=device), future)
+            pred = pred.float().cpu().numpy()
+            predictions.append(pred.reshape(count, members, *pred.shape[1:]))
+        return np.concatenate(predictions, axis=1).swapaxes(1, 2)
 
+    paths = [str(export_path(path).resolve()) for path in checkpoints]
+    several = len(paths) > 1  # a single model's request keeps its plain values
     request = {
-        "checkpoint": str(export_path(checkpoint).resolve()), "model": record.model, "checkpoint_step": record.step,
+        "checkpoint": paths if several else paths[0], "model": record.model,
+        "checkpoint_step": [r.step for _, r in ensemble] if several else record.step,
         "trained_on": record.dataset, "dataset": entry.name, "store": entry.store, "split": split,
         "steps": ic.steps, "inits": None if inits is None else [str(v) for v in inits], "members": members,
         "perturbation": float(perturbation), "seed": int(seed), "t_in": model.t_in, "context": t_in,
         "t_out": model.t_out,
         "stride": ic.stride, "lead_stride": lead, "lead_time": ic.lead_time, "mode": mode,
-        "model_config": record.config, "train_config": record.train_config,
+        "model_config": record.config,
+        "train_config": [r.train_config for _, r in ensemble] if several else record.train_config,
     }
     attrs = {"forecast": record.model, "dataset": entry.name, "split": split, "checkpoint": request["checkpoint"],
-             "checkpoint_step": record.step, "mode": mode}
+             "checkpoint_step": request["checkpoint_step"], "mode": mode}
+    total = members * len(models)
     return write_forecast(
         ic, out, compute, producer="earthsim.forecast.run_forecast", request=request, attrs=attrs,
-        inputs=[request["checkpoint"], entry.store], members=members if members > 1 else None,
-        block_size=max(1, batch_size // members), progress=progress, overwrite=overwrite, keep=keep,
-        description=f"forecast {record.model} {entry.name}", variables=written)
+        inputs=[*paths, entry.store], members=total if total > 1 else None,
+        block_size=max(1, batch_size // total), progress=progress, overwrite=overwrite, keep=keep,
+        description=f"forecast {record.model}{f' ×{len(paths)}' if several else ''} {entry.name}", variables=written)
+
+
+def _check_same_forecaster(model, record: ExportRecord, other, other_record: ExportRecord, name: str,
+                           where: str) -> None:
+    """A multi-model ensemble's members read the same frames and write the same variables: the same data spec,
+    model, configuration, input frames and stride (they may differ in seed and training)."""
+    for what, first, then in (("model", record.model, other_record.model),
+                              ("model configuration", record.config, other_record.config),
+                              ("data spec", model.spec.to_dict(), other.spec.to_dict()),
+                              ("stride", record.stride, other_record.stride),
+                              ("training leads", list(record.lead_strides), list(other_record.lead_strides))):
+        if first != then:
+            raise ValidationError(f"{name} differs from {where} in its {what}; the members of an ensemble are "
+                                  "trainings of one experiment (other seeds)")
 
 
 def _predicted_variables(ic: InitialConditions, spec: DataSpec, where: str) -> list[str]:
@@ -191,9 +227,10 @@ def _lead_stride(record: ExportRecord, lead_stride: int | None, mode: str, steps
 
 
 def _noise(ic: InitialConditions, block: Block, members: int, seed: int, shape: tuple[int, ...],
-           perturbation: float) -> np.ndarray:
-    """Initial-condition noise ``[samples × members, *shape]``, one generator per (sequence, init, member)."""
+           perturbation: float, first: int = 0) -> np.ndarray:
+    """Initial-condition noise ``[samples × members, *shape]`` of members ``first …``, one generator per
+    (sequence, init, member)."""
     return np.stack([
         np.random.default_rng([seed, *sequence, frame, member]).standard_normal(shape, dtype=np.float32)
         * np.float32(perturbation)
-        for sequence, frame in ic.samples(block) for member in range(members)])
+        for sequence, frame in ic.samples(block) for member in range(first, first + members)])
