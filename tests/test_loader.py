@@ -410,6 +410,36 @@ def test_layout_accessors_and_raw_frame_reads(weather, fluid):
     np.testing.assert_array_equal(train.read_frames(1, 2, 5)[:, 0], fds["vorticity"].values[1, 2:7])
 
 
+def test_a_fluids_climatology_field_is_its_mean_over_the_training_trajectories(fluid, tmp_path):
+    """A fluid's climatology (shallow water on the sphere) is its time mean, no day of year: ``h_climatology``
+    is that one map at every frame of any split; an entry without a climatology store is refused by name."""
+    from earthsim.data.stats import compute_statistics
+
+    with pytest.raises(ValidationError, match=r"fluid-test.*\['vorticity_climatology'\] need a climatology, and "
+                                              r"entry 'fluid-test' names no climatology store"):
+        WindowDataset(fluid[0], "test", derived=["vorticity_climatology"], normalise=False)
+    rng = np.random.default_rng(3)
+    ds = xr.Dataset(
+        {name: (("trajectory", "time", "latitude", "longitude"), rng.standard_normal((3, 6, 4, 8)).astype("float32"))
+         for name in ("h", "u")},
+        coords={"time": np.arange(6) * 1.0, "latitude": np.linspace(-90, 90, 4), "longitude": np.arange(8) * 45.0},
+    )
+    entry = _entry(
+        tmp_path, "sphere", "fluid", ds, variables={"h": {"units": "m"}, "u": {"units": "m s**-1"}},
+        climatology=str(tmp_path / "sphere.clim.zarr"),
+        grid={"latitude": {"start": -90.0, "stop": 90.0, "size": 4}, "longitude": {"start": 0.0, "stop": 315.0, "size": 8}},
+        time={"step": 1.0, "units": "hours"}, splits={"train": {"trajectory": [0, 2]}, "test": {"trajectory": [2, 3]}},
+    )
+    compute_statistics(entry, progress=False)
+    windows = WindowDataset(entry, "test", t_in=2, derived=["h_climatology"], normalise=False)
+    mean = ds.h.values[:2].astype(np.float64).mean(axis=(0, 1))  # the training trajectories at every time
+    sample = windows[3]
+    for frame in [*sample["x"], *sample["y"]]:
+        np.testing.assert_allclose(frame[2].numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(windows.read_frames(0, 0, 3, 2)[:, 2], np.broadcast_to(mean, (3, 4, 8)), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_static_statistics_are_what_static_fields_use(weather):
     entry, ds, stats = weather
     orography = ds["orography"].values.astype(np.float64)

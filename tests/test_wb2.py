@@ -114,6 +114,8 @@ def test_the_paper_default_experiment_on_wb2_is_the_reference_size(wb2):
 
 
 def test_climax_trains_forecasts_and_scores_on_wb2(wb2, tmp_path):
+    from earthsim.errors import ValidationError
+
     entry, _ = wb2
     compute_statistics(entry, progress=False)
     raw = yaml.safe_load(open(catalog.BUILTIN_CATALOGS / "experiments" / "climax-wb2-5.625.yaml"))
@@ -130,6 +132,11 @@ def test_climax_trains_forecasts_and_scores_on_wb2(wb2, tmp_path):
     scores = evaluate([str(forecast)], entry, climatology=None, progress=False, metrics=["rmse"]).scorecard
     rmse = scores["rmse"]
     assert bool(np.isfinite(rmse).all()) and float(rmse.sel(variable="t2m").max()) > 0
+    compute_climatology(entry, progress=False, overwrite=True, window_days=31)  # other values under the same name
+    with pytest.raises(ValidationError, match=r"reads a climatology made from .*'window_days': 61.*is made from "
+                                              r".*'window_days': 31"):
+        run_forecast(summary["export"], entry, "test", steps=2, out=tmp_path / "g.zarr", mode="direct",
+                     progress=False)
 
 
 def test_a_channels_climatology_is_read_at_each_frames_valid_time_on_the_channels_scale(wb2):
@@ -145,16 +152,22 @@ def test_a_channels_climatology_is_read_at_each_frames_valid_time_on_the_channel
     assert windows.channels[-2:] == derived and windows.derived == tuple(derived)
     sample = windows[1]
     _, start, lead = windows.locate(1)
-    valid = pd.DatetimeIndex(windows.dataset.time.values[[start, start + 1, start + 1 + lead]])
+    times = windows.dataset.time.values
     train = mock.sel(time=slice("2017-01-01", "2017-01-03T18:00"))
     for name, field in (("t2m_climatology", train["2m_temperature"]),
                         ("z500_climatology", train.geopotential.sel(level=500))):
         at_hour = field.transpose("time", "latitude", "longitude")
-        for frame, time in zip([*sample["x"], *sample["y"]], valid):
+
+        def expected(time):
             same_hour = at_hour.sel(time=at_hour.time.dt.hour == time.hour)
-            weights = 1 - np.abs(time.day_of_year - same_hour.time.dt.dayofyear.values) / 30
-            expected = np.tensordot(weights, same_hour.values.astype(np.float64), 1) / weights.sum()
-            np.testing.assert_allclose(frame[windows.channels.index(name)].numpy(), expected, rtol=1e-5)
+            weights = 1 - np.abs(time.day_of_year - same_hour.time.dt.day_of_year.values) / 30
+            return np.tensordot(weights, same_hour.values.astype(np.float64), 1) / weights.sum()
+
+        k = windows.channels.index(name)
+        sample_frames = zip([*sample["x"], *sample["y"]], times[[start, start + 1, start + 1 + lead]])
+        read = windows.read_frames(0, start, 3, 3)  # as a forecast reads its inputs and forcings
+        for frame, time in [*((f[k].numpy(), t) for f, t in sample_frames), *zip(read[:, k], times[start::3])]:
+            np.testing.assert_allclose(frame, expected(pd.Timestamp(time)), rtol=1e-5)
 
     normalised = WindowDataset(entry, "test", t_in=2, lead_strides=[3], derived=derived)
     for name, channel in zip(derived, ("t2m", "z500")):
@@ -167,7 +180,8 @@ def test_a_channels_climatology_is_read_at_each_frames_valid_time_on_the_channel
     with pytest.raises(ValidationError, match=r"unknown derived field\(s\) \['sst_climatology'\]"):
         WindowDataset(entry, "test", derived=["sst_climatology"])
     compute_climatology(entry, progress=False, overwrite=True, window_days=3)  # reaches only the training days
-    with pytest.raises(ValidationError, match=r"t2m_climatology is not finite at 8 valid time\(s\), first 2017-01-05"):
+    with pytest.raises(ValidationError, match=r"t2m_climatology is not finite at 16384 point\(s\) of 8 valid time\(s\), "
+                                              r"first 2017-01-05"):
         WindowDataset(entry, "test", derived=["t2m_climatology"])
 
 

@@ -100,24 +100,24 @@ def static_fields(names: list[str], grid: Grid) -> np.ndarray:
 
 
 def frame_fields(names: list[str], grid: Grid, times: np.ndarray) -> np.ndarray:
-    """The per-frame fields ``[T, C, H, W]`` (float32) computed from coordinates among ``names`` at the valid
-    ``times`` (datetime64)."""
+    """The per-frame fields ``[T, C, H, W]`` (float32) computed from coordinates (``names``, each one of
+    ``DERIVED``'s per-frame fields) at the valid ``times`` (datetime64)."""
     lat, lon = _axes(grid)
     times = np.asarray(times, dtype="datetime64[ns]")
     hours = ((times - times.astype("datetime64[D]")) / np.timedelta64(1, "h")).reshape(-1, 1, 1)
-    fields = [DERIVED[n].compute(lat[None], lon[None], hours) for n in names
-              if n in DERIVED and not DERIVED[n].static]
+    fields = [DERIVED[n].compute(lat[None], lon[None], hours) for n in names if not DERIVED[n].static]
     shape = (len(times), 0, *grid.shape)
     return np.stack(fields, axis=1).astype(np.float32) if fields else np.empty(shape, np.float32)
 
 
 def climatology_fields(entry, sources: list[tuple[str, str, float | None]], times: np.ndarray,
-                       where: str) -> np.ndarray:
+                       where: str) -> tuple[np.ndarray, dict]:
     """The climatology ``[T, K, H, W]`` (float32) at the valid ``times`` of each ``(field, variable, level)``
     in ``sources`` (level None for a variable without levels), from ``entry``'s climatology store
-    (computed first if missing). A value that is not finite (a valid day the training days' smoothing
-    window does not reach) is refused, naming the field and the first such time."""
-    from earthsim.data.stats import climatology_at, load_climatology
+    (computed first if missing), and what the store was made from (its dataset, training days and
+    smoothing window: a model records it, so that its inputs cannot change under it). A value that is
+    not finite is refused, naming the field and the first such time."""
+    from earthsim.data.stats import climatology_at, climatology_source, load_climatology
 
     if entry.climatology is None:
         raise ValidationError(f"{where}: derived fields {[s[0] for s in sources]} need a climatology, and entry "
@@ -127,11 +127,14 @@ def climatology_fields(entry, sources: list[tuple[str, str, float | None]], time
     for name, variable, level in sources:
         values = climatology_at(climatology, variable, times, None if level is None else [level],
                                 entry.grid.dims, f"climatology {entry.climatology}")[:, 0]
-        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        bad = ~np.isfinite(values.reshape(len(values), -1))
         if bad.any():
-            raise ValidationError(f"{where}: {name} is not finite at {bad.sum()} valid time(s), first "
-                                  f"{np.asarray(times)[bad][0]}: climatology {entry.climatology} does not reach them "
-                                  "(its smoothing window over the training days is too short: make it again with "
-                                  f"`python -m pipelines.climatology {entry.name} --window-days N --overwrite` and a wider N)")
+            at = bad.any(axis=1)
+            raise ValidationError(
+                f"{where}: {name} is not finite at {int(bad.sum())} point(s) of {int(at.sum())} valid time(s), "
+                f"first {np.asarray(times)[at][0]}: climatology {entry.climatology} has no value there (a day "
+                "its smoothing window over the training days does not reach: make it again with a wider "
+                f"window, `python -m pipelines.climatology {entry.name} --window-days N --overwrite` in a "
+                "checkout; or points where the variable itself is undefined)")
         fields.append(values)
-    return np.stack(fields, axis=1).astype(np.float32)
+    return np.stack(fields, axis=1).astype(np.float32), climatology_source(climatology)

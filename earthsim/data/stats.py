@@ -402,6 +402,13 @@ def load_climatology(entry: DatasetEntry | str, progress: bool = True) -> xr.Dat
     return store.open_zarr(entry.climatology)
 
 
+def climatology_source(climatology: xr.Dataset) -> dict:
+    """What a climatology store was made from: its dataset, training split and days, and smoothing window (the
+    keys of its provenance that decide its values)."""
+    config = climatology.attrs.get(store.PROVENANCE_ATTR, {}).get("config", {})
+    return {key: config[key] for key in ("dataset", "split_definition", "time_range", "window_days") if key in config}
+
+
 def climatology_at(climatology: xr.Dataset, name: str, valid_times, levels=None,
                    spatial: tuple[str, str] = (LATITUDE_DIM, LONGITUDE_DIM), where: str = "climatology") -> np.ndarray:
     """Variable ``name`` of a climatology at each valid time: float32 ``[valid, L, H, W]``.

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 
@@ -163,7 +164,8 @@ class WindowDataset(torch.utils.data.Dataset):
     channel), ``mean``, ``std``, ``diff_std`` (float32 tensors ``[C]``, None without statistics),
     ``static_channels``, ``derived`` (the names of computed fields among channels and static fields),
     ``time_step`` (between store frames), ``lead_strides``, ``lead_times`` (hours or solver units),
-    ``grid``, ``physics`` (the physics attributes of a solver-made store).
+    ``grid``, ``physics`` (the physics attributes of a solver-made store), ``climatology_source`` (what
+    the climatology read by ``<channel>_climatology`` fields was made from; {} without them).
 
     For readers other than the loader (forecast runs): ``sequence_dims``, ``sequences``, ``levels``,
     ``starts``, ``dataset`` (the store's coordinates and attributes, lazily) and ``read_frames``
@@ -222,8 +224,9 @@ class WindowDataset(torch.utils.data.Dataset):
         check_derived(self.derived, entry.grid, self._times, f"dataset {entry.name!r}", self.channels)
         self._stored_channels = len(self.channels)
         self._frame_derived = [n for n in self.derived if n not in DERIVED or not DERIVED[n].static]
+        self._from_climatology = np.array([n not in DERIVED for n in self._frame_derived], dtype=bool)
         self._frames, self._sequences = self._split_positions(ds, split)
-        self._climatology = self._climatology_of_split()
+        self._climatology, self._climatology_index, self.climatology_source = self._climatology_of_split()
         self.channels += self._frame_derived
         self.channel_variables += self._frame_derived
         self._check_time_step(ds)
@@ -582,26 +585,39 @@ class WindowDataset(torch.utils.data.Dataset):
             y.numpy()[:, self._stored_channels:] = fields[self.t_in:]
         return lead * self.time_step
 
-    def _climatology_of_split(self) -> np.ndarray | None:
-        """The climatology fields among the derived ones at every frame of the split ``[F, K, H, W]``, in
-        memory (a few maps per frame; read once, in the process that builds the dataset)."""
+    def _climatology_of_split(self) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
+        """The climatology fields among the derived ones, in memory as one map per (day of year, hour) the
+        split's frames fall on ``[U, K, H, W]`` (a few hundred maps at most, whatever the split's length), the
+        row of each split frame, and what the climatology was made from; None, None, {} without such fields."""
         names = [n for n in self._frame_derived if n not in DERIVED]
         if not names:
-            return None
+            return None, None, {}
+        times = self._times[self._frames]
+        if np.issubdtype(times.dtype, np.datetime64):
+            stamps = pd.DatetimeIndex(times)
+            keys = np.asarray(stamps.day_of_year) * 24 + np.asarray(stamps.hour)
+        else:  # a fluid's climatology is its time mean: one map
+            keys = np.zeros(len(times), dtype=np.int64)
+        _, first, index = np.unique(keys, return_index=True, return_inverse=True)
         levels = {channel_name(layout.name, level): (layout.name, level)
                   for layout in self._layouts for level in self._levels.get(layout.name, [None])}
-        return climatology_fields(self.entry, [(n, *levels[climatology_of(n)]) for n in names],
-                                  self._times[self._frames], f"dataset {self.entry.name!r}, split {self.split!r}")
+        table, source = climatology_fields(self.entry, [(n, *levels[climatology_of(n)]) for n in names],
+                                           times[first], f"dataset {self.entry.name!r}, split {self.split!r}")
+        return table, index.ravel(), source
 
     def _derived_frames(self, frames: np.ndarray) -> np.ndarray:
         """The per-frame derived fields ``[T, D, H, W]`` (physical, float32) at store frames ``frames`` of the split."""
-        computed = frame_fields(self._frame_derived, self.grid, self._times[frames])
-        if self._climatology is None:
-            return computed
-        climatology = self._climatology[np.searchsorted(self._frames, frames)]
+        frames = np.asarray(frames)
         out = np.empty((len(frames), len(self._frame_derived), *self.grid.shape), np.float32)
-        from_climatology = np.array([n not in DERIVED for n in self._frame_derived])
-        out[:, from_climatology], out[:, ~from_climatology] = climatology, computed
+        if not self._from_climatology.all():
+            out[:, ~self._from_climatology] = frame_fields(
+                [n for n in self._frame_derived if n in DERIVED], self.grid, self._times[frames])
+        if self._climatology is not None:
+            positions = np.searchsorted(self._frames, frames)
+            if not ((positions < len(self._frames)) & (self._frames[np.minimum(positions, len(self._frames) - 1)]
+                                                      == frames)).all():
+                raise IndexError(f"frames {frames.tolist()} are not all in split {self.split!r}")
+            out[:, self._from_climatology] = self._climatology[self._climatology_index[positions]]
         return out
 
     def _result(self, future, name: str) -> np.ndarray:

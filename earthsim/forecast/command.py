@@ -31,12 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="forecast store to write (Zarr v3)")
     parser.add_argument("--inits", nargs="+", metavar="TIME",
                         help="initial times (dates for weather, solver times for fluids; default: all valid ones)")
-    parser.add_argument("--members", type=int, default=1, help="ensemble members with perturbed initial conditions")
+    parser.add_argument("--members", type=int, default=1,
+                        help="ensemble members with perturbed initial conditions (of each checkpoint given)")
     parser.add_argument("--perturbation", type=float, default=0.0,
                         help="std of the Gaussian initial-condition noise, in normalised units")
     parser.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="initial times × members per model call (default 32; baselines 64, solver 16)")
+                        help="initial times × members (of every checkpoint) forecast as one block (default 32; "
+                             "baselines 64, solver 16)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--baseline", choices=list(BASELINES), help="write a baseline instead of a model forecast")
     parser.add_argument("--mode", choices=("iterative", "direct"),

@@ -41,7 +41,7 @@ MODES = ("iterative", "direct")
 
 
 def _check_compatible(record: ExportRecord, spec: DataSpec, ic: InitialConditions, where: str) -> None:
-    """The dataset must give the channels, static fields, grid and time step the model was trained on."""
+    """The dataset must give the channels, static fields, climatology, grid and time step the model was trained on."""
     if list(spec.inputs) != ic.channels:
         raise ValidationError(f"{where} reads channels {list(spec.inputs)}; dataset {ic.entry.name!r} gives "
                               f"{ic.channels}")
@@ -52,6 +52,10 @@ def _check_compatible(record: ExportRecord, spec: DataSpec, ic: InitialCondition
         spec.grid.check_same(ic.entry.grid, f"dataset {ic.entry.name!r} against the grid {where} was trained on")
     except EarthsimError as error:
         raise ValidationError(str(error)) from None
+    if spec.climatology_source != ic.windows.climatology_source:
+        raise ValidationError(f"{where} reads a climatology made from {spec.climatology_source or 'nothing recorded'}; "
+                              f"the climatology of dataset {ic.entry.name!r} ({ic.entry.climatology}) is made from "
+                              f"{ic.windows.climatology_source}: its inputs would differ from those it was trained on")
     if not math.isclose(spec.time_step, record.stride * ic.entry.time_step, rel_tol=1e-9):
         raise ValidationError(f"{where} steps {spec.time_step} {spec.time_units} between input frames; dataset "
                               f"{ic.entry.name!r} with stride {record.stride} gives {record.stride * ic.entry.time_step}")
@@ -69,8 +73,8 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
     ``mode``: ``"iterative"`` feeds predictions back, ``"direct"`` calls a lead-conditioned model once
     per lead from the initial state (default: direct for a lead-conditioned model trained at several
     leads, iterative otherwise). Frames are ``lead_stride`` store frames apart (default: the model's
-    only training lead, or its stride). ``batch_size`` initial times × members go through the model at once (one block of the
-    store); a run interrupted part-way resumes from ``out``'s ``.partial`` store when started again
+    only training lead, or its stride). ``batch_size`` initial times × members (of every checkpoint) make one block of the
+    store, each checkpoint's model taking its share in one call; a run interrupted part-way resumes from ``out``'s ``.partial`` store when started again
     with the same arguments. ``members`` > 1 stores a perturbed ensemble along ``realization``.
     ``context``: frames a recurrent model digests before the first forecast frame (default its
     ``t_in``; the long-horizon video protocol conditions on 100).
@@ -114,11 +118,13 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
         raise ValidationError(f"{where} reads {t_in} frames {record.stride} store frame(s) apart, so it rolls "
                               f"out iteratively only {record.stride} frame(s) at a time, not {lead} (a prediction fed "
                               "back must sit one stride after the other inputs); use mode='direct'")
+    paths = [str(export_path(path).resolve()) for path in checkpoints]
+    repeated = sorted({path for path in paths if paths.count(path) > 1})
+    if repeated:
+        raise ValidationError(f"checkpoints {repeated} are given more than once; each member of an ensemble is "
+                              "another training")
     for path, (other, other_record) in zip(checkpoints[1:], ensemble[1:]):
         _check_same_forecaster(model, record, other, other_record, f"model {path}", where)
-        if _lead_stride(other_record, lead_stride, mode, steps, f"model {path}") != lead:
-            raise ValidationError(f"model {path} forecasts frames another number of store frames apart than {where}; "
-                                  "give --lead-stride")
     ic = InitialConditions(entry, split, steps, t_in=t_in, stride=record.stride, lead_stride=lead,
                            variables=variables, inits=inits, derived=spec.derived)
     _check_compatible(record, spec, ic, where)
@@ -129,6 +135,7 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
     static = torch.from_numpy(ic.windows.raw_static_fields()).float().to(device) if spec.static else None
     lead_time = ic.lead_time
     forcings = spec.forcing_index
+    noise_scale = np.asarray(spec.statistics.std, np.float32)[:, None, None] if spec.statistics else 1.0
 
     def compute(block: Block) -> np.ndarray:
         initial = torch.from_numpy(ic.read(block)).to(device)
@@ -140,11 +147,9 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
         predictions = []
         for k, member in enumerate(models):
             x = initial.repeat_interleave(members, dim=0)
-            if perturbation > 0:
-                scale = np.asarray(member.spec.statistics.std, np.float32)[:, None, None] \
-                    if member.spec.statistics else 1.0
+            if perturbation > 0:  # the members' specs are the same, statistics included
                 noise = _noise(ic, block, members, seed, tuple(x.shape[1:]), perturbation, first=k * members)
-                x = x + torch.from_numpy(noise * scale).to(device)
+                x = x + torch.from_numpy(noise * noise_scale).to(device)
             with torch.no_grad():
                 if mode == "direct":
                     leads = torch.arange(1, ic.steps + 1, dtype=torch.float32, device=device) * lead_time
@@ -156,7 +161,6 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
             predictions.append(pred.reshape(count, members, *pred.shape[1:]))
         return np.concatenate(predictions, axis=1).swapaxes(1, 2)
 
-    paths = [str(export_path(path).resolve()) for path in checkpoints]
     several = len(paths) > 1  # a single model's request keeps its plain values
     request = {
         "checkpoint": paths if several else paths[0], "model": record.model,
@@ -181,16 +185,20 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
 
 def _check_same_forecaster(model, record: ExportRecord, other, other_record: ExportRecord, name: str,
                            where: str) -> None:
-    """A multi-model ensemble's members read the same frames and write the same variables: the same data spec,
-    model, configuration, input frames and stride (they may differ in seed and training)."""
+    """A multi-model ensemble's members read the same frames and write the same variables: the same model,
+    configuration, training dataset, data spec, input frames and leads (they may differ in seed and training)."""
     for what, first, then in (("model", record.model, other_record.model),
                               ("model configuration", record.config, other_record.config),
+                              ("training dataset", record.dataset, other_record.dataset),
                               ("data spec", model.spec.to_dict(), other.spec.to_dict()),
                               ("stride", record.stride, other_record.stride),
                               ("training leads", list(record.lead_strides), list(other_record.lead_strides))):
         if first != then:
-            raise ValidationError(f"{name} differs from {where} in its {what}; the members of an ensemble are "
-                                  "trainings of one experiment (other seeds)")
+            if isinstance(first, dict) and isinstance(then, dict):
+                keys = sorted(k for k in set(first) | set(then) if first.get(k) != then.get(k))
+                first, then = ({k: d.get(k) for k in keys} for d in (first, then))
+            raise ValidationError(f"{name} differs from {where} in its {what} ({then} against {first}); the "
+                                  "members of an ensemble are trainings of one experiment (other seeds)")
 
 
 def _predicted_variables(ic: InitialConditions, spec: DataSpec, where: str) -> list[str]:

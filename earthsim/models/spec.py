@@ -49,6 +49,7 @@ class DataSpec:
     lead_times: tuple[float, ...] = ()  # leads trained at (same units); empty: time_step alone
     physics: dict = field(default_factory=dict)
     statistics: Statistics | None = None
+    climatology_source: dict = field(default_factory=dict)  # what <channel>_climatology inputs were made from
 
     def __post_init__(self):
         if not self.channel_variables:
@@ -138,4 +139,4 @@ class DataSpec:
                    static=tuple(windows.static_channels), derived=tuple(windows.derived),
                    time_step=float(windows.stride * windows.time_step), time_units=windows.entry.time.units,
                    lead_times=tuple(float(v) for v in windows.lead_times), physics=windows.physics,
-                   statistics=statistics)
+                   statistics=statistics, climatology_source=windows.climatology_source)
