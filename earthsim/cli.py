@@ -224,7 +224,7 @@ def _add_forecast(subparsers) -> None:
                      "Zarr forecast store, or write a baseline (persistence, climatology, solver).", """
         earthsim forecast runs/kolmogorov-fno --dataset kolmogorov-64 --steps 20 --out forecasts/fno.zarr
         earthsim forecast runs/kolmogorov-fno --dataset kolmogorov-64 --steps 20 --members 8 --perturbation 0.05 --out forecasts/fno-ens.zarr
-        earthsim forecast runs/fno-seed0 runs/fno-seed1 runs/fno-seed2 --dataset kolmogorov-64 --steps 20 --out forecasts/fno-3.zarr
+        earthsim forecast runs/fno-s0 runs/fno-s1 runs/fno-s2 --dataset kolmogorov-64 --steps 20 --out forecasts/fno-3.zarr
         earthsim forecast --baseline persistence --dataset kolmogorov-64 --steps 20 --out forecasts/persistence.zarr
         earthsim forecast --baseline solver --dataset kolmogorov-64 --steps 20 --out forecasts/solver.zarr
         earthsim forecast --baseline climatology --dataset era5-uk-t2m --steps 24 --out forecasts/climatology.zarr

@@ -45,7 +45,8 @@ import xarray as xr
 
 from earthsim import catalog
 from earthsim.catalog import DatasetEntry
-from earthsim.data.derived import DERIVED, check_derived, climatology_fields, climatology_of, frame_fields, static_fields
+from earthsim.data.derived import (DERIVED, check_derived, climatology_fields, climatology_of, frame_fields,
+                                   static_fields)
 from earthsim.data.grid import Grid
 from earthsim.data.store import chunk_status
 from earthsim.data.conventions import LATITUDE_DIM, LEVEL_DIM, LONGITUDE_DIM, TIME_DIM, physics_attributes

@@ -73,9 +73,10 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
     ``mode``: ``"iterative"`` feeds predictions back, ``"direct"`` calls a lead-conditioned model once
     per lead from the initial state (default: direct for a lead-conditioned model trained at several
     leads, iterative otherwise). Frames are ``lead_stride`` store frames apart (default: the model's
-    only training lead, or its stride). ``batch_size`` initial times × members (of every checkpoint) make one block of the
-    store, each checkpoint's model taking its share in one call; a run interrupted part-way resumes from ``out``'s ``.partial`` store when started again
-    with the same arguments. ``members`` > 1 stores a perturbed ensemble along ``realization``.
+    only training lead, or its stride). ``batch_size`` initial times × members (of every checkpoint)
+    make one block of the store, each checkpoint's model taking its share in one call; a run
+    interrupted part-way resumes from ``out``'s ``.partial`` store when started again with the same
+    arguments. ``members`` > 1 stores a perturbed ensemble along ``realization``.
     ``context``: frames a recurrent model digests before the first forecast frame (default its
     ``t_in``; the long-horizon video protocol conditions on 100).
     """
@@ -134,8 +135,8 @@ def run_forecast(checkpoint: str | os.PathLike | list, dataset: str | DatasetEnt
     models = [member.to(device) for member, _ in ensemble]
     static = torch.from_numpy(ic.windows.raw_static_fields()).float().to(device) if spec.static else None
     lead_time = ic.lead_time
-    forcings = spec.forcing_index
     noise_scale = np.asarray(spec.statistics.std, np.float32)[:, None, None] if spec.statistics else 1.0
+    forcings = spec.forcing_index
 
     def compute(block: Block) -> np.ndarray:
         initial = torch.from_numpy(ic.read(block)).to(device)

@@ -43,7 +43,7 @@ class DataSpec:
     grid: Grid
     channel_variables: tuple[str, ...] = ()  # the store variable of each input (z for z500); default: the names
     static: tuple[str, ...] = ()
-    derived: tuple[str, ...] = ()  # inputs and static fields computed from coordinates or a climatology (earthsim.data.derived)
+    derived: tuple[str, ...] = ()  # inputs and static fields computed (earthsim.data.derived)
     time_step: float = 1.0  # between consecutive frames the model sees: hours (weather) or solver units (fluids)
     time_units: str = "hours"
     lead_times: tuple[float, ...] = ()  # leads trained at (same units); empty: time_step alone
