@@ -288,6 +288,12 @@ def test_several_checkpoints_make_an_ensemble_of_each_ones_own_forecast(fluid, t
     with pytest.raises(ValidationError, match=r"a.pt'\] are given more than once"):
         forecast([first, second, first], "aba.zarr")
     assert not (tmp_path / "ac.zarr").exists() and not (tmp_path / "aba.zarr").exists()
+    # a partial store resumes only the same ensemble: one model's store is another request, the same list is not
+    (tmp_path / "a.zarr").rename(tmp_path / "ab2.zarr.partial")
+    with pytest.raises(EarthsimError, match=r"another request .*checkpoint"):
+        forecast([first, second], "ab2.zarr", batch_size=2)
+    (tmp_path / "ab.zarr").rename(tmp_path / "ab3.zarr.partial")  # complete, not yet renamed
+    np.testing.assert_array_equal(forecast([first, second], "ab3.zarr", batch_size=2).values, both.values)
 
 
 def test_weather_layout_and_climatology_baseline(weather, tmp_path):
