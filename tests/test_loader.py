@@ -184,19 +184,29 @@ def test_fluid_windows_follow_trajectories(fluid):
     assert "static" not in test[0]
 
 
-def test_fluid_on_the_sphere_uses_latitude_longitude(tmp_path):
-    """Shallow water is a fluid (trajectory splits) on a latitude/longitude grid with numeric hours."""
-    rng = np.random.default_rng(2)
+def _sphere(tmp_path, trajectories: int, seed: int, **fields) -> tuple[catalog.DatasetEntry, xr.Dataset]:
+    """Shallow-water-like h and u: ``trajectories`` of 6 hourly frames on a 4 x 8 latitude/longitude grid; the last
+    trajectory is the test split, the others train."""
+    rng = np.random.default_rng(seed)
+    shape = (trajectories, 6, 4, 8)
     ds = xr.Dataset(
-        {name: (("trajectory", "time", "latitude", "longitude"), rng.standard_normal((2, 6, 4, 8)).astype("float32"))
+        {name: (("trajectory", "time", "latitude", "longitude"), rng.standard_normal(shape).astype("float32"))
          for name in ("h", "u")},
         coords={"time": np.arange(6) * 1.0, "latitude": np.linspace(-90, 90, 4), "longitude": np.arange(8) * 45.0},
     )
     entry = _entry(
         tmp_path, "sphere", "fluid", ds, variables={"h": {"units": "m"}, "u": {"units": "m s**-1"}},
         grid={"latitude": {"start": -90.0, "stop": 90.0, "size": 4}, "longitude": {"start": 0.0, "stop": 315.0, "size": 8}},
-        time={"step": 1.0, "units": "hours"}, splits={"train": {"trajectory": [0, 1]}, "test": {"trajectory": [1, 2]}},
+        time={"step": 1.0, "units": "hours"},
+        splits={"train": {"trajectory": [0, trajectories - 1]}, "test": {"trajectory": [trajectories - 1, trajectories]}},
+        **fields,
     )
+    return entry, ds
+
+
+def test_fluid_on_the_sphere_uses_latitude_longitude(tmp_path):
+    """Shallow water is a fluid (trajectory splits) on a latitude/longitude grid with numeric hours."""
+    entry, ds = _sphere(tmp_path, trajectories=2, seed=2)
     dataset = WindowDataset(entry, "test", t_in=2, t_out=1, stride=2, normalise=False)
     assert dataset.channels == ["h", "u"] and len(dataset) == 6 - 4 and dataset.lead_times == (2.0,)
     source = np.stack([ds["h"].values, ds["u"].values], axis=2)  # [trajectory, time, channel, lat, lon]
@@ -418,18 +428,7 @@ def test_a_fluids_climatology_field_is_its_mean_over_the_training_trajectories(f
     with pytest.raises(ValidationError, match=r"fluid-test.*\['vorticity_climatology'\] need a climatology, and "
                                               r"entry 'fluid-test' names no climatology store"):
         WindowDataset(fluid[0], "test", derived=["vorticity_climatology"], normalise=False)
-    rng = np.random.default_rng(3)
-    ds = xr.Dataset(
-        {name: (("trajectory", "time", "latitude", "longitude"), rng.standard_normal((3, 6, 4, 8)).astype("float32"))
-         for name in ("h", "u")},
-        coords={"time": np.arange(6) * 1.0, "latitude": np.linspace(-90, 90, 4), "longitude": np.arange(8) * 45.0},
-    )
-    entry = _entry(
-        tmp_path, "sphere", "fluid", ds, variables={"h": {"units": "m"}, "u": {"units": "m s**-1"}},
-        climatology=str(tmp_path / "sphere.clim.zarr"),
-        grid={"latitude": {"start": -90.0, "stop": 90.0, "size": 4}, "longitude": {"start": 0.0, "stop": 315.0, "size": 8}},
-        time={"step": 1.0, "units": "hours"}, splits={"train": {"trajectory": [0, 2]}, "test": {"trajectory": [2, 3]}},
-    )
+    entry, ds = _sphere(tmp_path, trajectories=3, seed=3, climatology=str(tmp_path / "sphere.clim.zarr"))
     compute_statistics(entry, progress=False)
     windows = WindowDataset(entry, "test", t_in=2, derived=["h_climatology"], normalise=False)
     mean = ds.h.values[:2].astype(np.float64).mean(axis=(0, 1))  # the training trajectories at every time

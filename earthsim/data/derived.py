@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from earthsim.data.grid import Grid
 from earthsim.errors import ValidationError
@@ -111,18 +112,27 @@ def frame_fields(names: list[str], grid: Grid, times: np.ndarray) -> np.ndarray:
 
 
 def climatology_fields(entry, sources: list[tuple[str, str, float | None]], times: np.ndarray,
-                       where: str) -> tuple[np.ndarray, dict]:
-    """The climatology ``[T, K, H, W]`` (float32) at the valid ``times`` of each ``(field, variable, level)``
-    in ``sources`` (level None for a variable without levels), from ``entry``'s climatology store
-    (computed first if missing), and what the store was made from (its dataset, training days and
-    smoothing window: a model records it, so that its inputs cannot change under it). A value that is
-    not finite is refused, naming the field and the first such time."""
+                       where: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The climatology of each ``(field, variable, level)`` in ``sources`` (level None for a variable
+    without levels) at the valid ``times``, from ``entry``'s climatology store (computed first if missing).
+
+    Returns one map per distinct (day of year, hour) among ``times`` ``[U, K, H, W]`` (float32; one map
+    for a fluid's time mean), so a split of decades holds at most 366 × 24 maps; the row of each time
+    ``[T]``; and what the store was made from (its dataset, training days and smoothing window: a model
+    records it, so that its inputs cannot change under it). A value that is not finite is refused,
+    naming the field and the first such time."""
     from earthsim.data.stats import climatology_at, climatology_source, load_climatology
 
     if entry.climatology is None:
         raise ValidationError(f"{where}: derived fields {[s[0] for s in sources]} need a climatology, and entry "
                               f"{entry.name!r} names no climatology store")
     climatology = load_climatology(entry, progress=False)
+    keys = np.zeros(len(times), dtype=np.int64)  # the day of year and hour climatology_at selects by
+    if "dayofyear" in climatology.dims:
+        stamps = pd.DatetimeIndex(np.asarray(times))
+        keys = np.asarray(stamps.day_of_year) * 24 + (np.asarray(stamps.hour) if "hour" in climatology.dims else 0)
+    _, first, rows = np.unique(keys, return_index=True, return_inverse=True)
+    times = np.asarray(times)[first]
     fields = []
     for name, variable, level in sources:
         values = climatology_at(climatology, variable, times, None if level is None else [level],
@@ -132,9 +142,9 @@ def climatology_fields(entry, sources: list[tuple[str, str, float | None]], time
             at = bad.any(axis=1)
             raise ValidationError(
                 f"{where}: {name} is not finite at {int(bad.sum())} point(s) of {int(at.sum())} valid time(s), "
-                f"first {np.asarray(times)[at][0]}: climatology {entry.climatology} has no value there (a day "
+                f"first {times[at][0]}: climatology {entry.climatology} has no value there (a day "
                 "its smoothing window over the training days does not reach: make it again with a wider "
                 f"window, `python -m pipelines.climatology {entry.name} --window-days N --overwrite` in a "
                 "checkout; or points where the variable itself is undefined)")
         fields.append(values)
-    return np.stack(fields, axis=1).astype(np.float32), climatology_source(climatology)
+    return np.stack(fields, axis=1).astype(np.float32), rows.ravel(), climatology_source(climatology)

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
 
@@ -587,24 +586,16 @@ class WindowDataset(torch.utils.data.Dataset):
         return lead * self.time_step
 
     def _climatology_of_split(self) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
-        """The climatology fields among the derived ones, in memory as one map per (day of year, hour) the
-        split's frames fall on ``[U, K, H, W]`` (a few hundred maps at most, whatever the split's length), the
-        row of each split frame, and what the climatology was made from; None, None, {} without such fields."""
+        """The climatology fields among the derived ones at the split's frames, as ``climatology_fields`` keeps
+        them (one map per day of year and hour, the row of each frame, what they were made from); None, None, {}
+        without such fields."""
         names = [n for n in self._frame_derived if n not in DERIVED]
         if not names:
             return None, None, {}
-        times = self._times[self._frames]
-        if np.issubdtype(times.dtype, np.datetime64):
-            stamps = pd.DatetimeIndex(times)
-            keys = np.asarray(stamps.day_of_year) * 24 + np.asarray(stamps.hour)
-        else:  # a fluid's climatology is its time mean: one map
-            keys = np.zeros(len(times), dtype=np.int64)
-        _, first, index = np.unique(keys, return_index=True, return_inverse=True)
         levels = {channel_name(layout.name, level): (layout.name, level)
                   for layout in self._layouts for level in self._levels.get(layout.name, [None])}
-        table, source = climatology_fields(self.entry, [(n, *levels[climatology_of(n)]) for n in names],
-                                           times[first], f"dataset {self.entry.name!r}, split {self.split!r}")
-        return table, index.ravel(), source
+        return climatology_fields(self.entry, [(n, *levels[climatology_of(n)]) for n in names],
+                                  self._times[self._frames], f"dataset {self.entry.name!r}, split {self.split!r}")
 
     def _derived_frames(self, frames: np.ndarray) -> np.ndarray:
         """The per-frame derived fields ``[T, D, H, W]`` (physical, float32) at store frames ``frames`` of the split."""

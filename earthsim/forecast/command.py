@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.checkpoint:
             raise EarthsimError("give a model (RUN_OR_CHECKPOINT) or --baseline")
-        checkpoint = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
-        path = run_forecast(checkpoint, args.dataset, args.split, members=args.members,
+        path = run_forecast(args.checkpoint, args.dataset, args.split, members=args.members,
                             perturbation=args.perturbation, seed=args.seed, device=args.device, mode=args.mode,
                             lead_stride=args.lead_stride, context=args.context,
                             batch_size=32 if args.batch_size is None else args.batch_size, **common)
